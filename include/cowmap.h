@@ -1,0 +1,469 @@
+/*
+ * cowmap.h - immutable, persistent hash maps published through RCU.
+ *
+ * This header is the manual.  Read it top to bottom once; every call says
+ * who owns what it takes and returns, what it does on failure, and which
+ * threads may call it.
+ *
+ * Two layers:
+ *
+ *   Versions (struct cowmap) are immutable maps from byte-string keys to
+ *   void * values.  An update never changes a version: cowmap_set() and
+ *   friends return a *new* version that shares every untouched node with
+ *   the old one.  Any number of threads may read any version at once.
+ *   Versions are reference counted (cowmap_retain / cowmap_release).
+ *
+ *   Cells (struct cowmap_cell) hold "the current version" for threads that
+ *   share a table.  Readers load it inside an RCU read-side critical
+ *   section with no lock, no allocation and no store to shared memory;
+ *   writers are serialised by the cell and publish a new version with one
+ *   pointer store.  Memory the old version alone reached is freed after an
+ *   RCU grace period.
+ *
+ * Conventions:
+ *   - Functions returning a version return a NEW REFERENCE, or NULL with
+ *     errno set (ENOMEM, EINVAL, ENOSPC).  On failure every existing version
+ *     is unchanged and nothing is leaked.
+ *   - Functions returning int return 0 (or a count) on success and a
+ *     negative errno value on failure.
+ *   - Keys are copied into the map; values are opaque pointers.  When
+ *     options.value_free is set the map owns the values stored in it (see
+ *     struct cowmap_options).
+ *
+ * RCU (liburcu) rules that concern cowmap are stated next to the cell calls
+ * below and summarised in README.md.  Include the liburcu flavor header your
+ * threads read with (for example <urcu/urcu-memb.h>) and <cowmap.h>, in
+ * either order.
+ */
+#ifndef COWMAP_H
+#define COWMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * The library is built with -fvisibility=hidden; the declarations below are
+ * what it exports.  (Harmless for users: default is what they expect.)
+ */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#pragma GCC visibility push(default)
+#endif
+
+#define COWMAP_VERSION_MAJOR 0
+#define COWMAP_VERSION_MINOR 1
+#define COWMAP_VERSION_PATCH 0
+/* One number that compares in release order: 0x00MMmmpp. */
+#define COWMAP_VERSION_NUMBER                                                \
+	((COWMAP_VERSION_MAJOR << 16) | (COWMAP_VERSION_MINOR << 8) |        \
+	 COWMAP_VERSION_PATCH)
+
+/*
+ * Declared, never defined here: including <urcu/flavor.h> before a flavor
+ * header breaks liburcu 0.13's name mapping for the user (see README).
+ */
+struct rcu_flavor_struct;
+
+struct cowmap;
+struct cowmap_txn;
+struct cowmap_cell;
+
+/**
+ * struct cowmap_options - how a map family behaves.
+ * @seed:        hash seed.  0 = a random seed from getrandom(), so keys
+ *               chosen by an outsider cannot be made to collide.  Every
+ *               version derived from a map shares its seed.
+ * @hash:        NULL = the built-in keyed hash.  An override must be a pure
+ *               function of (key, len, seed); it may be called from any
+ *               thread, also inside RCU read-side critical sections.
+ * @value_free:  NULL = the map never frees values.  Otherwise the map owns
+ *               every value passed to a successful set, and calls
+ *               value_free(value, ctx) exactly once per successful set,
+ *               when no version holds that entry any more and (for
+ *               versions published in a cell) no reader can still see it.
+ *               Storing the very pointer a key already maps to is a no-op
+ *               and transfers nothing.  It may run in any thread, including
+ *               liburcu's call_rcu thread; it must not call into cowmap.
+ * @ctx:         passed to hash and value_free.
+ * @max_entries: 0 = unlimited.  An update that would make a version hold
+ *               more entries fails with ENOSPC and changes nothing.
+ *
+ * A zero-initialised struct (or a NULL pointer) gives the defaults.
+ */
+struct cowmap_options {
+	uint64_t seed;
+	uint64_t (*hash)(const void *key, size_t len, uint64_t seed, void *ctx);
+	void (*value_free)(void *value, void *ctx);
+	void *ctx;
+	size_t max_entries;
+};
+
+/* ------------------------------------------------------------------ */
+/* Versions                                                            */
+/* ------------------------------------------------------------------ */
+
+/**
+ * cowmap_new - create an empty map.
+ * @opts: options, copied; NULL for the defaults.
+ *
+ * Returns a new reference, or NULL with errno ENOMEM (or EIO if the
+ * random seed could not be read).
+ */
+struct cowmap *cowmap_new(const struct cowmap_options *opts);
+
+/**
+ * cowmap_retain - take another reference to the same version.
+ * Returns @m.  Safe from any thread holding a reference (or inside the RCU
+ * read-side critical section that loaded @m; see cowmap_cell_snapshot()).
+ * NULL returns NULL with errno EINVAL.
+ */
+struct cowmap *cowmap_retain(const struct cowmap *m);
+
+/**
+ * cowmap_release - drop a reference; NULL is ignored.
+ * The last reference frees the nodes no other version shares and calls
+ * value_free for values no other version holds.  Any thread may release.
+ * Never release a version borrowed from cowmap_cell_load().
+ */
+void cowmap_release(struct cowmap *m);
+
+/** cowmap_size - number of entries; 0 for NULL. */
+size_t cowmap_size(const struct cowmap *m);
+
+/**
+ * cowmap_get - look up one key.
+ * @value: receives the value when found (may be NULL).
+ *
+ * Returns 1 if found, 0 if absent, -EINVAL for a NULL map, a NULL key with
+ * non-zero length, or a key longer than UINT32_MAX bytes.  Allocates
+ * nothing, locks nothing, writes nothing shared: safe inside RCU read-side
+ * critical sections and from any number of threads.
+ */
+int cowmap_get(const struct cowmap *m, const void *key, size_t len,
+	       void **value);
+
+/**
+ * cowmap_get_many - look up @n keys at once.
+ * @values: values[i] receives key i's value, or NULL when absent (or when
+ *          the key is invalid).
+ *
+ * Walks the lookups level by level with prefetching so a batch pays memory
+ * latency roughly once per level rather than once per key.  Returns the
+ * number of keys found (0 with errno EINVAL for a NULL map or arrays).
+ * Same thread-safety as cowmap_get().
+ */
+size_t cowmap_get_many(const struct cowmap *m, size_t n,
+		       const void *const keys[], const size_t lens[],
+		       void *values[]);
+
+/**
+ * cowmap_set - a new version in which @key maps to @value.
+ *
+ * Returns a new reference.  If @key already maps to exactly @value the
+ * result is @m itself (retained): nothing changes and no value is
+ * transferred.  On failure returns NULL with errno ENOMEM, ENOSPC
+ * (max_entries) or EINVAL, and @value still belongs to the caller.
+ */
+struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
+			  size_t len, void *value);
+
+/**
+ * cowmap_del - a new version without @key.
+ * Returns a new reference (@m itself, retained, when @key is absent), or
+ * NULL with errno ENOMEM or EINVAL.
+ */
+struct cowmap *cowmap_del(const struct cowmap *m, const void *key,
+			  size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Transactions: batch edits                                           */
+/* ------------------------------------------------------------------ */
+
+/**
+ * cowmap_txn_begin - start a private draft based on @base.
+ *
+ * The draft edits the nodes it has copied in place, so a batch of k edits
+ * costs about one path copy per touched path, not one per edit.  @base is
+ * retained by the draft and never changes.  A transaction belongs to one
+ * thread at a time.  Returns NULL with errno ENOMEM or EINVAL.
+ */
+struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base);
+
+/**
+ * cowmap_txn_set - set @key to @value in the draft.
+ * Returns 0, or -ENOMEM, -ENOSPC (max_entries), -EINVAL (bad key, or a
+ * transaction already committed or aborted).  On failure the draft is as
+ * it was and @value still belongs to the caller.  A value replaced inside
+ * the draft that no version holds is passed to value_free at once.
+ */
+int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
+		   void *value);
+
+/**
+ * cowmap_txn_del - remove @key from the draft.
+ * Returns 1 if removed, 0 if absent, or -ENOMEM / -EINVAL as above.
+ */
+int cowmap_txn_del(struct cowmap_txn *t, const void *key, size_t len);
+
+/** cowmap_txn_get - look up @key in the draft; as cowmap_get(). */
+int cowmap_txn_get(const struct cowmap_txn *t, const void *key, size_t len,
+		   void **value);
+
+/** cowmap_txn_size - entries in the draft; 0 for an invalid transaction. */
+size_t cowmap_txn_size(const struct cowmap_txn *t);
+
+/**
+ * cowmap_txn_commit - turn the draft into a version.
+ *
+ * Consumes @t and returns a new reference (the base itself, retained, if
+ * nothing changed).  Commit publishes nothing: hand the result to
+ * cowmap_cell_publish() to share it.  Commit cannot run out of memory;
+ * it returns NULL with errno EINVAL only for a NULL or finished
+ * transaction.
+ */
+struct cowmap *cowmap_txn_commit(struct cowmap_txn *t);
+
+/**
+ * cowmap_txn_abort - discard the draft; NULL is ignored.
+ * Values set in the draft are passed to value_free (they were given to the
+ * map); the base is untouched.
+ *
+ * A transaction that was committed or aborted must not be used again.
+ * The library recognises such a handle for a while afterwards and answers
+ * EINVAL; configure --enable-debug makes that reliable.
+ */
+void cowmap_txn_abort(struct cowmap_txn *t);
+
+/* ------------------------------------------------------------------ */
+/* Iteration                                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * An iterator lives on the caller's stack and allocates nothing.  It walks
+ * one version, so it is consistent by construction: every entry exactly
+ * once, in hash order, whatever other threads publish meanwhile.  The
+ * version must stay alive while iterating (a reference, or the RCU
+ * read-side critical section it was loaded in).  Fields are private.
+ */
+#define COWMAP_ITER_DEPTH 15
+struct cowmap_iter {
+	const void *priv_map;
+	const void *priv_node[COWMAP_ITER_DEPTH];
+	uint32_t priv_pos[COWMAP_ITER_DEPTH];
+	int priv_depth;
+};
+
+/** cowmap_iter_init - position @it before the first entry of @m. */
+void cowmap_iter_init(struct cowmap_iter *it, const struct cowmap *m);
+
+/**
+ * cowmap_iter_next - step to the next entry.
+ * Returns 1 and fills the non-NULL out-parameters, or 0 at the end.  The
+ * key pointer stays valid as long as the version does.
+ */
+int cowmap_iter_next(struct cowmap_iter *it, const void **key, size_t *len,
+		     void **value);
+
+/* ------------------------------------------------------------------ */
+/* Comparing versions                                                  */
+/* ------------------------------------------------------------------ */
+
+enum cowmap_change { COWMAP_ADDED, COWMAP_REMOVED, COWMAP_CHANGED };
+
+/**
+ * cowmap_equal - do @a and @b hold the same keys with equal values?
+ * @value_eq: returns non-zero when two values are equal; NULL compares
+ *            the pointers.
+ *
+ * Subtrees the two versions share are skipped by pointer, so comparing a
+ * version with one derived from it costs about the size of the change.
+ * Versions with different seeds or hash functions are compared entry by
+ * entry.  Returns 1 or 0, or -EINVAL for a NULL version.
+ */
+int cowmap_equal(const struct cowmap *a, const struct cowmap *b,
+		 int (*value_eq)(const void *x, const void *y, void *ctx),
+		 void *ctx);
+
+/**
+ * cowmap_diff - call @fn once per key that differs between @from and @to.
+ *
+ * old_value is NULL for COWMAP_ADDED, new_value NULL for COWMAP_REMOVED;
+ * CHANGED means the value pointers differ.  Shared subtrees are skipped.
+ * Stops as soon as @fn returns non-zero and returns that value; returns 0
+ * when all differences were reported, -EINVAL for NULL arguments, -ENOMEM
+ * if versions of unrelated hash configurations need scratch memory.
+ */
+int cowmap_diff(const struct cowmap *from, const struct cowmap *to,
+		int (*fn)(enum cowmap_change what, const void *key,
+			  size_t len, void *old_value, void *new_value,
+			  void *ctx),
+		void *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Accounting                                                          */
+/* ------------------------------------------------------------------ */
+
+/**
+ * struct cowmap_stats - what one version costs.
+ * @entries:   number of entries.
+ * @nodes:     trie nodes reachable from the version.
+ * @bytes:     heap bytes reachable from it (nodes, out-of-line keys, the
+ *             version header), counting memory shared with other versions.
+ * @max_depth: deepest level of the trie (0 = only the root).
+ */
+struct cowmap_stats {
+	size_t entries, nodes, bytes, max_depth;
+};
+
+/**
+ * cowmap_stats - fill @out for @m by walking it (O(size)).
+ * Returns 0 or -EINVAL.  Safe from any thread.
+ */
+int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
+
+/* ------------------------------------------------------------------ */
+/* Cells: publishing versions through RCU                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Threads and liburcu (see README "Using cowmap with liburcu"):
+ *
+ *  - Every thread that reads a cell registers with the cell's flavor
+ *    (rcu_register_thread() of that flavor) before its first read-side
+ *    critical section and unregisters before it exits.  urcu-bp needs no
+ *    registration.
+ *  - Threads that write a cell (publish, cas, update, set, del, free) must
+ *    be registered too: liburcu's call_rcu() and rcu_barrier() require it.
+ *  - QSBR: reader threads announce quiescent states
+ *    (urcu_qsbr_quiescent_state()) or go offline when idle.  A thread that
+ *    stops announcing them stops every grace period: retired versions then
+ *    pile up in cowmap_cell_stats().pending_bytes.
+ *  - fork(): call call_rcu_before_fork() before, and
+ *    call_rcu_after_fork_parent() / call_rcu_after_fork_child() after, in
+ *    the respective processes, if the child keeps using cells.
+ *  - Before unloading the library or exiting with deferred frees pending,
+ *    cowmap_cell_free() every cell (it waits with rcu_barrier()).
+ */
+
+/**
+ * struct cowmap_cell_stats - what a cell has published and what waits.
+ * @published:     versions published since the cell was created.
+ * @pending_bytes: bytes that retired versions alone held, waiting for a
+ *                 grace period to be freed (estimated when retired).
+ * @pending_nodes: nodes in the same state.
+ * @pending_versions: retired versions whose grace period has not ended.
+ */
+struct cowmap_cell_stats {
+	uint64_t published;
+	size_t pending_bytes, pending_nodes;
+	size_t pending_versions;
+};
+
+/**
+ * cowmap_cell_new - a cell whose current version is @initial.
+ * @initial: stolen (also on failure); NULL publishes an empty map with
+ *           default options.
+ * @flavor:  the liburcu flavor its readers use, e.g. &urcu_qsbr_flavor;
+ *           NULL means urcu-memb.
+ * Returns NULL with errno ENOMEM.
+ */
+struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
+				    const struct rcu_flavor_struct *flavor);
+
+/**
+ * cowmap_cell_free - destroy a cell; NULL is ignored.
+ *
+ * Drops the current version and waits (rcu_barrier() of the flavor) until
+ * every deferred free the cell queued has run, so nothing is pending when
+ * it returns.  No reader may use the cell any more.  Must not be called
+ * inside a read-side critical section or from a call_rcu callback.
+ */
+void cowmap_cell_free(struct cowmap_cell *c);
+
+/**
+ * cowmap_cell_load - the current version, borrowed.
+ *
+ * Call inside rcu_read_lock() of the cell's flavor; the result stays valid
+ * until the matching rcu_read_unlock() and must not be released.  Costs one
+ * acquire load: no lock, no allocation, no shared store.  NULL for a NULL
+ * cell.
+ */
+const struct cowmap *cowmap_cell_load(struct cowmap_cell *c);
+
+/**
+ * cowmap_cell_snapshot - the current version as a new reference.
+ * Usable anywhere, in any thread, after any number of later publishes,
+ * until released.  The calling thread must be registered with the flavor
+ * (it enters a read-side critical section itself; nesting is fine).
+ * Returns NULL with errno EINVAL for a NULL cell.
+ */
+struct cowmap *cowmap_cell_snapshot(struct cowmap_cell *c);
+
+/**
+ * cowmap_cell_publish - make @next the current version.
+ * @next: stolen in every case, also on failure.
+ * Returns 0, -EINVAL (NULL argument), or -ENOMEM (the current version is
+ * kept).  The old version is released after a grace period.
+ */
+int cowmap_cell_publish(struct cowmap_cell *c, struct cowmap *next);
+
+/**
+ * cowmap_cell_cas - publish @next only if @expected is still current.
+ * @expected: compared by pointer; hold a reference to it (a snapshot) so it
+ *            cannot be freed and reused meanwhile.
+ * @next:     stolen in every case.
+ * Returns 0, -EAGAIN if another version won, -EINVAL, or -ENOMEM.
+ */
+int cowmap_cell_cas(struct cowmap_cell *c, const struct cowmap *expected,
+		    struct cowmap *next);
+
+/**
+ * cowmap_cell_update - publish fn(current) atomically.
+ *
+ * @fn runs with the cell's writer lock held and must return a new
+ * reference (cowmap_retain(cur) for "no change": nothing is published) or
+ * NULL with errno set to abort (returned as -errno; -EINVAL if errno is 0).
+ * @fn must not write to the same cell.
+ */
+int cowmap_cell_update(struct cowmap_cell *c,
+		       struct cowmap *(*fn)(const struct cowmap *cur,
+					    void *arg),
+		       void *arg);
+
+/**
+ * cowmap_cell_set - set one key in the current version and publish.
+ *
+ * Concurrent calls on one cell are combined: whoever holds the writer lock
+ * applies every queued change in one transaction and one publish, so
+ * writers do not serialise on a grace period or a path copy each.
+ * Returns 0, or -ENOMEM / -ENOSPC / -EINVAL, with @value still the
+ * caller's on failure.
+ */
+int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
+		    void *value);
+
+/**
+ * cowmap_cell_del - remove one key from the current version and publish.
+ * Returns 1 if removed, 0 if absent (nothing published), or a negative
+ * errno.  Combined like cowmap_cell_set().
+ */
+int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len);
+
+/** cowmap_cell_stats - fill @out; returns 0 or -EINVAL. */
+int cowmap_cell_stats(struct cowmap_cell *c, struct cowmap_cell_stats *out);
+
+/** cowmap_version - the library's COWMAP_VERSION_NUMBER at run time. */
+uint32_t cowmap_version(void);
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#pragma GCC visibility pop
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COWMAP_H */

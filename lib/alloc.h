@@ -1,0 +1,28 @@
+/*
+ * alloc.h - the library's only path to the heap.
+ *
+ * Every allocation goes through cm_malloc() so that tests can make the
+ * n-th allocation fail (fault injection) and count allocations.  The test
+ * hooks are internal symbols: they are not exported from libcowmap.so and
+ * are reached only by test programs linked with the convenience library.
+ */
+#ifndef COWMAP_ALLOC_H
+#define COWMAP_ALLOC_H
+
+#include <stddef.h>
+
+void *cm_malloc(size_t size);
+void *cm_calloc(size_t count, size_t size);
+void cm_free(void *p);
+
+/*
+ * Test hooks.  Both are per thread: only the calling thread's allocations
+ * fail or are counted, so liburcu's helper threads are never disturbed.
+ * cm_test_fail_after(n): the next n allocations succeed, every later one
+ * fails until cm_test_fail_after(-1) turns failures off.
+ * cm_test_alloc_count(): allocations made so far by the library.
+ */
+void cm_test_fail_after(long n);
+unsigned long cm_test_alloc_count(void);
+
+#endif

@@ -1,0 +1,416 @@
+/*
+ * cell.c - the RCU-published current version.
+ *
+ * Readers: cowmap_cell_load() is one acquire load of `current`.  The
+ * version it returns stays allocated until the reader's critical section
+ * ends, because the cell drops its own reference to a replaced version
+ * only from a call_rcu() callback, i.e. after a grace period.  Nothing
+ * else a reader touches is ever freed earlier: every node reachable from
+ * that version is held by it.
+ *
+ * Writers: one mutex per cell serialises them.  A publish stores the new
+ * version with release order (so its nodes are visible before its address
+ * is) and queues exactly one callback that drops the old version: the
+ * whole commit is retired in one batch, and the callback's release frees
+ * precisely the nodes and values no remaining version reaches.
+ *
+ * Combining: cowmap_cell_set/del push their request on a lock-free stack
+ * and then take the mutex.  Whoever gets it applies every queued request
+ * in one transaction and one publish, so concurrent writers share the path
+ * copies, the version shell and the grace-period callback instead of
+ * queueing behind each other one publish at a time.
+ *
+ * This is the only file that knows about RCU.
+ */
+#include <urcu/urcu-memb.h>	/* before cowmap.h: see DESIGN / README */
+
+#include "map.h"
+
+#include "alloc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdalign.h>
+
+struct cell_request {
+	struct cell_request *next;
+	const void *key;
+	size_t len;
+	void *value;
+	bool is_del;
+	bool done;	/* written under the cell's mutex */
+	int result;
+};
+
+struct cowmap_cell {
+	/* Read by every reader: kept on its own cache line. */
+	alignas(64) struct cowmap *_Atomic current;
+	const struct rcu_flavor_struct *flavor;
+
+	/* Writers only. */
+	alignas(64) pthread_mutex_t writer;
+	struct cell_request *_Atomic requests;
+	atomic_uint_least64_t published;
+	atomic_size_t pending_bytes, pending_nodes, pending_versions;
+};
+
+/* One retired version waiting for its grace period. */
+struct retired {
+	struct rcu_head head;
+	struct cowmap *version;
+	struct cowmap_cell *cell;
+	size_t bytes, nodes;
+};
+
+/*
+ * What will the release of @m free?  Exactly what only it holds: follow
+ * references that are the sole ones.  After a single-key update that is
+ * the old path, so the estimate costs what the free will.  Snapshot
+ * holders may take or drop references meanwhile, so it is an estimate.
+ */
+static void sole_owned(const struct cm_node *n, const struct cm_owner *own,
+		       size_t *bytes, size_t *nodes)
+{
+	if (atomic_load_explicit(&n->refs, memory_order_relaxed) != 1)
+		return;
+	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
+
+	*bytes += cm_node_bytes(n);
+	*nodes += 1;
+	for (unsigned i = 0; i < ne; i++) {
+		const struct cm_entry *e = &n->entries[i];
+
+		if (cm_is_boxed(e->len, own) &&
+		    atomic_load_explicit(&e->u.leaf->refs,
+					 memory_order_relaxed) == 1)
+			*bytes += sizeof(struct cm_leaf) + e->len;
+	}
+	for (unsigned i = 0; i < nc; i++)
+		sole_owned(cm_children(n)[i], own, bytes, nodes);
+}
+
+static void retire_done(struct rcu_head *head)
+{
+	struct retired *r = caa_container_of(head, struct retired, head);
+	struct cowmap_cell *c = r->cell;
+
+	cowmap_release(r->version);
+	atomic_fetch_sub_explicit(&c->pending_bytes, r->bytes,
+				  memory_order_relaxed);
+	atomic_fetch_sub_explicit(&c->pending_nodes, r->nodes,
+				  memory_order_relaxed);
+	atomic_fetch_sub_explicit(&c->pending_versions, 1,
+				  memory_order_release);
+	cm_free(r);
+}
+
+/*
+ * Make @next current; called with the writer mutex held.  Consumes @next
+ * and @r (the retirement record allocated before anything changed, so
+ * nothing here can fail).
+ */
+static void install(struct cowmap_cell *c, struct cowmap *next,
+		    struct retired *r)
+{
+	struct cowmap *old = atomic_load_explicit(&c->current,
+						  memory_order_relaxed);
+
+	atomic_store_explicit(&c->current, next, memory_order_release);
+	atomic_fetch_add_explicit(&c->published, 1, memory_order_relaxed);
+
+	r->version = old;
+	r->cell = c;
+	r->bytes = r->nodes = 0;
+	if (atomic_load_explicit(&old->refs, memory_order_relaxed) == 1) {
+		r->bytes = sizeof(*old);
+		sole_owned(old->root, &old->own, &r->bytes, &r->nodes);
+	}
+	atomic_fetch_add_explicit(&c->pending_bytes, r->bytes,
+				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->pending_nodes, r->nodes,
+				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->pending_versions, 1,
+				  memory_order_relaxed);
+	c->flavor->update_call_rcu(&r->head, retire_done);
+}
+
+struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
+				    const struct rcu_flavor_struct *flavor)
+{
+	struct cowmap_cell *c = cm_malloc(sizeof(*c));
+
+	if (initial == NULL && c != NULL) {
+		initial = cowmap_new(NULL);
+		if (initial == NULL) {
+			cm_free(c);
+			return NULL;
+		}
+	}
+	if (c == NULL || pthread_mutex_init(&c->writer, NULL) != 0) {
+		cm_free(c);
+		cowmap_release(initial);
+		errno = ENOMEM;
+		return NULL;
+	}
+	atomic_init(&c->current, initial);
+	c->flavor = flavor != NULL ? flavor : &urcu_memb_flavor;
+	atomic_init(&c->requests, NULL);
+	atomic_init(&c->published, 0);
+	atomic_init(&c->pending_bytes, 0);
+	atomic_init(&c->pending_nodes, 0);
+	atomic_init(&c->pending_versions, 0);
+	return c;
+}
+
+void cowmap_cell_free(struct cowmap_cell *c)
+{
+	if (c == NULL)
+		return;
+
+	struct cowmap *last = atomic_load_explicit(&c->current,
+						   memory_order_relaxed);
+
+	/* A reader that (wrongly) still runs cannot be left with freed
+	 * memory: wait for it, then for every queued callback of ours. */
+	c->flavor->update_synchronize_rcu();
+	cowmap_release(last);
+	c->flavor->barrier();
+	pthread_mutex_destroy(&c->writer);
+	cm_free(c);
+}
+
+const struct cowmap *cowmap_cell_load(struct cowmap_cell *c)
+{
+	if (c == NULL)
+		return NULL;
+	return atomic_load_explicit(&c->current, memory_order_acquire);
+}
+
+struct cowmap *cowmap_cell_snapshot(struct cowmap_cell *c)
+{
+	if (c == NULL) {
+		errno = EINVAL;
+		return NULL;
+	}
+	c->flavor->read_lock();
+	/* Safe to retain: the cell's own reference outlives this section. */
+	struct cowmap *m = cowmap_retain(
+		atomic_load_explicit(&c->current, memory_order_acquire));
+	c->flavor->read_unlock();
+	return m;
+}
+
+/* Publish @next, if @check only while @expected is current. */
+static int publish_if(struct cowmap_cell *c, bool check,
+		      const struct cowmap *expected, struct cowmap *next)
+{
+	if (c == NULL || !cm_map_valid(next)) {
+		cowmap_release(next);
+		return -EINVAL;
+	}
+
+	struct retired *r = cm_malloc(sizeof(*r));
+
+	if (r == NULL) {
+		cowmap_release(next);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&c->writer);
+	if (check &&
+	    atomic_load_explicit(&c->current, memory_order_relaxed) != expected) {
+		pthread_mutex_unlock(&c->writer);
+		cm_free(r);
+		cowmap_release(next);
+		return -EAGAIN;
+	}
+	install(c, next, r);
+	pthread_mutex_unlock(&c->writer);
+	return 0;
+}
+
+int cowmap_cell_publish(struct cowmap_cell *c, struct cowmap *next)
+{
+	return publish_if(c, false, NULL, next);
+}
+
+int cowmap_cell_cas(struct cowmap_cell *c, const struct cowmap *expected,
+		    struct cowmap *next)
+{
+	return publish_if(c, true, expected, next);
+}
+
+int cowmap_cell_update(struct cowmap_cell *c,
+		       struct cowmap *(*fn)(const struct cowmap *cur,
+					    void *arg),
+		       void *arg)
+{
+	if (c == NULL || fn == NULL)
+		return -EINVAL;
+
+	struct retired *r = cm_malloc(sizeof(*r));
+	int rc = 0;
+
+	if (r == NULL)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->writer);
+
+	struct cowmap *cur = atomic_load_explicit(&c->current,
+						  memory_order_relaxed);
+
+	errno = 0;
+	struct cowmap *next = fn(cur, arg);
+
+	if (next == NULL) {
+		rc = errno != 0 ? -errno : -EINVAL;
+	} else if (next == cur) {
+		cowmap_release(next);	/* "no change": drop fn's reference */
+	} else {
+		install(c, next, r);
+		r = NULL;
+	}
+	pthread_mutex_unlock(&c->writer);
+	cm_free(r);
+	return rc;
+}
+
+/* ---- combined single-key writers ---- */
+
+static void finish_all(struct cell_request *list, int result)
+{
+	for (; list != NULL; list = list->next) {
+		list->result = result;
+		list->done = true;
+	}
+}
+
+/* One request alone: a persistent update is cheaper than a transaction. */
+static struct cowmap *apply_one(const struct cowmap *cur,
+				struct cell_request *q)
+{
+	struct cowmap *next;
+
+	if (q->is_del) {
+		next = cowmap_del(cur, q->key, q->len);
+		q->result = next == NULL ? -errno : next != cur;
+	} else {
+		next = cowmap_set(cur, q->key, q->len, q->value);
+		q->result = next == NULL ? -errno : 0;
+	}
+	return next;
+}
+
+/* Several: one draft, each request succeeding or failing on its own. */
+static struct cowmap *apply_batch(const struct cowmap *cur,
+				  struct cell_request *list)
+{
+	struct cowmap_txn *t = cowmap_txn_begin(cur);
+
+	if (t == NULL)
+		return NULL;
+	for (struct cell_request *q = list; q != NULL; q = q->next)
+		q->result = q->is_del ? cowmap_txn_del(t, q->key, q->len)
+				      : cowmap_txn_set(t, q->key, q->len,
+						       q->value);
+	return cowmap_txn_commit(t);
+}
+
+/* Called with the writer mutex held: serve every queued request. */
+static void combine(struct cowmap_cell *c)
+{
+	struct cell_request *stack = atomic_exchange_explicit(
+		&c->requests, NULL, memory_order_acquire);
+	struct cell_request *list = NULL;
+
+	while (stack != NULL) {	/* reverse into arrival order */
+		struct cell_request *q = stack;
+
+		stack = q->next;
+		q->next = list;
+		list = q;
+	}
+	if (list == NULL)
+		return;
+
+	struct retired *r = cm_malloc(sizeof(*r));
+
+	if (r == NULL) {
+		finish_all(list, -ENOMEM);
+		return;
+	}
+
+	struct cowmap *cur = atomic_load_explicit(&c->current,
+						  memory_order_relaxed);
+	struct cowmap *next = list->next == NULL ? apply_one(cur, list)
+						 : apply_batch(cur, list);
+
+	if (next == NULL) {
+		if (list->next != NULL)
+			finish_all(list, -ENOMEM);
+		else
+			list->done = true;
+		cm_free(r);
+		return;
+	}
+	if (next == cur) {
+		cowmap_release(next);
+		cm_free(r);
+	} else {
+		install(c, next, r);
+	}
+	for (struct cell_request *q = list; q != NULL; q = q->next)
+		q->done = true;
+}
+
+static int submit(struct cowmap_cell *c, struct cell_request *q)
+{
+	struct cell_request *head =
+		atomic_load_explicit(&c->requests, memory_order_relaxed);
+
+	do
+		q->next = head;
+	while (!atomic_compare_exchange_weak_explicit(
+		&c->requests, &head, q, memory_order_release,
+		memory_order_relaxed));
+
+	pthread_mutex_lock(&c->writer);
+	if (!q->done)
+		combine(c);
+	pthread_mutex_unlock(&c->writer);
+	return q->result;
+}
+
+int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
+		    void *value)
+{
+	if (c == NULL || cm_check_key(key, len) < 0)
+		return -EINVAL;
+
+	struct cell_request q = { .key = key, .len = len, .value = value };
+
+	return submit(c, &q);
+}
+
+int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len)
+{
+	if (c == NULL || cm_check_key(key, len) < 0)
+		return -EINVAL;
+
+	struct cell_request q = { .key = key, .len = len, .is_del = true };
+
+	return submit(c, &q);
+}
+
+int cowmap_cell_stats(struct cowmap_cell *c, struct cowmap_cell_stats *out)
+{
+	if (c == NULL || out == NULL)
+		return -EINVAL;
+	out->published = atomic_load_explicit(&c->published,
+					      memory_order_relaxed);
+	out->pending_bytes = atomic_load_explicit(&c->pending_bytes,
+						  memory_order_relaxed);
+	out->pending_nodes = atomic_load_explicit(&c->pending_nodes,
+						  memory_order_relaxed);
+	out->pending_versions = atomic_load_explicit(&c->pending_versions,
+						     memory_order_acquire);
+	return 0;
+}

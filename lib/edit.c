@@ -1,0 +1,406 @@
+/*
+ * edit.c - the copy-on-write path.
+ *
+ * Invariants that make failure safe:
+ *
+ *  - A new node is always built by copying, and it retains everything it
+ *    copies.  The node it replaces is left intact; whoever held that node
+ *    drops its reference only after the whole edit succeeded (an in-place
+ *    swap in a draft parent, or the transaction's root).
+ *  - Drafts form a connected region at the top of the trie (a transaction
+ *    must own a node's parent to own the node).  Walking back up, all
+ *    allocations therefore happen below, or at, the first draft node, and
+ *    every in-place change comes after the last allocation.  So an
+ *    allocation failure unwinds by releasing the fresh nodes only, and
+ *    nothing anyone can see has changed.
+ *  - Deletion returns a lone remaining entry upwards (CM_SINGLE) instead
+ *    of building a one-entry node, which keeps the trie canonical and
+ *    costs no allocation until the level that keeps it.
+ */
+#include "edit.h"
+
+#include <limits.h>
+
+enum walk { W_NOCHANGE, W_NEWNODE, W_SINGLE, W_NOMEM };
+
+#define NONE UINT_MAX
+
+/* One node rebuilt with at most one entry and one child taken out and at
+ * most one of each put in (positions are indexes in the new node). */
+struct splice {
+	uint32_t datamap, nodemap;
+	unsigned skip_entry, skip_child;
+	const struct cm_entry *add_entry;
+	unsigned add_entry_at;
+	struct cm_node *add_child;	/* a fresh reference, not retained */
+	unsigned add_child_at;
+};
+
+static struct cm_node *rebuild(const struct cm_edit *ed,
+			       const struct cm_node *n, const struct splice *s)
+{
+	bool coll = n->kind == CM_COLLISION;
+	unsigned ne = coll ? s->datamap : (unsigned)__builtin_popcount(s->datamap);
+	unsigned nc = (unsigned)__builtin_popcount(s->nodemap);
+	struct cm_node *m = cm_node_alloc(n->kind, ne, nc, ed->draft);
+
+	if (m == NULL)
+		return NULL;
+	m->datamap = s->datamap;
+	m->nodemap = s->nodemap;
+
+	unsigned from = 0;
+
+	for (unsigned to = 0; to < ne; to++) {
+		if (s->add_entry != NULL && to == s->add_entry_at) {
+			m->entries[to] = *s->add_entry;
+		} else {
+			if (from == s->skip_entry)
+				from++;
+			m->entries[to] = n->entries[from++];
+		}
+		cm_entry_retain(&m->entries[to], ed->own);
+	}
+
+	struct cm_node **src = cm_children(n), **dst = cm_children(m);
+
+	from = 0;
+	for (unsigned to = 0; to < nc; to++) {
+		if (s->add_child != NULL && to == s->add_child_at) {
+			dst[to] = s->add_child;
+			continue;
+		}
+		if (from == s->skip_child)
+			from++;
+		dst[to] = src[from++];
+		cm_node_retain(dst[to]);
+	}
+	return m;
+}
+
+static struct splice splice_of(const struct cm_node *n)
+{
+	return (struct splice){ .datamap = n->datamap, .nodemap = n->nodemap,
+				.skip_entry = NONE, .skip_child = NONE };
+}
+
+/* Entry @i replaced by @e; same shape, so a draft changes in place. */
+static struct cm_node *with_entry(const struct cm_edit *ed, struct cm_node *n,
+				  unsigned i, const struct cm_entry *e)
+{
+	if (n->draft) {
+		struct cm_entry old = n->entries[i];
+
+		n->entries[i] = *e;
+		cm_entry_retain(e, ed->own);
+		cm_entry_release(&old, ed->own);
+		return n;
+	}
+	struct splice s = splice_of(n);
+
+	s.skip_entry = i;
+	s.add_entry = e;
+	s.add_entry_at = i;
+	return rebuild(ed, n, &s);
+}
+
+/* Child @i replaced by @child (a fresh reference); same shape. */
+static struct cm_node *with_child(const struct cm_edit *ed, struct cm_node *n,
+				  unsigned i, struct cm_node *child)
+{
+	if (n->draft) {
+		struct cm_node **kids = cm_children(n);
+		struct cm_node *old = kids[i];
+
+		kids[i] = child;
+		cm_node_release(old, ed->own);
+		return n;
+	}
+	struct splice s = splice_of(n);
+
+	s.skip_child = i;
+	s.add_child = child;
+	s.add_child_at = i;
+	return rebuild(ed, n, &s);
+}
+
+/*
+ * Two entries that share the chunks before @depth: the smallest subtree
+ * holding both, with single-child nodes down to where their chunks part
+ * (or a collision node when their full hashes are equal).
+ */
+static struct cm_node *make_pair(const struct cm_edit *ed,
+				 const struct cm_entry *x,
+				 const struct cm_entry *y, unsigned depth)
+{
+	unsigned d = depth;
+
+	while (d < CM_COLLISION_DEPTH && cm_chunk(x->hash, d) == cm_chunk(y->hash, d))
+		d++;
+
+	struct cm_node *sub;
+
+	if (d == CM_COLLISION_DEPTH) {
+		sub = cm_node_alloc(CM_COLLISION, 2, 0, ed->draft);
+		if (sub == NULL)
+			return NULL;
+		sub->entries[0] = *x;
+		sub->entries[1] = *y;
+	} else {
+		sub = cm_node_alloc(CM_BITMAP, 2, 0, ed->draft);
+		if (sub == NULL)
+			return NULL;
+		sub->datamap = cm_bit(x->hash, d) | cm_bit(y->hash, d);
+		bool x_first = cm_chunk(x->hash, d) < cm_chunk(y->hash, d);
+
+		sub->entries[0] = x_first ? *x : *y;
+		sub->entries[1] = x_first ? *y : *x;
+	}
+	cm_entry_retain(x, ed->own);
+	cm_entry_retain(y, ed->own);
+
+	while (d > depth) {
+		struct cm_node *wrap = cm_node_alloc(CM_BITMAP, 0, 1, ed->draft);
+
+		d--;
+		if (wrap == NULL) {
+			cm_node_release(sub, ed->own);
+			return NULL;
+		}
+		wrap->nodemap = cm_bit(x->hash, d);
+		cm_children(wrap)[0] = sub;
+		sub = wrap;
+	}
+	return sub;
+}
+
+static enum walk collision_set(struct cm_edit *ed, struct cm_node *n,
+			       const struct cm_probe *p,
+			       const struct cm_entry *e, struct cm_node **out)
+{
+	for (unsigned i = 0; i < n->datamap; i++) {
+		if (!cm_entry_matches(&n->entries[i], p))
+			continue;
+		if (n->entries[i].value == e->value)
+			return W_NOCHANGE;
+		*out = with_entry(ed, n, i, e);
+		return *out ? W_NEWNODE : W_NOMEM;
+	}
+	struct splice s = splice_of(n);
+
+	s.datamap = n->datamap + 1;
+	s.add_entry = e;
+	s.add_entry_at = n->datamap;
+	*out = rebuild(ed, n, &s);
+	if (*out == NULL)
+		return W_NOMEM;
+	ed->added = true;
+	return W_NEWNODE;
+}
+
+static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
+			  unsigned depth, const struct cm_probe *p,
+			  const struct cm_entry *e, struct cm_node **out)
+{
+	if (depth == CM_COLLISION_DEPTH)
+		return collision_set(ed, n, p, e, out);
+
+	uint32_t bit = cm_bit(p->hash, depth);
+	struct splice s = splice_of(n);
+
+	if (n->datamap & bit) {
+		unsigned i = cm_index(n->datamap, bit);
+		const struct cm_entry *x = &n->entries[i];
+
+		if (cm_entry_matches(x, p)) {
+			if (x->value == e->value)
+				return W_NOCHANGE;
+			*out = with_entry(ed, n, i, e);
+			return *out ? W_NEWNODE : W_NOMEM;
+		}
+		/* Another key owns this position: both move one level down. */
+		struct cm_node *sub = make_pair(ed, x, e, depth + 1);
+
+		if (sub == NULL)
+			return W_NOMEM;
+		s.datamap &= ~bit;
+		s.nodemap |= bit;
+		s.skip_entry = i;
+		s.add_child = sub;
+		s.add_child_at = cm_index(s.nodemap, bit);
+		*out = rebuild(ed, n, &s);
+		if (*out == NULL) {
+			cm_node_release(sub, ed->own);
+			return W_NOMEM;
+		}
+		ed->added = true;
+		return W_NEWNODE;
+	}
+
+	if (n->nodemap & bit) {
+		unsigned i = cm_index(n->nodemap, bit);
+		struct cm_node *child = cm_children(n)[i], *next;
+		enum walk r = set_walk(ed, child, depth + 1, p, e, &next);
+
+		if (r != W_NEWNODE)
+			return r;
+		if (next == child) {	/* changed in place: we are a draft too */
+			*out = n;
+			return W_NEWNODE;
+		}
+		*out = with_child(ed, n, i, next);
+		if (*out == NULL) {
+			cm_node_release(next, ed->own);
+			return W_NOMEM;
+		}
+		return W_NEWNODE;
+	}
+
+	s.datamap |= bit;
+	s.add_entry = e;
+	s.add_entry_at = cm_index(s.datamap, bit);
+	*out = rebuild(ed, n, &s);
+	if (*out == NULL)
+		return W_NOMEM;
+	ed->added = true;
+	return W_NEWNODE;
+}
+
+/*
+ * Remove the probed key below @n.  W_SINGLE means @n would be left with
+ * one entry and nothing else: *single is that entry (still owned by @n)
+ * and @n is untouched; the parent takes the entry in place of the child.
+ */
+static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
+			  unsigned depth, const struct cm_probe *p,
+			  struct cm_node **out, struct cm_entry *single)
+{
+	struct splice s = splice_of(n);
+
+	if (depth == CM_COLLISION_DEPTH) {
+		for (unsigned i = 0; i < n->datamap; i++) {
+			if (!cm_entry_matches(&n->entries[i], p))
+				continue;
+			ed->removed = true;
+			if (n->datamap == 2) {
+				*single = n->entries[1 - i];
+				return W_SINGLE;
+			}
+			s.datamap = n->datamap - 1;
+			s.skip_entry = i;
+			*out = rebuild(ed, n, &s);
+			return *out ? W_NEWNODE : W_NOMEM;
+		}
+		return W_NOCHANGE;
+	}
+
+	uint32_t bit = cm_bit(p->hash, depth);
+
+	if (n->datamap & bit) {
+		unsigned i = cm_index(n->datamap, bit);
+
+		if (!cm_entry_matches(&n->entries[i], p))
+			return W_NOCHANGE;
+		ed->removed = true;
+		if (depth > 0 && n->nodemap == 0 &&
+		    __builtin_popcount(n->datamap) == 2) {
+			*single = n->entries[1 - i];
+			return W_SINGLE;
+		}
+		s.datamap &= ~bit;
+		s.skip_entry = i;
+		*out = rebuild(ed, n, &s);
+		return *out ? W_NEWNODE : W_NOMEM;
+	}
+
+	if (!(n->nodemap & bit))
+		return W_NOCHANGE;
+
+	unsigned i = cm_index(n->nodemap, bit);
+	struct cm_node *child = cm_children(n)[i], *next;
+	enum walk r = del_walk(ed, child, depth + 1, p, &next, single);
+
+	switch (r) {
+	case W_NOCHANGE:
+	case W_NOMEM:
+		return r;
+	case W_SINGLE:
+		/* Our only content was that child: pass the lone entry up. */
+		if (depth > 0 && n->datamap == 0 &&
+		    __builtin_popcount(n->nodemap) == 1)
+			return W_SINGLE;
+		s.nodemap &= ~bit;
+		s.datamap |= bit;
+		s.skip_child = i;
+		s.add_entry = single;
+		s.add_entry_at = cm_index(s.datamap, bit);
+		*out = rebuild(ed, n, &s);
+		return *out ? W_NEWNODE : W_NOMEM;
+	case W_NEWNODE:
+		if (next == child) {
+			*out = n;
+			return W_NEWNODE;
+		}
+		*out = with_child(ed, n, i, next);
+		if (*out == NULL) {
+			cm_node_release(next, ed->own);
+			return W_NOMEM;
+		}
+		return W_NEWNODE;
+	}
+	return W_NOMEM;	/* not reached */
+}
+
+enum cm_edit_result cm_edit_set(struct cm_edit *ed, struct cm_node *root,
+				const struct cm_probe *p,
+				const struct cm_entry *e, struct cm_node **out)
+{
+	ed->added = false;
+	*out = root;
+	switch (set_walk(ed, root, 0, p, e, out)) {
+	case W_NEWNODE:
+		return CM_EDIT_CHANGED;
+	case W_NOMEM:
+		*out = root;
+		ed->added = false;
+		return CM_EDIT_NOMEM;
+	default:
+		*out = root;
+		return CM_EDIT_NOCHANGE;
+	}
+}
+
+enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
+				const struct cm_probe *p,
+				struct cm_node **out)
+{
+	struct cm_entry single;
+
+	ed->removed = false;
+	*out = root;
+	switch (del_walk(ed, root, 0, p, out, &single)) {
+	case W_NEWNODE:
+		return CM_EDIT_CHANGED;
+	case W_NOMEM:
+		*out = root;
+		ed->removed = false;
+		return CM_EDIT_NOMEM;
+	default:	/* the root never answers W_SINGLE */
+		*out = root;
+		ed->removed = false;
+		return CM_EDIT_NOCHANGE;
+	}
+}
+
+void cm_edit_seal(struct cm_node *n)
+{
+	if (!n->draft)
+		return;
+	n->draft = 0;
+
+	struct cm_node **kids = cm_children(n);
+	unsigned nc = cm_child_count(n);
+
+	for (unsigned i = 0; i < nc; i++)
+		cm_edit_seal(kids[i]);
+}

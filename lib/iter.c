@@ -1,0 +1,59 @@
+/*
+ * iter.c - depth-first iteration over one version with an explicit stack
+ * kept in the caller's struct cowmap_iter: no allocation, no reference
+ * counts, and nothing another thread does can change what it visits.
+ */
+#include "map.h"
+
+_Static_assert(COWMAP_ITER_DEPTH > CM_MAX_DEPTH,
+	       "the iterator stack must hold a root-to-collision path");
+
+void cowmap_iter_init(struct cowmap_iter *it, const struct cowmap *m)
+{
+	if (it == NULL)
+		return;
+	it->priv_map = m;
+	it->priv_depth = cm_map_valid(m) ? 0 : -1;
+	if (it->priv_depth == 0) {
+		it->priv_node[0] = m->root;
+		it->priv_pos[0] = 0;
+	}
+}
+
+int cowmap_iter_next(struct cowmap_iter *it, const void **key, size_t *len,
+		     void **value)
+{
+	if (it == NULL)
+		return 0;
+
+	const struct cowmap *m = it->priv_map;
+
+	while (it->priv_depth >= 0) {
+		int d = it->priv_depth;
+		const struct cm_node *n = it->priv_node[d];
+		unsigned pos = it->priv_pos[d];
+		unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
+
+		if (pos < ne) {
+			const struct cm_entry *e = &n->entries[pos];
+
+			it->priv_pos[d] = pos + 1;
+			if (key != NULL)
+				*key = cm_entry_key(e, cm_is_boxed(e->len, &m->own));
+			if (len != NULL)
+				*len = e->len;
+			if (value != NULL)
+				*value = e->value;
+			return 1;
+		}
+		if (pos < ne + nc) {
+			it->priv_pos[d] = pos + 1;
+			it->priv_node[d + 1] = cm_children(n)[pos - ne];
+			it->priv_pos[d + 1] = 0;
+			it->priv_depth = d + 1;
+			continue;
+		}
+		it->priv_depth = d - 1;
+	}
+	return 0;
+}

@@ -1,0 +1,192 @@
+/*
+ * map.c - versions: create, share, release, look up, and the persistent
+ * single-key updates cowmap_set() and cowmap_del().
+ */
+#include "map.h"
+
+#include "alloc.h"
+#include "edit.h"
+
+#include <errno.h>
+
+uint32_t cowmap_version(void)
+{
+	return COWMAP_VERSION_NUMBER;
+}
+
+void cm_map_init(struct cowmap *m, const struct cowmap *like,
+		 struct cm_node *root, size_t count)
+{
+	*m = *like;
+	atomic_init(&m->refs, 1);
+	m->magic = CM_MAP_MAGIC;
+	m->root = root;
+	m->count = count;
+	cm_debug_check_trie(m);
+}
+
+struct cowmap *cowmap_new(const struct cowmap_options *opts)
+{
+	struct cowmap proto = { 0 };
+
+	if (opts != NULL) {
+		proto.seed = opts->seed;
+		proto.hash = opts->hash;
+		proto.own.value_free = opts->value_free;
+		proto.own.ctx = opts->ctx;
+		proto.max_entries = opts->max_entries;
+	}
+	if (proto.seed == 0) {
+		int rc = cm_random_seed(&proto.seed);
+
+		if (rc < 0) {
+			errno = -rc;
+			return NULL;
+		}
+	}
+
+	struct cowmap *m = cm_malloc(sizeof(*m));
+	struct cm_node *root = cm_node_alloc(CM_BITMAP, 0, 0, false);
+
+	if (m == NULL || root == NULL) {
+		cm_free(m);
+		cm_free(root);
+		errno = ENOMEM;
+		return NULL;
+	}
+	cm_map_init(m, &proto, root, 0);
+	return m;
+}
+
+struct cowmap *cowmap_retain(const struct cowmap *m)
+{
+	if (!cm_map_valid(m)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	struct cowmap *mut = (struct cowmap *)(uintptr_t)m;
+
+	atomic_fetch_add_explicit(&mut->refs, 1, memory_order_relaxed);
+	return mut;
+}
+
+void cowmap_release(struct cowmap *m)
+{
+	if (m == NULL)
+		return;
+#ifdef COWMAP_DEBUG
+	if (m->magic != CM_MAP_MAGIC) {
+		cm_debug_report("cowmap_release", "version already released");
+		return;
+	}
+#endif
+	if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_release) != 1)
+		return;
+	atomic_thread_fence(memory_order_acquire);
+	cm_node_release(m->root, &m->own);
+	m->magic = CM_DEAD_MAGIC;
+	cm_free(m);
+}
+
+size_t cowmap_size(const struct cowmap *m)
+{
+	return cm_map_valid(m) ? m->count : 0;
+}
+
+int cowmap_get(const struct cowmap *m, const void *key, size_t len,
+	       void **value)
+{
+	struct cm_probe p;
+	int rc = cm_check_key(key, len);
+
+	if (rc < 0 || !cm_map_valid(m))
+		return -EINVAL;
+	cm_map_probe(m, &p, key, len);
+
+	const struct cm_entry *e = cm_node_find(m->root, &p);
+
+	if (e == NULL)
+		return 0;
+	if (value != NULL)
+		*value = e->value;
+	return 1;
+}
+
+/*
+ * Both updates follow the same steps: validate, allocate the version shell
+ * first (so nothing below can be half done when it fails), walk, and on
+ * success hand the new root to the shell.
+ */
+struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
+			  size_t len, void *value)
+{
+	struct cm_probe p;
+	struct cm_entry e;
+	struct cm_node *root;
+
+	if (!cm_map_valid(m) || cm_check_key(key, len) < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	cm_map_probe(m, &p, key, len);
+
+	const struct cm_entry *old = cm_node_find(m->root, &p);
+
+	if (old != NULL && old->value == value)
+		return cowmap_retain(m);
+	if (old == NULL && m->max_entries != 0 && m->count >= m->max_entries) {
+		errno = ENOSPC;
+		return NULL;
+	}
+
+	struct cowmap *next = cm_malloc(sizeof(*next));
+
+	if (next == NULL || !cm_entry_make(&e, &p, value)) {
+		cm_free(next);
+		errno = ENOMEM;
+		return NULL;
+	}
+
+	struct cm_edit ed = { .own = &m->own, .draft = false };
+	enum cm_edit_result r = cm_edit_set(&ed, m->root, &p, &e, &root);
+
+	cm_entry_discard(&e, &m->own);	/* the trie holds its own reference */
+	if (r != CM_EDIT_CHANGED) {
+		cm_free(next);
+		errno = ENOMEM;
+		return NULL;
+	}
+	cm_map_init(next, m, root, m->count + (ed.added ? 1 : 0));
+	return next;
+}
+
+struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
+{
+	struct cm_probe p;
+	struct cm_node *root;
+
+	if (!cm_map_valid(m) || cm_check_key(key, len) < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	cm_map_probe(m, &p, key, len);
+	if (cm_node_find(m->root, &p) == NULL)
+		return cowmap_retain(m);
+
+	struct cowmap *next = cm_malloc(sizeof(*next));
+
+	if (next == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+
+	struct cm_edit ed = { .own = &m->own, .draft = false };
+
+	if (cm_edit_del(&ed, m->root, &p, &root) != CM_EDIT_CHANGED) {
+		cm_free(next);
+		errno = ENOMEM;
+		return NULL;
+	}
+	cm_map_init(next, m, root, m->count - 1);
+	return next;
+}

@@ -1,0 +1,101 @@
+/*
+ * map.h - a version: the root of one immutable trie and the options of
+ * the map family it belongs to.
+ */
+#ifndef COWMAP_MAP_H
+#define COWMAP_MAP_H
+
+#include "cowmap.h"
+#include "hash.h"
+#include "node.h"
+
+#include <errno.h>
+
+/*
+ * The options are copied into every version rather than shared, so the
+ * read path reaches the hash function and seed without another pointer
+ * chase, and a version needs no second reference count.
+ */
+struct cowmap {
+	atomic_uint refs;
+	uint32_t magic;		/* CM_MAP_MAGIC while alive (checked in debug) */
+	size_t count;
+	struct cm_node *root;	/* never NULL: an empty map has an empty root */
+	uint64_t seed;
+	uint64_t (*hash)(const void *key, size_t len, uint64_t seed, void *ctx);
+	struct cm_owner own;	/* value_free and ctx */
+	size_t max_entries;
+};
+
+#define CM_MAP_MAGIC 0x636f776du	/* "cowm" */
+#define CM_DEAD_MAGIC 0xdeadc0deu
+
+/* Reject what cowmap_get() documents as invalid.  A key longer than
+ * UINT32_MAX is unrepresentable in an entry. */
+static inline int cm_check_key(const void *key, size_t len)
+{
+	if (key == NULL && len != 0)
+		return -EINVAL;
+	if (len > UINT32_MAX)
+		return -EINVAL;
+	return 0;
+}
+
+/* Is @m usable?  Release builds check NULL; debug builds also catch
+ * versions that were already freed. */
+static inline bool cm_map_valid(const struct cowmap *m)
+{
+#ifdef COWMAP_DEBUG
+	return m != NULL && m->magic == CM_MAP_MAGIC;
+#else
+	return m != NULL;
+#endif
+}
+
+static inline uint64_t cm_map_hash(const struct cowmap *m, const void *key,
+				   size_t len)
+{
+	static const unsigned char nothing;
+
+	if (key == NULL)	/* an empty key may come as NULL */
+		key = &nothing;
+	if (m->hash != NULL)
+		return m->hash(key, len, m->seed, m->own.ctx);
+	return cm_hash_bytes(key, len, m->seed);
+}
+
+static inline void cm_map_probe(const struct cowmap *m, struct cm_probe *p,
+				const void *key, size_t len)
+{
+	static const unsigned char nothing;
+
+	if (key == NULL)
+		key = &nothing;
+	cm_probe_init(p, cm_map_hash(m, key, len), key, (uint32_t)len, &m->own);
+}
+
+/*
+ * Turn the allocated shell @m into a version of @root with @count entries
+ * and the options of @like; it takes over the caller's reference to @root.
+ */
+void cm_map_init(struct cowmap *m, const struct cowmap *like,
+		 struct cm_node *root, size_t count);
+
+/* Do two versions hash the same key to the same place? */
+static inline bool cm_same_layout(const struct cowmap *a, const struct cowmap *b)
+{
+	return a->seed == b->seed && a->hash == b->hash &&
+	       a->own.ctx == b->own.ctx &&
+	       (a->own.value_free != NULL) == (b->own.value_free != NULL);
+}
+
+#ifdef COWMAP_DEBUG
+/* Debug builds: check every trie invariant after each write, and report
+ * misuse (a released version, a finished transaction) on stderr. */
+void cm_debug_check_trie(const struct cowmap *m);
+void cm_debug_report(const char *call, const char *what);
+#else
+static inline void cm_debug_check_trie(const struct cowmap *m) { (void)m; }
+#endif
+
+#endif

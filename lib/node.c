@@ -1,0 +1,122 @@
+/*
+ * node.c - allocating, sharing and freeing trie nodes and boxed entries.
+ *
+ * Reference counts are touched only by writers and snapshot holders, never
+ * by readers.  Increments are relaxed: a new reference is always made from
+ * an existing one, so the object cannot be freed meanwhile.  The decrement
+ * that may free is a release operation followed, for the last reference,
+ * by an acquire fence, so every write made through any reference happens
+ * before the free.
+ */
+#include "node.h"
+
+#include "alloc.h"
+
+static bool drop_ref(atomic_uint *refs)
+{
+	if (atomic_fetch_sub_explicit(refs, 1, memory_order_release) != 1)
+		return false;
+	atomic_thread_fence(memory_order_acquire);
+	return true;
+}
+
+void cm_probe_init(struct cm_probe *p, uint64_t hash, const void *key,
+		   uint32_t len, const struct cm_owner *own)
+{
+	p->hash = hash;
+	p->key = key;
+	p->len = len;
+	p->boxed = cm_is_boxed(len, own);
+	memset(p->inl, 0, sizeof(p->inl));
+	if (!p->boxed && len > 0)
+		memcpy(p->inl, key, len);
+}
+
+bool cm_entry_make(struct cm_entry *e, const struct cm_probe *p, void *value)
+{
+	memset(e, 0, sizeof(*e));
+	e->hash = p->hash;
+	e->value = value;
+	e->len = p->len;
+	if (!p->boxed) {
+		memcpy(cm_entry_inline(e), p->inl, CM_INLINE_KEY);
+		return true;
+	}
+	struct cm_leaf *leaf = cm_malloc(sizeof(*leaf) + p->len);
+
+	if (leaf == NULL)
+		return false;
+	atomic_init(&leaf->refs, 1);
+	leaf->len = p->len;
+	leaf->value = value;
+	if (p->len > 0)
+		memcpy(leaf->key, p->key, p->len);
+	e->u.leaf = leaf;
+	return true;
+}
+
+void cm_entry_retain(const struct cm_entry *e, const struct cm_owner *own)
+{
+	if (cm_is_boxed(e->len, own))
+		atomic_fetch_add_explicit(&e->u.leaf->refs, 1,
+					  memory_order_relaxed);
+}
+
+void cm_entry_release(const struct cm_entry *e, const struct cm_owner *own)
+{
+	if (!cm_is_boxed(e->len, own) || !drop_ref(&e->u.leaf->refs))
+		return;
+	if (own->value_free != NULL)
+		own->value_free(e->u.leaf->value, own->ctx);
+	cm_free(e->u.leaf);
+}
+
+void cm_entry_discard(const struct cm_entry *e, const struct cm_owner *own)
+{
+	if (cm_is_boxed(e->len, own) && drop_ref(&e->u.leaf->refs))
+		cm_free(e->u.leaf);
+}
+
+struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
+			      unsigned children, bool draft)
+{
+	struct cm_node *n = cm_malloc(cm_node_bytes_for(entries, children));
+
+	if (n == NULL)
+		return NULL;
+	atomic_init(&n->refs, 1);
+	n->kind = (uint8_t)kind;
+	n->draft = draft;
+	n->reserved = 0;
+	n->datamap = kind == CM_COLLISION ? entries : 0;
+	n->nodemap = 0;
+	return n;
+}
+
+void cm_node_retain_contents(const struct cm_node *n,
+			     const struct cm_owner *own)
+{
+	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
+	struct cm_node **kids = cm_children(n);
+
+	for (unsigned i = 0; i < ne; i++)
+		cm_entry_retain(&n->entries[i], own);
+	for (unsigned i = 0; i < nc; i++)
+		cm_node_retain(kids[i]);
+}
+
+void cm_node_release(struct cm_node *n, const struct cm_owner *own)
+{
+	if (n == NULL || !drop_ref(&n->refs))
+		return;
+
+	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
+	struct cm_node **kids = cm_children(n);
+
+	for (unsigned i = 0; i < ne; i++)
+		cm_entry_release(&n->entries[i], own);
+	/* Depth is bounded by CM_MAX_DEPTH, so recursion is bounded too. */
+	for (unsigned i = 0; i < nc; i++)
+		cm_node_release(kids[i], own);
+	cm_free(n);
+}

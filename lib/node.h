@@ -1,0 +1,304 @@
+/*
+ * node.h - the trie: node layout, entries, and the bit helpers of the walk.
+ *
+ * 1. The idea
+ *
+ * A version is a hash array mapped trie in the CHAMP layout (Steindorfer
+ * and Vinju, "Optimizing Hash-Array Mapped Tries for Fast and Lean
+ * Immutable JVM Collections", OOPSLA 2015).  A key's 64-bit hash is cut
+ * into 5-bit chunks, least significant first; chunk d picks one of 32
+ * positions in the node at depth d:
+ *
+ *     hash = ...  00110 10011 00101      (low bits on the right)
+ *     depth 0 uses 00101 = 5, depth 1 uses 10011 = 19, depth 2 uses 6 ...
+ *
+ * Depths 0..12 consume all 64 bits (depth 12 sees the top 4).  Keys whose
+ * full hashes are equal meet at depth 13 in a collision node.
+ *
+ * 2. Bitmap nodes
+ *
+ * Each node has two 32-bit maps.  datamap bit i says position i holds an
+ * entry stored in this node; nodemap bit i says it holds a child node.  A
+ * position holds at most one of the two.  The arrays are dense: the entry
+ * for position i is entries[popcount(datamap & (bit(i) - 1))], and likewise
+ * for children, which follow the entries in the same allocation:
+ *
+ *     +------+-------+-----------+-------------+---------+---------+
+ *     | refs | kind  | datamap   | nodemap     | entry 0 | entry 1 | ...
+ *     | u32  | draft | u32       | u32         | 32 B    | 32 B    |
+ *     +------+-------+-----------+-------------+---------+---------+
+ *       ... | child 0 (8 B) | child 1 (8 B) | ...
+ *
+ * Entries before children keeps the common "key is right here" case in
+ * the first cache lines of the node.
+ *
+ * 3. Collision nodes
+ *
+ * kind CM_COLLISION, only at depth 13: datamap is the number of entries
+ * (at least two), all with the same hash, in no particular order; nodemap
+ * is 0.
+ *
+ * 4. Canonical form
+ *
+ * A node other than the root never holds a single entry and nothing else:
+ * deletion moves such a lone entry up into the parent.  So the shape of a
+ * trie depends only on its set of hashes, which lets equality and diff
+ * compare structure and makes a map emptied by deletion look new.
+ *
+ * 5. Entries and their lifetime
+ *
+ * An entry caches the full hash (a mismatch never touches key bytes) and
+ * the value.  Keys of up to CM_INLINE_KEY bytes live in the entry itself
+ * when the map does not own its values: such an entry is plain data, copied
+ * freely between node versions.  Otherwise the entry is "boxed": it points
+ * to a reference-counted leaf holding the key bytes and the value, because
+ * the same entry is shared by every node version that contains it and the
+ * key (or value_free) must run once, when the last of them goes.
+ *
+ * 6. Ownership
+ *
+ * refs counts the parents (nodes, versions, drafts) that hold a node.  A
+ * node with draft set belongs to exactly one transaction, which may change
+ * it in place; commit clears the flag, after which the node never changes.
+ * Readers read only datamap, nodemap, entries and children: they never
+ * touch refs or draft.
+ */
+#ifndef COWMAP_NODE_H
+#define COWMAP_NODE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CM_BITS 5
+#define CM_CHUNK_MASK 31u
+#define CM_COLLISION_DEPTH 13	/* 13 * 5 > 64: the hash is used up */
+#define CM_MAX_DEPTH CM_COLLISION_DEPTH
+#define CM_INLINE_KEY 12
+
+enum cm_node_kind { CM_BITMAP = 0, CM_COLLISION = 1 };
+
+/* Boxed entry: an out-of-line key and/or a value the map owns. */
+struct cm_leaf {
+	atomic_uint refs;
+	uint32_t len;
+	void *value;
+	unsigned char key[];
+};
+
+/*
+ * 32 bytes.  The inline key occupies inl[] and, contiguously, u.inl_tail[]:
+ * bytes 20..31 of the struct.  Unused inline bytes are zero so that a key
+ * compare is two fixed-size loads.
+ */
+struct cm_entry {
+	uint64_t hash;
+	void *value;
+	uint32_t len;
+	unsigned char inl[4];
+	union {
+		unsigned char inl_tail[8];
+		struct cm_leaf *leaf;
+	} u;
+};
+
+struct cm_node {
+	atomic_uint refs;
+	uint8_t kind;
+	uint8_t draft;
+	uint16_t reserved;
+	uint32_t datamap;	/* collision node: number of entries */
+	uint32_t nodemap;
+	struct cm_entry entries[];
+};
+
+/* The configuration every node operation needs: who owns keys and values. */
+struct cm_owner {
+	void (*value_free)(void *value, void *ctx);
+	void *ctx;
+};
+
+/* A key prepared for the walk: hashed once, small keys padded once. */
+struct cm_probe {
+	uint64_t hash;
+	const unsigned char *key;
+	uint32_t len;
+	bool boxed;
+	unsigned char inl[CM_INLINE_KEY];
+};
+
+/* ---- bit helpers ---- */
+
+static inline unsigned cm_chunk(uint64_t hash, unsigned depth)
+{
+	return (unsigned)(hash >> (depth * CM_BITS)) & CM_CHUNK_MASK;
+}
+
+static inline uint32_t cm_bit(uint64_t hash, unsigned depth)
+{
+	return UINT32_C(1) << cm_chunk(hash, depth);
+}
+
+/* Index of @bit's slot among the set bits of @map below it. */
+static inline unsigned cm_index(uint32_t map, uint32_t bit)
+{
+	return (unsigned)__builtin_popcount(map & (bit - 1));
+}
+
+static inline unsigned cm_entry_count(const struct cm_node *n)
+{
+	return n->kind == CM_COLLISION ? n->datamap
+				       : (unsigned)__builtin_popcount(n->datamap);
+}
+
+static inline unsigned cm_child_count(const struct cm_node *n)
+{
+	return (unsigned)__builtin_popcount(n->nodemap);
+}
+
+static inline struct cm_node **cm_children(const struct cm_node *n)
+{
+	return (struct cm_node **)(uintptr_t)(n->entries + cm_entry_count(n));
+}
+
+static inline size_t cm_node_bytes_for(unsigned entries, unsigned children)
+{
+	return sizeof(struct cm_node) + entries * sizeof(struct cm_entry) +
+	       children * sizeof(struct cm_node *);
+}
+
+static inline size_t cm_node_bytes(const struct cm_node *n)
+{
+	return cm_node_bytes_for(cm_entry_count(n), cm_child_count(n));
+}
+
+/* ---- entries ---- */
+
+static inline bool cm_is_boxed(uint32_t len, const struct cm_owner *own)
+{
+	return len > CM_INLINE_KEY || own->value_free != NULL;
+}
+
+static inline unsigned char *cm_entry_inline(struct cm_entry *e)
+{
+	return (unsigned char *)e + offsetof(struct cm_entry, inl);
+}
+
+static inline const unsigned char *cm_entry_inline_c(const struct cm_entry *e)
+{
+	return (const unsigned char *)e + offsetof(struct cm_entry, inl);
+}
+
+/* Key bytes of @e; @boxed must be what cm_is_boxed() says for its map. */
+static inline const unsigned char *cm_entry_key(const struct cm_entry *e,
+						bool boxed)
+{
+	return boxed ? e->u.leaf->key : cm_entry_inline_c(e);
+}
+
+static inline bool cm_inline_equal(const unsigned char *a,
+				   const unsigned char *b)
+{
+	uint64_t a8, b8;
+	uint32_t a4, b4;
+
+	memcpy(&a8, a, 8);
+	memcpy(&b8, b, 8);
+	memcpy(&a4, a + 8, 4);
+	memcpy(&b4, b + 8, 4);
+	return ((a8 ^ b8) | (uint64_t)(a4 ^ b4)) == 0;
+}
+
+/* Does @e hold the probed key?  The cached hash rejects almost all
+ * mismatches before any key byte is read. */
+static inline bool cm_entry_matches(const struct cm_entry *e,
+				    const struct cm_probe *p)
+{
+	if (e->hash != p->hash || e->len != p->len)
+		return false;
+	if (p->boxed)
+		return memcmp(e->u.leaf->key, p->key, p->len) == 0;
+	return cm_inline_equal(cm_entry_inline_c(e), p->inl);
+}
+
+/* Two entries of maps with the same owner rules: same key? */
+static inline bool cm_entries_same_key(const struct cm_entry *a,
+				       const struct cm_entry *b, bool boxed)
+{
+	if (a->hash != b->hash || a->len != b->len)
+		return false;
+	if (boxed)
+		return memcmp(a->u.leaf->key, b->u.leaf->key, a->len) == 0;
+	return cm_inline_equal(cm_entry_inline_c(a), cm_entry_inline_c(b));
+}
+
+void cm_probe_init(struct cm_probe *p, uint64_t hash, const void *key,
+		   uint32_t len, const struct cm_owner *own);
+
+/*
+ * cm_entry_make - fill @e for the probed key and @value.  For a boxed key it
+ * allocates the leaf with one reference (the caller's); returns false on
+ * ENOMEM with nothing allocated.
+ */
+bool cm_entry_make(struct cm_entry *e, const struct cm_probe *p, void *value);
+
+/* Take / drop one reference on what @e points to (nothing if inline).
+ * The last drop frees the key and calls value_free. */
+void cm_entry_retain(const struct cm_entry *e, const struct cm_owner *own);
+void cm_entry_release(const struct cm_entry *e, const struct cm_owner *own);
+
+/* Drop the caller's reference on a leaf from cm_entry_make() whose set
+ * failed: frees it without calling value_free (the value stays the
+ * caller's). */
+void cm_entry_discard(const struct cm_entry *e, const struct cm_owner *own);
+
+/* ---- nodes ---- */
+
+/* A node with refs 1 and uninitialised slots, or NULL (ENOMEM). */
+struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
+			      unsigned children, bool draft);
+
+static inline void cm_node_retain(struct cm_node *n)
+{
+	atomic_fetch_add_explicit(&n->refs, 1, memory_order_relaxed);
+}
+
+/* Drop a reference; the last one frees the node and releases what it holds. */
+void cm_node_release(struct cm_node *n, const struct cm_owner *own);
+
+/* Retain every entry and child of @n (it is being copied). */
+void cm_node_retain_contents(const struct cm_node *n,
+			     const struct cm_owner *own);
+
+/*
+ * cm_node_find - the trie walk: the entry holding the probed key, or NULL.
+ * Reads only immutable fields, so it is safe on any version from any
+ * thread, inside RCU read-side critical sections included.
+ */
+static inline const struct cm_entry *cm_node_find(const struct cm_node *n,
+						  const struct cm_probe *p)
+{
+	for (unsigned depth = 0;; depth++) {
+		if (depth == CM_COLLISION_DEPTH) {
+			for (unsigned i = 0; i < n->datamap; i++)
+				if (cm_entry_matches(&n->entries[i], p))
+					return &n->entries[i];
+			return NULL;
+		}
+		uint32_t bit = cm_bit(p->hash, depth);
+
+		if (n->datamap & bit) {
+			const struct cm_entry *e =
+				&n->entries[cm_index(n->datamap, bit)];
+
+			return cm_entry_matches(e, p) ? e : NULL;
+		}
+		if (!(n->nodemap & bit))
+			return NULL;
+		n = cm_children(n)[cm_index(n->nodemap, bit)];
+	}
+}
+
+#endif

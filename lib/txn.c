@@ -1,0 +1,220 @@
+/*
+ * txn.c - transactions: a private draft that owns the nodes it copied.
+ *
+ * The first edit that passes through a shared node copies it into the
+ * draft (marked draft); later edits change draft nodes in place, so a
+ * batch pays one path copy per touched path.  Commit clears the draft
+ * marks and returns the version shell allocated at begin, so commit
+ * cannot fail half way.
+ *
+ * Finished handles are kept, poisoned, in a small quarantine before their
+ * memory is returned, so the common mistake of using a transaction right
+ * after commit or abort is answered with EINVAL instead of touching freed
+ * memory.  Debug builds keep many more.
+ */
+#include "map.h"
+
+#include "alloc.h"
+#include "edit.h"
+
+#include <errno.h>
+
+#define CM_TXN_LIVE 0x74786e21u	/* "txn!" */
+#define CM_TXN_DONE 0x74786e2du	/* "txn-" */
+
+#ifdef COWMAP_DEBUG
+#define QUARANTINE_SLOTS 4096
+#else
+#define QUARANTINE_SLOTS 64
+#endif
+
+struct cowmap_txn {
+	uint32_t magic;
+	bool changed;
+	struct cowmap *base;	/* retained: returned as is if nothing changed */
+	struct cowmap *shell;	/* the committed version, options preset */
+	struct cm_node *root;	/* the draft's own reference */
+	size_t count;
+};
+
+static struct cowmap_txn *_Atomic quarantine[QUARANTINE_SLOTS];
+static atomic_uint quarantine_next;
+
+static void txn_retire(struct cowmap_txn *t)
+{
+	unsigned slot = atomic_fetch_add_explicit(&quarantine_next, 1,
+						  memory_order_relaxed) %
+			QUARANTINE_SLOTS;
+
+	t->magic = CM_TXN_DONE;
+	cm_free(atomic_exchange_explicit(&quarantine[slot], t,
+					 memory_order_acq_rel));
+}
+
+/* Return quarantined handles when the library is unloaded or the process
+ * exits, so leak checkers see nothing left behind. */
+__attribute__((destructor)) static void txn_quarantine_drain(void)
+{
+	for (unsigned i = 0; i < QUARANTINE_SLOTS; i++)
+		cm_free(atomic_exchange_explicit(&quarantine[i], NULL,
+						 memory_order_acq_rel));
+}
+
+static bool txn_live(const struct cowmap_txn *t, const char *call)
+{
+	if (t == NULL)
+		return false;
+	if (t->magic == CM_TXN_LIVE)
+		return true;
+#ifdef COWMAP_DEBUG
+	cm_debug_report(call, "transaction already committed or aborted");
+#else
+	(void)call;
+#endif
+	return false;
+}
+
+struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base)
+{
+	if (!cm_map_valid(base)) {
+		errno = EINVAL;
+		return NULL;
+	}
+
+	struct cowmap_txn *t = cm_malloc(sizeof(*t));
+	struct cowmap *shell = cm_malloc(sizeof(*shell));
+
+	if (t == NULL || shell == NULL) {
+		cm_free(t);
+		cm_free(shell);
+		errno = ENOMEM;
+		return NULL;
+	}
+	*shell = *base;
+	t->magic = CM_TXN_LIVE;
+	t->changed = false;
+	t->base = cowmap_retain(base);
+	t->shell = shell;
+	t->root = base->root;
+	cm_node_retain(t->root);
+	t->count = base->count;
+	return t;
+}
+
+/* Install the root an edit returned; the draft drops its old reference. */
+static void txn_take_root(struct cowmap_txn *t, struct cm_node *root)
+{
+	if (root != t->root)
+		cm_node_release(t->root, &t->shell->own);
+	t->root = root;
+	t->changed = true;
+}
+
+int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
+		   void *value)
+{
+	struct cm_probe p;
+	struct cm_entry e;
+	struct cm_node *root;
+
+	if (!txn_live(t, "cowmap_txn_set") || cm_check_key(key, len) < 0)
+		return -EINVAL;
+
+	const struct cowmap *m = t->shell;
+
+	cm_map_probe(m, &p, key, len);
+
+	const struct cm_entry *old = cm_node_find(t->root, &p);
+
+	if (old != NULL && old->value == value)
+		return 0;
+	if (old == NULL && m->max_entries != 0 && t->count >= m->max_entries)
+		return -ENOSPC;
+	if (!cm_entry_make(&e, &p, value))
+		return -ENOMEM;
+
+	struct cm_edit ed = { .own = &m->own, .draft = true };
+	enum cm_edit_result r = cm_edit_set(&ed, t->root, &p, &e, &root);
+
+	cm_entry_discard(&e, &m->own);
+	if (r != CM_EDIT_CHANGED)
+		return -ENOMEM;
+	txn_take_root(t, root);
+	t->count += ed.added ? 1 : 0;
+	return 0;
+}
+
+int cowmap_txn_del(struct cowmap_txn *t, const void *key, size_t len)
+{
+	struct cm_probe p;
+	struct cm_node *root;
+
+	if (!txn_live(t, "cowmap_txn_del") || cm_check_key(key, len) < 0)
+		return -EINVAL;
+	cm_map_probe(t->shell, &p, key, len);
+	if (cm_node_find(t->root, &p) == NULL)
+		return 0;
+
+	struct cm_edit ed = { .own = &t->shell->own, .draft = true };
+
+	if (cm_edit_del(&ed, t->root, &p, &root) != CM_EDIT_CHANGED)
+		return -ENOMEM;
+	txn_take_root(t, root);
+	t->count--;
+	return 1;
+}
+
+int cowmap_txn_get(const struct cowmap_txn *t, const void *key, size_t len,
+		   void **value)
+{
+	struct cm_probe p;
+
+	if (!txn_live(t, "cowmap_txn_get") || cm_check_key(key, len) < 0)
+		return -EINVAL;
+	cm_map_probe(t->shell, &p, key, len);
+
+	const struct cm_entry *e = cm_node_find(t->root, &p);
+
+	if (e == NULL)
+		return 0;
+	if (value != NULL)
+		*value = e->value;
+	return 1;
+}
+
+size_t cowmap_txn_size(const struct cowmap_txn *t)
+{
+	return txn_live(t, "cowmap_txn_size") ? t->count : 0;
+}
+
+struct cowmap *cowmap_txn_commit(struct cowmap_txn *t)
+{
+	struct cowmap *result;
+
+	if (!txn_live(t, "cowmap_txn_commit")) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!t->changed) {
+		cm_node_release(t->root, &t->shell->own);
+		cm_free(t->shell);
+		result = t->base;	/* the draft's reference becomes the caller's */
+	} else {
+		cm_edit_seal(t->root);
+		result = t->shell;
+		cm_map_init(result, result, t->root, t->count);
+		cowmap_release(t->base);
+	}
+	txn_retire(t);
+	return result;
+}
+
+void cowmap_txn_abort(struct cowmap_txn *t)
+{
+	if (!txn_live(t, "cowmap_txn_abort"))
+		return;
+	cm_node_release(t->root, &t->shell->own);
+	cowmap_release(t->base);
+	cm_free(t->shell);
+	txn_retire(t);
+}
