@@ -62,6 +62,16 @@ extern "C" {
 	 COWMAP_VERSION_PATCH)
 
 /*
+ * The library is built with hidden visibility; only what is marked here is
+ * exported from the shared object.
+ */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define COWMAP_API __attribute__((visibility("default")))
+#else
+#define COWMAP_API
+#endif
+
+/*
  * Declared, never defined here: including <urcu/flavor.h> before a flavor
  * header breaks liburcu 0.13's name mapping for the user (see README).
  */
@@ -112,6 +122,7 @@ struct cowmap_options {
  * Returns a new reference, or NULL with errno ENOMEM (or EIO if the
  * random seed could not be read).
  */
+COWMAP_API
 struct cowmap *cowmap_new(const struct cowmap_options *opts);
 
 /**
@@ -120,6 +131,7 @@ struct cowmap *cowmap_new(const struct cowmap_options *opts);
  * read-side critical section that loaded @m; see cowmap_cell_snapshot()).
  * NULL returns NULL with errno EINVAL.
  */
+COWMAP_API
 struct cowmap *cowmap_retain(const struct cowmap *m);
 
 /**
@@ -128,9 +140,11 @@ struct cowmap *cowmap_retain(const struct cowmap *m);
  * value_free for values no other version holds.  Any thread may release.
  * Never release a version borrowed from cowmap_cell_load().
  */
+COWMAP_API
 void cowmap_release(struct cowmap *m);
 
 /** cowmap_size - number of entries; 0 for NULL. */
+COWMAP_API
 size_t cowmap_size(const struct cowmap *m);
 
 /**
@@ -142,6 +156,7 @@ size_t cowmap_size(const struct cowmap *m);
  * nothing, locks nothing, writes nothing shared: safe inside RCU read-side
  * critical sections and from any number of threads.
  */
+COWMAP_API
 int cowmap_get(const struct cowmap *m, const void *key, size_t len,
 	       void **value);
 
@@ -155,6 +170,7 @@ int cowmap_get(const struct cowmap *m, const void *key, size_t len,
  * number of keys found (0 with errno EINVAL for a NULL map or arrays).
  * Same thread-safety as cowmap_get().
  */
+COWMAP_API
 size_t cowmap_get_many(const struct cowmap *m, size_t n,
 		       const void *const keys[], const size_t lens[],
 		       void *values[]);
@@ -167,6 +183,7 @@ size_t cowmap_get_many(const struct cowmap *m, size_t n,
  * transferred.  On failure returns NULL with errno ENOMEM, ENOSPC
  * (max_entries) or EINVAL, and @value still belongs to the caller.
  */
+COWMAP_API
 struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
 			  size_t len, void *value);
 
@@ -175,6 +192,7 @@ struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
  * Returns a new reference (@m itself, retained, when @key is absent), or
  * NULL with errno ENOMEM or EINVAL.
  */
+COWMAP_API
 struct cowmap *cowmap_del(const struct cowmap *m, const void *key,
 			  size_t len);
 
@@ -190,6 +208,7 @@ struct cowmap *cowmap_del(const struct cowmap *m, const void *key,
  * retained by the draft and never changes.  A transaction belongs to one
  * thread at a time.  Returns NULL with errno ENOMEM or EINVAL.
  */
+COWMAP_API
 struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base);
 
 /**
@@ -199,6 +218,7 @@ struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base);
  * it was and @value still belongs to the caller.  A value replaced inside
  * the draft that no version holds is passed to value_free at once.
  */
+COWMAP_API
 int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
 		   void *value);
 
@@ -206,13 +226,16 @@ int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
  * cowmap_txn_del - remove @key from the draft.
  * Returns 1 if removed, 0 if absent, or -ENOMEM / -EINVAL as above.
  */
+COWMAP_API
 int cowmap_txn_del(struct cowmap_txn *t, const void *key, size_t len);
 
 /** cowmap_txn_get - look up @key in the draft; as cowmap_get(). */
+COWMAP_API
 int cowmap_txn_get(const struct cowmap_txn *t, const void *key, size_t len,
 		   void **value);
 
 /** cowmap_txn_size - entries in the draft; 0 for an invalid transaction. */
+COWMAP_API
 size_t cowmap_txn_size(const struct cowmap_txn *t);
 
 /**
@@ -224,6 +247,7 @@ size_t cowmap_txn_size(const struct cowmap_txn *t);
  * it returns NULL with errno EINVAL only for a NULL or finished
  * transaction.
  */
+COWMAP_API
 struct cowmap *cowmap_txn_commit(struct cowmap_txn *t);
 
 /**
@@ -235,6 +259,7 @@ struct cowmap *cowmap_txn_commit(struct cowmap_txn *t);
  * The library recognises such a handle for a while afterwards and answers
  * EINVAL; configure --enable-debug makes that reliable.
  */
+COWMAP_API
 void cowmap_txn_abort(struct cowmap_txn *t);
 
 /* ------------------------------------------------------------------ */
@@ -257,6 +282,7 @@ struct cowmap_iter {
 };
 
 /** cowmap_iter_init - position @it before the first entry of @m. */
+COWMAP_API
 void cowmap_iter_init(struct cowmap_iter *it, const struct cowmap *m);
 
 /**
@@ -264,6 +290,7 @@ void cowmap_iter_init(struct cowmap_iter *it, const struct cowmap *m);
  * Returns 1 and fills the non-NULL out-parameters, or 0 at the end.  The
  * key pointer stays valid as long as the version does.
  */
+COWMAP_API
 int cowmap_iter_next(struct cowmap_iter *it, const void **key, size_t *len,
 		     void **value);
 
@@ -283,6 +310,7 @@ enum cowmap_change { COWMAP_ADDED, COWMAP_REMOVED, COWMAP_CHANGED };
  * Versions with different seeds or hash functions are compared entry by
  * entry.  Returns 1 or 0, or -EINVAL for a NULL version.
  */
+COWMAP_API
 int cowmap_equal(const struct cowmap *a, const struct cowmap *b,
 		 int (*value_eq)(const void *x, const void *y, void *ctx),
 		 void *ctx);
@@ -293,9 +321,11 @@ int cowmap_equal(const struct cowmap *a, const struct cowmap *b,
  * old_value is NULL for COWMAP_ADDED, new_value NULL for COWMAP_REMOVED;
  * CHANGED means the value pointers differ.  Shared subtrees are skipped.
  * Stops as soon as @fn returns non-zero and returns that value; returns 0
- * when all differences were reported, -EINVAL for NULL arguments, -ENOMEM
- * if versions of unrelated hash configurations need scratch memory.
+ * when all differences were reported, -EINVAL for NULL arguments.  Never
+ * allocates.  Versions with different seeds or hash functions are compared
+ * key by key (O(size)).
  */
+COWMAP_API
 int cowmap_diff(const struct cowmap *from, const struct cowmap *to,
 		int (*fn)(enum cowmap_change what, const void *key,
 			  size_t len, void *old_value, void *new_value,
@@ -322,6 +352,7 @@ struct cowmap_stats {
  * cowmap_stats - fill @out for @m by walking it (O(size)).
  * Returns 0 or -EINVAL.  Safe from any thread.
  */
+COWMAP_API
 int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
 
 /* ------------------------------------------------------------------ */
@@ -370,6 +401,7 @@ struct cowmap_cell_stats {
  *           NULL means urcu-memb.
  * Returns NULL with errno ENOMEM.
  */
+COWMAP_API
 struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 				    const struct rcu_flavor_struct *flavor);
 
@@ -381,6 +413,7 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
  * it returns.  No reader may use the cell any more.  Must not be called
  * inside a read-side critical section or from a call_rcu callback.
  */
+COWMAP_API
 void cowmap_cell_free(struct cowmap_cell *c);
 
 /**
@@ -391,6 +424,7 @@ void cowmap_cell_free(struct cowmap_cell *c);
  * acquire load: no lock, no allocation, no shared store.  NULL for a NULL
  * cell.
  */
+COWMAP_API
 const struct cowmap *cowmap_cell_load(struct cowmap_cell *c);
 
 /**
@@ -400,6 +434,7 @@ const struct cowmap *cowmap_cell_load(struct cowmap_cell *c);
  * (it enters a read-side critical section itself; nesting is fine).
  * Returns NULL with errno EINVAL for a NULL cell.
  */
+COWMAP_API
 struct cowmap *cowmap_cell_snapshot(struct cowmap_cell *c);
 
 /**
@@ -408,6 +443,7 @@ struct cowmap *cowmap_cell_snapshot(struct cowmap_cell *c);
  * Returns 0, -EINVAL (NULL argument), or -ENOMEM (the current version is
  * kept).  The old version is released after a grace period.
  */
+COWMAP_API
 int cowmap_cell_publish(struct cowmap_cell *c, struct cowmap *next);
 
 /**
@@ -417,6 +453,7 @@ int cowmap_cell_publish(struct cowmap_cell *c, struct cowmap *next);
  * @next:     stolen in every case.
  * Returns 0, -EAGAIN if another version won, -EINVAL, or -ENOMEM.
  */
+COWMAP_API
 int cowmap_cell_cas(struct cowmap_cell *c, const struct cowmap *expected,
 		    struct cowmap *next);
 
@@ -428,6 +465,7 @@ int cowmap_cell_cas(struct cowmap_cell *c, const struct cowmap *expected,
  * NULL with errno set to abort (returned as -errno; -EINVAL if errno is 0).
  * @fn must not write to the same cell.
  */
+COWMAP_API
 int cowmap_cell_update(struct cowmap_cell *c,
 		       struct cowmap *(*fn)(const struct cowmap *cur,
 					    void *arg),
@@ -442,6 +480,7 @@ int cowmap_cell_update(struct cowmap_cell *c,
  * Returns 0, or -ENOMEM / -ENOSPC / -EINVAL, with @value still the
  * caller's on failure.
  */
+COWMAP_API
 int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
 		    void *value);
 
@@ -450,12 +489,15 @@ int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
  * Returns 1 if removed, 0 if absent (nothing published), or a negative
  * errno.  Combined like cowmap_cell_set().
  */
+COWMAP_API
 int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len);
 
 /** cowmap_cell_stats - fill @out; returns 0 or -EINVAL. */
+COWMAP_API
 int cowmap_cell_stats(struct cowmap_cell *c, struct cowmap_cell_stats *out);
 
 /** cowmap_version - the library's COWMAP_VERSION_NUMBER at run time. */
+COWMAP_API
 uint32_t cowmap_version(void);
 
 #if defined(__GNUC__) && __GNUC__ >= 4

@@ -8,7 +8,14 @@
  */
 #include "alloc.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
+
+#ifdef COWMAP_DEBUG
+#define QUARANTINE_SLOTS 4096
+#else
+#define QUARANTINE_SLOTS 64
+#endif
 
 static _Thread_local long fail_countdown = -1;	/* -1: never fail */
 static _Thread_local unsigned long alloc_count;
@@ -37,6 +44,28 @@ void *cm_calloc(size_t count, size_t size)
 void cm_free(void *p)
 {
 	free(p);
+}
+
+static void *_Atomic quarantine[QUARANTINE_SLOTS];
+static atomic_uint quarantine_next;
+
+void cm_free_quarantined(void *p)
+{
+	unsigned slot = atomic_fetch_add_explicit(&quarantine_next, 1,
+						  memory_order_relaxed) %
+			QUARANTINE_SLOTS;
+
+	free(atomic_exchange_explicit(&quarantine[slot], p,
+				      memory_order_acq_rel));
+}
+
+/* Empty the ring when the library is unloaded or the process exits, so
+ * leak checkers see nothing left behind. */
+__attribute__((destructor)) static void quarantine_drain(void)
+{
+	for (unsigned i = 0; i < QUARANTINE_SLOTS; i++)
+		free(atomic_exchange_explicit(&quarantine[i], NULL,
+					      memory_order_acq_rel));
 }
 
 void cm_test_fail_after(long n)

@@ -16,6 +16,15 @@ void *cm_calloc(size_t count, size_t size);
 void cm_free(void *p);
 
 /*
+ * cm_free_quarantined - free @p later: it joins a fixed ring of recently
+ * freed objects and is returned to malloc only when pushed out of it (or
+ * at exit).  Callers poison the object first, so a handle used shortly
+ * after it was finished reads a dead marker instead of reused memory.
+ * Debug builds keep a much longer ring.
+ */
+void cm_free_quarantined(void *p);
+
+/*
  * Test hooks.  Both are per thread: only the calling thread's allocations
  * fail or are counted, so liburcu's helper threads are never disturbed.
  * cm_test_fail_after(n): the next n allocations succeed, every later one

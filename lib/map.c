@@ -61,6 +61,10 @@ struct cowmap *cowmap_new(const struct cowmap_options *opts)
 struct cowmap *cowmap_retain(const struct cowmap *m)
 {
 	if (!cm_map_valid(m)) {
+#ifdef COWMAP_DEBUG
+		if (m != NULL)
+			cm_debug_report("cowmap_retain", "version already released");
+#endif
 		errno = EINVAL;
 		return NULL;
 	}
@@ -85,7 +89,11 @@ void cowmap_release(struct cowmap *m)
 	atomic_thread_fence(memory_order_acquire);
 	cm_node_release(m->root, &m->own);
 	m->magic = CM_DEAD_MAGIC;
+#ifdef COWMAP_DEBUG
+	cm_free_quarantined(m);	/* so a second release is caught */
+#else
 	cm_free(m);
+#endif
 }
 
 size_t cowmap_size(const struct cowmap *m)

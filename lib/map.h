@@ -46,6 +46,10 @@ static inline int cm_check_key(const void *key, size_t len)
 static inline bool cm_map_valid(const struct cowmap *m)
 {
 #ifdef COWMAP_DEBUG
+	void cm_debug_report(const char *call, const char *what);
+
+	if (m != NULL && m->magic != CM_MAP_MAGIC)
+		cm_debug_report("cowmap", "a released version was used");
 	return m != NULL && m->magic == CM_MAP_MAGIC;
 #else
 	return m != NULL;

@@ -51,10 +51,15 @@ static void invariant(bool ok, const char *what)
 	}
 }
 
-/* Checks the node below @prefix_hash's first @depth chunks; returns the
- * number of entries under it. */
+/*
+ * Checks the node whose hashes start with @prefix's first @depth chunks;
+ * returns the number of entries under it.  Unless @full, subtrees shared
+ * with another version (refs > 1) were checked when they were made and are
+ * skipped, so a check after a write costs about the path it copied.
+ */
 static size_t check_node(const struct cowmap *m, const struct cm_node *n,
-			 unsigned depth, uint64_t prefix, bool is_root)
+			 unsigned depth, uint64_t prefix, bool is_root,
+			 bool full)
 {
 	uint64_t mask = depth >= 13 ? UINT64_MAX
 				    : (UINT64_C(1) << (depth * CM_BITS)) - 1;
@@ -93,8 +98,14 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 			continue;
 		uint64_t child_prefix = (prefix & mask) |
 					((uint64_t)pos << (depth * CM_BITS));
-		size_t below = check_node(m, cm_children(n)[k++], depth + 1,
-					  child_prefix, false);
+		const struct cm_node *child = cm_children(n)[k++];
+
+		if (!full && atomic_load(&child->refs) > 1) {
+			total += 2;	/* checked when it was made */
+			continue;
+		}
+		size_t below = check_node(m, child, depth + 1, child_prefix,
+					  false, full);
 
 		invariant(below >= 2, "subtree with fewer than two entries");
 		total += below;
@@ -104,7 +115,10 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 
 void cm_debug_check_trie(const struct cowmap *m)
 {
-	invariant(check_node(m, m->root, 0, 0, true) == m->count,
-		  "entry count differs from the trie");
+	bool full = m->count <= 4096;
+	size_t seen = check_node(m, m->root, 0, 0, true, full);
+
+	if (full)
+		invariant(seen == m->count, "entry count differs from the trie");
 }
 #endif

@@ -7,10 +7,10 @@
  * marks and returns the version shell allocated at begin, so commit
  * cannot fail half way.
  *
- * Finished handles are kept, poisoned, in a small quarantine before their
- * memory is returned, so the common mistake of using a transaction right
- * after commit or abort is answered with EINVAL instead of touching freed
- * memory.  Debug builds keep many more.
+ * Finished handles are poisoned and go through the allocator's quarantine
+ * (alloc.h), so the common mistake of using a transaction right after
+ * commit or abort is answered with EINVAL instead of touching freed
+ * memory.
  */
 #include "map.h"
 
@@ -22,12 +22,6 @@
 #define CM_TXN_LIVE 0x74786e21u	/* "txn!" */
 #define CM_TXN_DONE 0x74786e2du	/* "txn-" */
 
-#ifdef COWMAP_DEBUG
-#define QUARANTINE_SLOTS 4096
-#else
-#define QUARANTINE_SLOTS 64
-#endif
-
 struct cowmap_txn {
 	uint32_t magic;
 	bool changed;
@@ -37,27 +31,10 @@ struct cowmap_txn {
 	size_t count;
 };
 
-static struct cowmap_txn *_Atomic quarantine[QUARANTINE_SLOTS];
-static atomic_uint quarantine_next;
-
 static void txn_retire(struct cowmap_txn *t)
 {
-	unsigned slot = atomic_fetch_add_explicit(&quarantine_next, 1,
-						  memory_order_relaxed) %
-			QUARANTINE_SLOTS;
-
 	t->magic = CM_TXN_DONE;
-	cm_free(atomic_exchange_explicit(&quarantine[slot], t,
-					 memory_order_acq_rel));
-}
-
-/* Return quarantined handles when the library is unloaded or the process
- * exits, so leak checkers see nothing left behind. */
-__attribute__((destructor)) static void txn_quarantine_drain(void)
-{
-	for (unsigned i = 0; i < QUARANTINE_SLOTS; i++)
-		cm_free(atomic_exchange_explicit(&quarantine[i], NULL,
-						 memory_order_acq_rel));
+	cm_free_quarantined(t);
 }
 
 static bool txn_live(const struct cowmap_txn *t, const char *call)
