@@ -45,14 +45,6 @@
 extern "C" {
 #endif
 
-/*
- * The library is built with -fvisibility=hidden; the declarations below are
- * what it exports.  (Harmless for users: default is what they expect.)
- */
-#if defined(__GNUC__) && __GNUC__ >= 4
-#pragma GCC visibility push(default)
-#endif
-
 #define COWMAP_VERSION_MAJOR 0
 #define COWMAP_VERSION_MINOR 1
 #define COWMAP_VERSION_PATCH 0
@@ -499,10 +491,6 @@ int cowmap_cell_stats(struct cowmap_cell *c, struct cowmap_cell_stats *out);
 /** cowmap_version - the library's COWMAP_VERSION_NUMBER at run time. */
 COWMAP_API
 uint32_t cowmap_version(void);
-
-#if defined(__GNUC__) && __GNUC__ >= 4
-#pragma GCC visibility pop
-#endif
 
 #ifdef __cplusplus
 }

@@ -54,7 +54,8 @@ struct cowmap_cell {
 	atomic_size_t pending_bytes, pending_nodes, pending_versions;
 };
 
-/* One retired version waiting for its grace period. */
+/* One retired version waiting for its grace period.  head comes first so
+ * the callback gets the record back with a plain conversion. */
 struct retired {
 	struct rcu_head head;
 	struct cowmap *version;
@@ -91,7 +92,7 @@ static void sole_owned(const struct cm_node *n, const struct cm_owner *own,
 
 static void retire_done(struct rcu_head *head)
 {
-	struct retired *r = caa_container_of(head, struct retired, head);
+	struct retired *r = (struct retired *)(void *)head;
 	struct cowmap_cell *c = r->cell;
 
 	cowmap_release(r->version);

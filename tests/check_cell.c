@@ -1,0 +1,2017 @@
+/*
+ * check_cell.c - the RCU-published cell: cowmap_cell_new/free/load/
+ * snapshot/publish/cas/update/set/del/stats, for every liburcu flavor.
+ *
+ * Every test that touches a cell is a loop test over the four flavors of
+ * tests/rcu_flavors.h (_i is the flavor index).  Values are entries of a
+ * static table whose value_free counts calls atomically (value_free may
+ * run in liburcu's call_rcu thread), so a test can say "freed exactly
+ * once, and only after the grace period".
+ *
+ * Leak checks.  Outside sanitizer builds this file interposes malloc and
+ * friends (forwarding to glibc's __libc_* entry points) to count, per
+ * thread, the allocation calls made, and globally the blocks alive.  That
+ * gives two checks no hook inside the library can give:
+ *   - the read path (cell_load + get in a read-side section) makes no heap
+ *     call at all, not even through liburcu or libc;
+ *   - a failed call (fault injection) leaves exactly as many live blocks
+ *     as there were before it.
+ * ASan/TSan intercept malloc themselves and an executable that defines
+ * malloc would take their place, so in those builds the interposition is
+ * compiled out: the read-path test then relies on cm_test_alloc_count()
+ * only, and leaks are left to LeakSanitizer (which checks each forked
+ * test at exit).
+ */
+#include <check.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rcu_flavors.h"
+
+#include <cowmap.h>
+
+#include "alloc.h"
+#include "testutil.h"
+
+Suite *cell_suite(void);
+
+/* ------------------------------------------------------------------ */
+/* malloc interposition (not in sanitizer builds, see above)           */
+/* ------------------------------------------------------------------ */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+	__has_feature(memory_sanitizer)
+#define CT_SANITIZED 1
+#endif
+#endif
+
+#if !defined(CT_SANITIZED) && !defined(CT_NO_MALLOC_INTERPOSE)
+#define CT_INTERPOSE 1
+
+/* glibc's own entry points: forwarding to them needs no dlsym(). */
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t count, size_t size);
+extern void *__libc_realloc(void *p, size_t size);
+extern void __libc_free(void *p);
+extern void *__libc_memalign(size_t align, size_t size);
+
+/*
+ * Initial-exec TLS of the executable: reading it never allocates, so it is
+ * safe inside malloc itself.
+ */
+static _Thread_local unsigned long ct_thread_allocs;
+static _Thread_local unsigned long ct_thread_frees;
+static atomic_long ct_live;	/* blocks allocated and not yet freed */
+
+static inline void ct_note_alloc(void *p)
+{
+	ct_thread_allocs++;
+	if (p != NULL)
+		atomic_fetch_add_explicit(&ct_live, 1, memory_order_relaxed);
+}
+
+void *malloc(size_t size)
+{
+	void *p = __libc_malloc(size);
+
+	ct_note_alloc(p);
+	return p;
+}
+
+void *calloc(size_t count, size_t size)
+{
+	void *p = __libc_calloc(count, size);
+
+	ct_note_alloc(p);
+	return p;
+}
+
+void *realloc(void *old, size_t size)
+{
+	void *p;
+
+	if (old == NULL) {
+		p = __libc_realloc(NULL, size);
+		ct_note_alloc(p);
+		return p;
+	}
+	ct_thread_allocs++;
+	p = __libc_realloc(old, size);
+	if (p == NULL && size == 0)	/* glibc: realloc(p, 0) frees p */
+		atomic_fetch_sub_explicit(&ct_live, 1, memory_order_relaxed);
+	return p;
+}
+
+void *reallocarray(void *old, size_t count, size_t size)
+{
+	size_t bytes;
+
+	if (__builtin_mul_overflow(count, size, &bytes)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return realloc(old, bytes);
+}
+
+void free(void *p)
+{
+	if (p == NULL)
+		return;
+	ct_thread_frees++;
+	atomic_fetch_sub_explicit(&ct_live, 1, memory_order_relaxed);
+	__libc_free(p);
+}
+
+void *memalign(size_t align, size_t size)
+{
+	void *p = __libc_memalign(align, size);
+
+	ct_note_alloc(p);
+	return p;
+}
+
+void *aligned_alloc(size_t align, size_t size)
+{
+	return memalign(align, size);
+}
+
+int posix_memalign(void **out, size_t align, size_t size)
+{
+	void *p;
+
+	if (align < sizeof(void *) || (align & (align - 1)) != 0)
+		return EINVAL;
+	p = memalign(align, size);
+	if (p == NULL)
+		return ENOMEM;
+	*out = p;
+	return 0;
+}
+
+void *valloc(size_t size)
+{
+	return memalign((size_t)sysconf(_SC_PAGESIZE), size);
+}
+
+void *pvalloc(size_t size)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return memalign(page, (size + page - 1) & ~(page - 1));
+}
+
+static unsigned long ct_my_allocs(void)
+{
+	return ct_thread_allocs;
+}
+
+static unsigned long ct_my_frees(void)
+{
+	return ct_thread_frees;
+}
+
+#else /* sanitizer build: no interposition */
+
+static unsigned long ct_my_allocs(void)
+{
+	return 0;
+}
+
+static unsigned long ct_my_frees(void)
+{
+	return 0;
+}
+
+#endif
+
+static int verbose(void)
+{
+	const char *s = getenv("COWMAP_TEST_VERBOSE");
+
+	return s != NULL && *s != '\0' && *s != '0';
+}
+
+/* COWMAP_TEST_VERBOSE=1: counters worth seeing (failure points, ...). */
+#define REPORT(...)                                                          \
+	do {                                                                 \
+		if (verbose())                                               \
+			fprintf(stderr, __VA_ARGS__);                        \
+	} while (0)
+
+static void nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/*
+ * The number of live heap blocks once in-flight frees have settled.
+ * rcu_barrier() returns before liburcu's call_rcu thread has freed its own
+ * barrier bookkeeping, so wait until the count stops moving.  Returns -1
+ * in sanitizer builds (nothing counted).
+ */
+static long live_settled(void)
+{
+#ifdef CT_INTERPOSE
+	long prev = atomic_load(&ct_live);
+	int stable = 0;
+
+	for (int i = 0; i < 2000 && stable < 5; i++) {
+		long cur;
+
+		nap_ms(1);
+		cur = atomic_load(&ct_live);
+		stable = cur == prev ? stable + 1 : 0;
+		prev = cur;
+	}
+	return prev;
+#else
+	return -1;
+#endif
+}
+
+#define CHECK_NO_LEAK(tf, base, what)                                        \
+	do {                                                                 \
+		tf_barrier(tf);                                              \
+		long live_now_ = live_settled();                             \
+		ck_assert_msg(live_now_ == (base),                           \
+			      "%s: %ld heap blocks alive, %ld before (%s)",  \
+			      (tf)->name, live_now_, (long)(base), (what));  \
+	} while (0)
+
+/* ------------------------------------------------------------------ */
+/* Counted values                                                      */
+/* ------------------------------------------------------------------ */
+
+struct tval {
+	atomic_int freed;	/* value_free calls */
+	unsigned id;
+};
+
+#define TV_MAX 65536
+static struct tval tv_pool[TV_MAX];
+static unsigned tv_used;
+
+static void tv_reset(void)
+{
+	for (unsigned i = 0; i < TV_MAX; i++) {
+		atomic_store(&tv_pool[i].freed, 0);
+		tv_pool[i].id = i;
+	}
+	tv_used = 0;
+}
+
+static struct tval *tv_new(void)
+{
+	TU_REQUIRE(tv_used < TV_MAX, "value pool exhausted");
+	return &tv_pool[tv_used++];
+}
+
+static int tv_freed(const struct tval *v)
+{
+	return atomic_load(&v->freed);
+}
+
+static void tv_value_free(void *value, void *ctx)
+{
+	struct tval *v = value;
+
+	(void)ctx;
+	atomic_fetch_add(&v->freed, 1);
+}
+
+static struct cowmap_options tv_opts(void)
+{
+	struct cowmap_options o;
+
+	memset(&o, 0, sizeof(o));
+	o.value_free = tv_value_free;
+	return o;
+}
+
+static size_t kfmt(char *buf, size_t cap, const char *prefix, unsigned i)
+{
+	int n = snprintf(buf, cap, "%s%u", prefix, i);
+
+	TU_REQUIRE(n > 0 && (size_t)n < cap, "key too long");
+	return (size_t)n;
+}
+
+/* A map with keys "k0".."k<n-1>" mapped to fresh counted values; the
+ * values are written to vals[] when it is not NULL. */
+static struct cowmap *map_of(const struct cowmap_options *o, unsigned n,
+			     struct tval **vals)
+{
+	struct cowmap *m = cowmap_new(o);
+	char key[32];
+
+	ck_assert_ptr_nonnull(m);
+	for (unsigned i = 0; i < n; i++) {
+		struct tval *v = tv_new();
+		size_t len = kfmt(key, sizeof(key), "k", i);
+		struct cowmap *next = cowmap_set(m, key, len, v);
+
+		ck_assert_ptr_nonnull(next);
+		cowmap_release(m);
+		m = next;
+		if (vals)
+			vals[i] = v;
+	}
+	return m;
+}
+
+static struct cowmap_cell_stats cell_stats(struct cowmap_cell *c)
+{
+	struct cowmap_cell_stats s;
+
+	memset(&s, 0xa5, sizeof(s));
+	ck_assert_int_eq(cowmap_cell_stats(c, &s), 0);
+	return s;
+}
+
+/* The value @key maps to in the current version (NULL if absent). */
+static void *cell_get(const struct tf_flavor *tf, struct cowmap_cell *c,
+		      const char *key)
+{
+	void *v = NULL;
+	int r;
+
+	tf_read_lock(tf);
+	r = cowmap_get(cowmap_cell_load(c), key, strlen(key), &v);
+	tf_read_unlock(tf);
+	ck_assert_int_ge(r, 0);
+	return r == 1 ? v : NULL;
+}
+
+static const struct cowmap *cell_current(const struct tf_flavor *tf,
+					 struct cowmap_cell *c)
+{
+	const struct cowmap *m;
+
+	/* Only the pointer value escapes: used for identity checks. */
+	tf_read_lock(tf);
+	m = cowmap_cell_load(c);
+	tf_read_unlock(tf);
+	return m;
+}
+
+static size_t cell_size(const struct tf_flavor *tf, struct cowmap_cell *c)
+{
+	size_t n;
+
+	tf_read_lock(tf);
+	n = cowmap_size(cowmap_cell_load(c));
+	tf_read_unlock(tf);
+	return n;
+}
+
+/*
+ * Start a test for flavor @i: fresh value table, thread registered, and
+ * liburcu's call_rcu machinery for the flavor created once (its first
+ * call_rcu allocates per-process state that lives on), so that leak
+ * baselines taken afterwards are stable.
+ */
+static const char *tf_name_of(int i)
+{
+	return tf_flavors[i].name;
+}
+
+static const struct tf_flavor *begin(int i)
+{
+	const struct tf_flavor *tf = &tf_flavors[i];
+	struct cowmap_cell *c;
+
+	tv_reset();
+	tf_register(tf);
+	c = cowmap_cell_new(NULL, tf->flavor);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(cowmap_cell_set(c, "warm", 4, tu_val(1)), 0);
+	ck_assert_int_eq(cowmap_cell_set(c, "warm", 4, tu_val(2)), 0);
+	cowmap_cell_free(c);
+	tf_barrier(tf);
+	return tf;
+}
+
+static void end(const struct tf_flavor *tf)
+{
+	tf_barrier(tf);
+	tf_unregister(tf);
+}
+
+/* ------------------------------------------------------------------ */
+/* cowmap_cell_new / cowmap_cell_free / cowmap_cell_load                */
+/* ------------------------------------------------------------------ */
+
+START_TEST(cell_new_null_initial_is_empty_map)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_cell *c = cowmap_cell_new(NULL, tf->flavor);
+	struct cowmap *snap;
+	void *v = tu_val(7);
+
+	ck_assert_ptr_nonnull(c);
+	tf_read_lock(tf);
+	const struct cowmap *m = cowmap_cell_load(c);
+	ck_assert_ptr_nonnull(m);
+	ck_assert_uint_eq(cowmap_size(m), 0);
+	ck_assert_int_eq(cowmap_get(m, "x", 1, &v), 0);
+	tf_read_unlock(tf);
+
+	snap = cowmap_cell_snapshot(c);
+	ck_assert_ptr_nonnull(snap);
+	ck_assert_uint_eq(cowmap_size(snap), 0);
+	cowmap_release(snap);
+
+	/* The empty map works like any version: a set publishes. */
+	ck_assert_int_eq(cowmap_cell_set(c, "x", 1, tu_val(3)), 0);
+	ck_assert_ptr_eq(cell_get(tf, c, "x"), tu_val(3));
+	cowmap_cell_free(c);
+	end(tf);
+}
+END_TEST
+
+START_TEST(cell_new_steals_initial)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4];
+	struct cowmap *m = map_of(&o, 4, vals);
+	struct cowmap_cell *c = cowmap_cell_new(m, tf->flavor);
+
+	ck_assert_ptr_nonnull(c);
+	/* The caller's reference now belongs to the cell: the initial
+	 * version is published as is, not copied. */
+	ck_assert_ptr_eq(cell_current(tf, c), m);
+	ck_assert_ptr_eq(cell_get(tf, c, "k2"), vals[2]);
+	tf_barrier(tf);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 0);
+
+	cowmap_cell_free(c);
+	/* cell_free waits for deferred frees: nothing pending afterwards. */
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(cell_new_default_flavor_is_memb)
+{
+	/* flavor NULL = urcu-memb: register with memb and use it. */
+	const struct tf_flavor *tf = &tf_flavors[0];
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[1];
+	struct cowmap_cell *c;
+
+	ck_assert_int_eq(tf->kind, TF_MEMB);
+	tv_reset();
+	tf_register(tf);
+	c = cowmap_cell_new(map_of(&o, 1, vals), NULL);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, tv_new()), 0);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(vals[0]), 1);
+	cowmap_cell_free(c);
+	tf_unregister(tf);
+}
+END_TEST
+
+START_TEST(cell_free_null_is_noop)
+{
+	cowmap_cell_free(NULL);
+}
+END_TEST
+
+START_TEST(load_returns_current_version)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[3];
+	struct cowmap *m0 = map_of(&o, 3, vals);
+	struct cowmap_cell *c = cowmap_cell_new(m0, tf->flavor);
+	struct cowmap *m1;
+	struct tval *nv = tv_new();
+	void *v;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_null(cowmap_cell_load(NULL));
+
+	tf_read_lock(tf);
+	ck_assert_ptr_eq(cowmap_cell_load(c), m0);
+	tf_read_unlock(tf);
+
+	{
+		struct cowmap *snap = cowmap_cell_snapshot(c);
+
+		ck_assert_ptr_eq(snap, m0);
+		m1 = cowmap_set(snap, "new", 3, nv);
+		ck_assert_ptr_nonnull(m1);
+		cowmap_release(snap);
+	}
+	ck_assert_int_eq(cowmap_cell_publish(c, m1), 0);
+
+	tf_read_lock(tf);
+	const struct cowmap *cur = cowmap_cell_load(c);
+	ck_assert_ptr_eq(cur, m1);
+	ck_assert_uint_eq(cowmap_size(cur), 4);
+	ck_assert_int_eq(cowmap_get(cur, "new", 3, &v), 1);
+	ck_assert_ptr_eq(v, nv);
+	ck_assert_int_eq(cowmap_get(cur, "k1", 2, &v), 1);
+	ck_assert_ptr_eq(v, vals[1]);
+	/* Nested read-side sections are fine. */
+	tf_read_lock(tf);
+	ck_assert_ptr_eq(cowmap_cell_load(c), cur);
+	tf_read_unlock(tf);
+	tf_read_unlock(tf);
+
+	cowmap_cell_free(c);
+	end(tf);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* cowmap_cell_snapshot                                                */
+/* ------------------------------------------------------------------ */
+
+struct releaser {
+	struct cowmap *m;
+	int size_seen;
+	void *k0_seen;
+};
+
+/* An unregistered thread: the header says any thread may release. */
+static void *release_in_thread(void *arg)
+{
+	struct releaser *r = arg;
+
+	r->size_seen = (int)cowmap_size(r->m);
+	if (cowmap_get(r->m, "k0", 2, &r->k0_seen) != 1)
+		r->k0_seen = NULL;
+	cowmap_release(r->m);
+	return NULL;
+}
+
+START_TEST(snapshot_survives_later_publishes)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[8];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 8, vals),
+						tf->flavor);
+	struct cowmap *snap;
+	struct tval *repl[5];
+	pthread_t th;
+	struct releaser rel;
+	void *v;
+
+	ck_assert_ptr_nonnull(c);
+	snap = cowmap_cell_snapshot(c);
+	ck_assert_ptr_nonnull(snap);
+	ck_assert_ptr_eq(snap, cell_current(tf, c));
+
+	/* Replace k0 five times and delete k1: each publish retires the
+	 * previous version, but the snapshot keeps its own entries alive. */
+	for (int i = 0; i < 5; i++) {
+		repl[i] = tv_new();
+		ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, repl[i]), 0);
+	}
+	ck_assert_int_eq(cowmap_cell_del(c, "k1", 2), 1);
+	tf_barrier(tf);
+
+	/* Intermediate values nobody holds are gone exactly once ... */
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(tv_freed(repl[i]), 1);
+	ck_assert_int_eq(tv_freed(repl[4]), 0);
+	/* ... those the snapshot holds are not. */
+	ck_assert_int_eq(tv_freed(vals[0]), 0);
+	ck_assert_int_eq(tv_freed(vals[1]), 0);
+	ck_assert_uint_eq(cowmap_size(snap), 8);
+	ck_assert_int_eq(cowmap_get(snap, "k0", 2, &v), 1);
+	ck_assert_ptr_eq(v, vals[0]);
+	ck_assert_int_eq(cowmap_get(snap, "k1", 2, &v), 1);
+	ck_assert_ptr_eq(v, vals[1]);
+	ck_assert_ptr_eq(cell_get(tf, c, "k0"), repl[4]);
+	ck_assert_ptr_null(cell_get(tf, c, "k1"));
+
+	/* Release the snapshot from another (unregistered) thread. */
+	rel.m = snap;
+	rel.size_seen = -1;
+	rel.k0_seen = NULL;
+	tf_offline(tf);
+	ck_assert_int_eq(pthread_create(&th, NULL, release_in_thread, &rel),
+			 0);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	tf_online(tf);
+	ck_assert_int_eq(rel.size_seen, 8);
+	ck_assert_ptr_eq(rel.k0_seen, vals[0]);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(vals[0]), 1);
+	ck_assert_int_eq(tv_freed(vals[1]), 1);
+	/* Values still in the current version stay. */
+	for (int i = 2; i < 8; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 0);
+
+	cowmap_cell_free(c);
+	ck_assert_int_eq(tv_freed(repl[4]), 1);
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 1);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(tv_freed(repl[i]), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(snapshot_outlives_cell)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[2];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 2, vals),
+						tf->flavor);
+	struct cowmap *snap = cowmap_cell_snapshot(c);
+	void *v;
+
+	ck_assert_ptr_nonnull(snap);
+	cowmap_cell_free(c);
+	ck_assert_int_eq(tv_freed(vals[0]), 0);
+	ck_assert_int_eq(cowmap_get(snap, "k1", 2, &v), 1);
+	ck_assert_ptr_eq(v, vals[1]);
+	cowmap_release(snap);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(vals[0]), 1);
+	ck_assert_int_eq(tv_freed(vals[1]), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(snapshot_null_is_einval)
+{
+	errno = 0;
+	ck_assert_ptr_null(cowmap_cell_snapshot(NULL));
+	ck_assert_int_eq(errno, EINVAL);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* cowmap_cell_publish                                                 */
+/* ------------------------------------------------------------------ */
+
+START_TEST(publish_releases_old_version_after_grace_period)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[16];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 16, vals),
+						tf->flavor);
+	struct tval *prev = vals[5];
+
+	ck_assert_ptr_nonnull(c);
+	for (int round = 0; round < 10; round++) {
+		struct cowmap_cell_stats s0 = cell_stats(c), s1;
+		struct cowmap *cur = cowmap_cell_snapshot(c);
+		struct tval *nv = tv_new();
+		struct cowmap *next = cowmap_set(cur, "k5", 2, nv);
+
+		ck_assert_ptr_nonnull(next);
+		cowmap_release(cur);
+		ck_assert_int_eq(cowmap_cell_publish(c, next), 0);
+		s1 = cell_stats(c);
+		ck_assert_uint_eq(s1.published, s0.published + 1);
+		ck_assert_ptr_eq(cell_current(tf, c), next);
+
+		tf_barrier(tf);
+		ck_assert_int_eq(tv_freed(prev), 1);
+		ck_assert_int_eq(tv_freed(nv), 0);
+		for (int i = 0; i < 16; i++)
+			if (i != 5)
+				ck_assert_int_eq(tv_freed(vals[i]), 0);
+		prev = nv;
+	}
+	/* A version that drops most keys at once. */
+	{
+		struct cowmap *cur = cowmap_cell_snapshot(c);
+		struct cowmap *next = cowmap_new(&o);
+
+		ck_assert_ptr_nonnull(next);
+		cowmap_release(cur);
+		ck_assert_int_eq(cowmap_cell_publish(c, next), 0);
+		tf_barrier(tf);
+		ck_assert_int_eq(tv_freed(prev), 1);
+		for (int i = 0; i < 16; i++)
+			if (i != 5)
+				ck_assert_int_eq(tv_freed(vals[i]), 1);
+		ck_assert_uint_eq(cell_size(tf, c), 0);
+	}
+	cowmap_cell_free(c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(publish_current_version_again_is_safe)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 4, vals),
+						tf->flavor);
+	struct cowmap *same;
+
+	ck_assert_ptr_nonnull(c);
+	same = cowmap_cell_snapshot(c);
+	ck_assert_int_eq(cowmap_cell_publish(c, same), 0);	/* stolen */
+	tf_barrier(tf);
+	ck_assert_ptr_eq(cell_current(tf, c), same);
+	ck_assert_ptr_eq(cell_get(tf, c, "k3"), vals[3]);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 0);
+	ck_assert_int_eq(cowmap_cell_set(c, "k3", 2, tv_new()), 0);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(vals[3]), 1);
+	ck_assert_int_eq(tv_freed(vals[2]), 0);
+	cowmap_cell_free(c);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(publish_bad_args_einval_and_steal_next)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[2];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 2, vals),
+						tf->flavor);
+	struct tval *orphan[1];
+	struct cowmap_cell_stats s0, s1;
+	const struct cowmap *before;
+	long base;
+
+	ck_assert_ptr_nonnull(c);
+	s0 = cell_stats(c);
+	before = cell_current(tf, c);
+	tf_barrier(tf);
+	base = live_settled();
+
+	/* NULL cell: -EINVAL, and next is stolen (released). */
+	ck_assert_int_eq(cowmap_cell_publish(NULL, map_of(&o, 1, orphan)),
+			 -EINVAL);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(orphan[0]), 1);
+
+	/* NULL next: -EINVAL, nothing published. */
+	ck_assert_int_eq(cowmap_cell_publish(c, NULL), -EINVAL);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published);
+	ck_assert_ptr_eq(cell_current(tf, c), before);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(vals[0]), 0);
+
+	/* Both NULL. */
+	ck_assert_int_eq(cowmap_cell_publish(NULL, NULL), -EINVAL);
+	CHECK_NO_LEAK(tf, base, "publish with bad arguments");
+	cowmap_cell_free(c);
+	end(tf);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* cowmap_cell_cas                                                     */
+/* ------------------------------------------------------------------ */
+
+START_TEST(cas_publishes_when_expected_is_current)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 4, vals),
+						tf->flavor);
+	struct cowmap *exp, *next;
+	struct tval *nv = tv_new();
+	struct cowmap_cell_stats s0, s1;
+
+	ck_assert_ptr_nonnull(c);
+	s0 = cell_stats(c);
+	exp = cowmap_cell_snapshot(c);
+	next = cowmap_set(exp, "k0", 2, nv);
+	ck_assert_ptr_nonnull(next);
+	ck_assert_int_eq(cowmap_cell_cas(c, exp, next), 0);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published + 1);
+	ck_assert_ptr_eq(cell_current(tf, c), next);
+	tf_barrier(tf);
+	/* The snapshot still holds the old k0. */
+	ck_assert_int_eq(tv_freed(vals[0]), 0);
+	cowmap_release(exp);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(vals[0]), 1);
+	ck_assert_int_eq(tv_freed(nv), 0);
+	cowmap_cell_free(c);
+	ck_assert_int_eq(tv_freed(nv), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(cas_eagain_when_another_version_won)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 4, vals),
+						tf->flavor);
+	struct cowmap *exp, *next;
+	struct tval *winner = tv_new(), *loser = tv_new();
+	struct cowmap_cell_stats s0, s1;
+	const struct cowmap *won;
+	long base;
+
+	ck_assert_ptr_nonnull(c);
+	exp = cowmap_cell_snapshot(c);
+	/* Someone else publishes first. */
+	ck_assert_int_eq(cowmap_cell_set(c, "k1", 2, winner), 0);
+	won = cell_current(tf, c);
+	s0 = cell_stats(c);
+	tf_barrier(tf);
+	base = live_settled();
+
+	next = cowmap_set(exp, "k1", 2, loser);
+	ck_assert_ptr_nonnull(next);
+	ck_assert_int_eq(cowmap_cell_cas(c, exp, next), -EAGAIN);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published);
+	ck_assert_ptr_eq(cell_current(tf, c), won);
+	ck_assert_ptr_eq(cell_get(tf, c, "k1"), winner);
+	/* next was stolen: its only new value is released with it. */
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(loser), 1);
+	ck_assert_int_eq(tv_freed(winner), 0);
+	ck_assert_int_eq(tv_freed(vals[1]), 0);	/* exp holds it */
+	CHECK_NO_LEAK(tf, base, "cas that lost");
+	cowmap_release(exp);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(vals[1]), 1);
+	cowmap_cell_free(c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(cas_bad_args_einval_and_steal_next)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[2], *orphan[1];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 2, vals),
+						tf->flavor);
+	struct cowmap *exp = cowmap_cell_snapshot(c);
+	struct cowmap_cell_stats s0 = cell_stats(c), s1;
+	int r;
+	long base;
+
+	tf_barrier(tf);
+	base = live_settled();
+	ck_assert_int_eq(cowmap_cell_cas(NULL, exp, map_of(&o, 1, orphan)),
+			 -EINVAL);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(orphan[0]), 1);
+
+	ck_assert_int_eq(cowmap_cell_cas(c, exp, NULL), -EINVAL);
+
+	/* A NULL expected version is never current: refused either way,
+	 * and next is still stolen. */
+	r = cowmap_cell_cas(c, NULL, map_of(&o, 1, orphan));
+	ck_assert_msg(r == -EINVAL || r == -EAGAIN, "cas(c, NULL, next) = %d",
+		      r);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(orphan[0]), 1);
+
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published);
+	ck_assert_ptr_eq(cell_current(tf, c), exp);
+	CHECK_NO_LEAK(tf, base, "cas with bad arguments");
+	cowmap_release(exp);
+	cowmap_cell_free(c);
+	end(tf);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* cowmap_cell_update                                                  */
+/* ------------------------------------------------------------------ */
+
+struct upd {
+	const char *key;
+	void *value;
+	int mode;		/* UPD_SET, UPD_SAME, UPD_FAIL */
+	int err;		/* errno for UPD_FAIL */
+	int calls;
+	int produced;		/* fn returned a version */
+	const struct cowmap *seen;
+};
+
+enum { UPD_SET, UPD_SAME, UPD_FAIL };
+
+static struct cowmap *upd_fn(const struct cowmap *cur, void *arg)
+{
+	struct upd *u = arg;
+	struct cowmap *next;
+
+	u->calls++;
+	u->seen = cur;
+	switch (u->mode) {
+	case UPD_SET:
+		next = cowmap_set(cur, u->key, strlen(u->key), u->value);
+		break;
+	case UPD_SAME:
+		next = cowmap_retain(cur);
+		break;
+	default:
+		errno = u->err;
+		return NULL;
+	}
+	u->produced += next != NULL;
+	return next;
+}
+
+START_TEST(update_publishes_fn_result)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 4, vals),
+						tf->flavor);
+	struct upd u = { "k2", NULL, UPD_SET, 0, 0, 0, NULL };
+	struct cowmap_cell_stats s0 = cell_stats(c), s1;
+	const struct cowmap *before = cell_current(tf, c);
+
+	u.value = tv_new();
+	ck_assert_int_eq(cowmap_cell_update(c, upd_fn, &u), 0);
+	ck_assert_int_eq(u.calls, 1);
+	ck_assert_ptr_eq(u.seen, before);	/* fn saw the current version */
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published + 1);
+	ck_assert_ptr_eq(cell_get(tf, c, "k2"), u.value);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(vals[2]), 1);
+	ck_assert_int_eq(tv_freed(u.value), 0);
+	cowmap_cell_free(c);
+	ck_assert_int_eq(tv_freed(u.value), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(update_returning_current_publishes_nothing)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 4, vals),
+						tf->flavor);
+	struct upd u = { "k2", NULL, UPD_SAME, 0, 0, 0, NULL };
+	struct cowmap_cell_stats s0 = cell_stats(c), s1;
+	const struct cowmap *before = cell_current(tf, c);
+	long base;
+
+	tf_barrier(tf);
+	base = live_settled();
+	ck_assert_int_eq(cowmap_cell_update(c, upd_fn, &u), 0);
+	ck_assert_int_eq(u.calls, 1);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published);
+	ck_assert_ptr_eq(cell_current(tf, c), before);
+	CHECK_NO_LEAK(tf, base, "update that changed nothing");
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 0);
+	/* The extra reference fn returned was dropped: after cell_free
+	 * everything is gone (a leaked reference would keep the values). */
+	cowmap_cell_free(c);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(update_fn_failure_returns_negative_errno)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[2];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 2, vals),
+						tf->flavor);
+	struct upd u = { "k0", NULL, UPD_FAIL, ENOSPC, 0, 0, NULL };
+	struct cowmap_cell_stats s0 = cell_stats(c), s1;
+	const struct cowmap *before = cell_current(tf, c);
+	long base;
+
+	tf_barrier(tf);
+	base = live_settled();
+	ck_assert_int_eq(cowmap_cell_update(c, upd_fn, &u), -ENOSPC);
+	u.err = ENOMEM;
+	ck_assert_int_eq(cowmap_cell_update(c, upd_fn, &u), -ENOMEM);
+	u.err = 0;	/* NULL without errno: -EINVAL */
+	ck_assert_int_eq(cowmap_cell_update(c, upd_fn, &u), -EINVAL);
+	ck_assert_int_eq(u.calls, 3);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published);
+	ck_assert_ptr_eq(cell_current(tf, c), before);
+	ck_assert_ptr_eq(cell_get(tf, c, "k0"), vals[0]);
+	CHECK_NO_LEAK(tf, base, "update whose fn failed");
+	cowmap_cell_free(c);
+	end(tf);
+}
+END_TEST
+
+START_TEST(update_bad_args_einval)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_cell *c = cowmap_cell_new(NULL, tf->flavor);
+	struct upd u = { "k0", NULL, UPD_SET, 0, 0, 0, NULL };
+
+	u.value = tv_new();
+	ck_assert_int_eq(cowmap_cell_update(NULL, upd_fn, &u), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_update(c, NULL, &u), -EINVAL);
+	ck_assert_int_eq(u.calls, 0);
+	ck_assert_uint_eq(cell_size(tf, c), 0);
+	cowmap_cell_free(c);
+	ck_assert_int_eq(tv_freed(u.value), 0);
+	end(tf);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* cowmap_cell_set / cowmap_cell_del                                   */
+/* ------------------------------------------------------------------ */
+
+START_TEST(cell_set_and_del_publish_and_free_replaced_values)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct cowmap_cell *c = cowmap_cell_new(cowmap_new(&o), tf->flavor);
+	struct tval *a = tv_new(), *b = tv_new(), *d = tv_new();
+	struct cowmap_cell_stats s0, s1;
+
+	ck_assert_ptr_nonnull(c);
+	s0 = cell_stats(c);
+	ck_assert_int_eq(cowmap_cell_set(c, "a", 1, a), 0);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published + 1);
+	ck_assert_ptr_eq(cell_get(tf, c, "a"), a);
+
+	/* Replace: the old value is freed after the grace period. */
+	ck_assert_int_eq(cowmap_cell_set(c, "a", 1, b), 0);
+	ck_assert_ptr_eq(cell_get(tf, c, "a"), b);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(a), 1);
+	ck_assert_int_eq(tv_freed(b), 0);
+
+	/* Storing the pointer the key already maps to transfers nothing. */
+	ck_assert_int_eq(cowmap_cell_set(c, "a", 1, b), 0);
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(b), 0);
+	ck_assert_ptr_eq(cell_get(tf, c, "a"), b);
+
+	/* Keys are byte strings: embedded NULs, and the empty key. */
+	ck_assert_int_eq(cowmap_cell_set(c, "a\0b", 3, d), 0);
+	ck_assert_int_eq(cowmap_cell_set(c, "", 0, tv_new()), 0);
+	ck_assert_uint_eq(cell_size(tf, c), 3);
+
+	s0 = cell_stats(c);
+	ck_assert_int_eq(cowmap_cell_del(c, "a", 1), 1);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published + 1);
+	ck_assert_ptr_null(cell_get(tf, c, "a"));
+	tf_barrier(tf);
+	ck_assert_int_eq(tv_freed(b), 1);
+	ck_assert_int_eq(cowmap_cell_del(c, "", 0), 1);
+	ck_assert_uint_eq(cell_size(tf, c), 1);
+
+	cowmap_cell_free(c);
+	ck_assert_int_eq(tv_freed(a), 1);
+	ck_assert_int_eq(tv_freed(b), 1);
+	ck_assert_int_eq(tv_freed(d), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(cell_del_absent_returns_0_and_publishes_nothing)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[3];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 3, vals),
+						tf->flavor);
+	struct cowmap_cell_stats s0 = cell_stats(c), s1;
+	const struct cowmap *before = cell_current(tf, c);
+	long base;
+
+	tf_barrier(tf);
+	base = live_settled();
+	ck_assert_int_eq(cowmap_cell_del(c, "nope", 4), 0);
+	ck_assert_int_eq(cowmap_cell_del(c, "k", 1), 0);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published);
+	ck_assert_ptr_eq(cell_current(tf, c), before);
+	CHECK_NO_LEAK(tf, base, "del of an absent key");
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 0);
+
+	/* Deleting twice: 1, then 0. */
+	ck_assert_int_eq(cowmap_cell_del(c, "k1", 2), 1);
+	ck_assert_int_eq(cowmap_cell_del(c, "k1", 2), 0);
+	cowmap_cell_free(c);
+	end(tf);
+}
+END_TEST
+
+START_TEST(cell_set_del_bad_args_einval)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[1];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 1, vals),
+						tf->flavor);
+	struct tval *v = tv_new();
+	struct cowmap_cell_stats s0 = cell_stats(c), s1;
+	long base;
+
+	tf_barrier(tf);
+	base = live_settled();
+	ck_assert_int_eq(cowmap_cell_set(NULL, "x", 1, v), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_set(c, NULL, 1, v), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_del(NULL, "k0", 2), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_del(c, NULL, 2), -EINVAL);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published);
+	ck_assert_uint_eq(cell_size(tf, c), 1);
+	CHECK_NO_LEAK(tf, base, "set/del with bad arguments");
+	cowmap_cell_free(c);
+	/* The value was never the map's. */
+	ck_assert_int_eq(tv_freed(v), 0);
+	ck_assert_int_eq(tv_freed(vals[0]), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(cell_set_beyond_max_entries_enospc)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[3];
+	struct cowmap_cell *c;
+	struct tval *v = tv_new(), *w = tv_new();
+	struct cowmap_cell_stats s0, s1;
+	long base;
+
+	o.max_entries = 3;
+	c = cowmap_cell_new(map_of(&o, 3, vals), tf->flavor);
+	ck_assert_ptr_nonnull(c);
+	s0 = cell_stats(c);
+	tf_barrier(tf);
+	base = live_settled();
+	ck_assert_int_eq(cowmap_cell_set(c, "k9", 2, v), -ENOSPC);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published);
+	ck_assert_ptr_null(cell_get(tf, c, "k9"));
+	CHECK_NO_LEAK(tf, base, "set beyond max_entries");
+	/* Replacing an existing key needs no room. */
+	ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, w), 0);
+	cowmap_cell_free(c);
+	ck_assert_int_eq(tv_freed(v), 0);
+	ck_assert_int_eq(tv_freed(w), 1);
+	ck_assert_int_eq(tv_freed(vals[0]), 1);
+	end(tf);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* cowmap_cell_stats                                                   */
+/* ------------------------------------------------------------------ */
+
+struct holder {
+	const struct tf_flavor *tf;
+	struct cowmap_cell *c;
+	atomic_int ready, stop;
+	const struct cowmap *seen;
+	void *k0_at_start, *k0_at_end;
+	size_t size_at_start, size_at_end;
+};
+
+/* Holds one read-side critical section open until told to stop. */
+static void *holder_main(void *arg)
+{
+	struct holder *h = arg;
+	const struct cowmap *m;
+
+	tf_register(h->tf);
+	tf_read_lock(h->tf);
+	m = cowmap_cell_load(h->c);
+	h->seen = m;
+	h->size_at_start = cowmap_size(m);
+	if (cowmap_get(m, "k0", 2, &h->k0_at_start) != 1)
+		h->k0_at_start = NULL;
+	atomic_store(&h->ready, 1);
+	while (!atomic_load(&h->stop))
+		nap_ms(1);
+	/* The borrowed version is intact after later publishes. */
+	h->size_at_end = cowmap_size(m);
+	if (cowmap_get(m, "k0", 2, &h->k0_at_end) != 1)
+		h->k0_at_end = NULL;
+	tf_read_unlock(h->tf);
+	tf_quiescent(h->tf);
+	tf_unregister(h->tf);
+	return NULL;
+}
+
+START_TEST(stats_pending_while_reader_in_critical_section)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[64];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 64, vals),
+						tf->flavor);
+	struct cowmap_cell_stats s0, s1, s2;
+	struct holder h;
+	pthread_t th;
+	struct tval *nv = tv_new();
+
+	ck_assert_ptr_nonnull(c);
+	tf_barrier(tf);
+	s0 = cell_stats(c);
+	ck_assert_uint_eq(s0.pending_bytes, 0);
+	ck_assert_uint_eq(s0.pending_nodes, 0);
+	ck_assert_uint_eq(s0.pending_versions, 0);
+
+	memset(&h, 0, sizeof(h));
+	h.tf = tf;
+	h.c = c;
+	ck_assert_int_eq(pthread_create(&th, NULL, holder_main, &h), 0);
+	while (!atomic_load(&h.ready))
+		nap_ms(1);
+
+	ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, nv), 0);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.published, s0.published + 1);
+	ck_assert_uint_gt(s1.pending_bytes, 0);
+	ck_assert_uint_gt(s1.pending_nodes, 0);
+	ck_assert_uint_gt(s1.pending_versions, 0);
+
+	/* Give a wrong implementation every chance to free early. */
+	nap_ms(50);
+	s2 = cell_stats(c);
+	ck_assert_uint_gt(s2.pending_bytes, 0);
+	ck_assert_uint_gt(s2.pending_versions, 0);
+	ck_assert_int_eq(tv_freed(vals[0]), 0);
+
+	/* A second publish while the reader still blocks the grace period:
+	 * pending grows. */
+	ck_assert_int_eq(cowmap_cell_del(c, "k1", 2), 1);
+	s2 = cell_stats(c);
+	ck_assert_uint_eq(s2.published, s0.published + 2);
+	ck_assert_uint_gt(s2.pending_bytes, s1.pending_bytes);
+	ck_assert_uint_gt(s2.pending_versions, s1.pending_versions);
+	ck_assert_int_eq(tv_freed(vals[1]), 0);
+
+	atomic_store(&h.stop, 1);
+	tf_offline(tf);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	tf_online(tf);
+	ck_assert_uint_eq(h.size_at_start, 64);
+	ck_assert_uint_eq(h.size_at_end, 64);
+	ck_assert_ptr_eq(h.k0_at_start, vals[0]);
+	ck_assert_ptr_eq(h.k0_at_end, vals[0]);
+
+	tf_barrier(tf);
+	s2 = cell_stats(c);
+	ck_assert_uint_eq(s2.pending_bytes, 0);
+	ck_assert_uint_eq(s2.pending_nodes, 0);
+	ck_assert_uint_eq(s2.pending_versions, 0);
+	ck_assert_uint_eq(s2.published, s0.published + 2);
+	ck_assert_int_eq(tv_freed(vals[0]), 1);
+	ck_assert_int_eq(tv_freed(vals[1]), 1);
+	ck_assert_int_eq(tv_freed(nv), 0);
+	cowmap_cell_free(c);
+	end(tf);
+}
+END_TEST
+
+START_TEST(stats_published_counts_each_publish)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_cell *c = cowmap_cell_new(NULL, tf->flavor);
+	struct cowmap_cell_stats s0 = cell_stats(c), s1;
+	char key[16];
+
+	for (unsigned i = 0; i < 20; i++) {
+		size_t len = kfmt(key, sizeof(key), "p", i);
+
+		ck_assert_int_eq(cowmap_cell_set(c, key, len, tu_val(i)), 0);
+		s1 = cell_stats(c);
+		ck_assert_uint_eq(s1.published, s0.published + i + 1);
+	}
+	tf_barrier(tf);
+	s1 = cell_stats(c);
+	ck_assert_uint_eq(s1.pending_bytes, 0);
+	ck_assert_uint_eq(s1.pending_nodes, 0);
+	ck_assert_uint_eq(s1.pending_versions, 0);
+	cowmap_cell_free(c);
+	end(tf);
+}
+END_TEST
+
+START_TEST(stats_bad_args_einval)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_cell *c = cowmap_cell_new(NULL, tf->flavor);
+	struct cowmap_cell_stats s;
+
+	ck_assert_int_eq(cowmap_cell_stats(NULL, &s), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_stats(c, NULL), -EINVAL);
+	cowmap_cell_free(c);
+	end(tf);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Fault injection                                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Each test makes allocation n fail for n = 0, 1, ... until the call
+ * succeeds.  On every failure: ENOMEM, the published version unchanged
+ * (pointer and contents), no value freed that the caller still owns,
+ * values the call took freed exactly once, and (in builds that count)
+ * exactly as many heap blocks alive as before the call.
+ */
+#define FAULT_MAX 10000
+
+START_TEST(fault_cell_new)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	long n;
+
+	/* With an initial version (stolen also on failure). */
+	for (n = 0; n < FAULT_MAX; n++) {
+		long base = live_settled();
+		struct tval *vals[3];
+		struct cowmap *m = map_of(&o, 3, vals);
+		struct cowmap_cell *c;
+
+		errno = 0;
+		cm_test_fail_after(n);
+		c = cowmap_cell_new(m, tf->flavor);
+		cm_test_fail_after(-1);
+		if (c != NULL) {
+			ck_assert_ptr_eq(cell_current(tf, c), m);
+			ck_assert_ptr_eq(cell_get(tf, c, "k1"), vals[1]);
+			cowmap_cell_free(c);
+			for (int i = 0; i < 3; i++)
+				ck_assert_int_eq(tv_freed(vals[i]), 1);
+			CHECK_NO_LEAK(tf, base, "cell_new + cell_free");
+			break;
+		}
+		ck_assert_int_eq(errno, ENOMEM);
+		tf_barrier(tf);
+		for (int i = 0; i < 3; i++)
+			ck_assert_int_eq(tv_freed(vals[i]), 1);
+		CHECK_NO_LEAK(tf, base, "failed cell_new");
+	}
+	ck_assert_int_lt(n, FAULT_MAX);
+	REPORT("fault_cell_new %s: %ld failure points\n", tf_name_of(_i), n);
+
+	/* With NULL: the cell makes its own empty map. */
+	for (n = 0; n < FAULT_MAX; n++) {
+		long base = live_settled();
+		struct cowmap_cell *c;
+
+		errno = 0;
+		cm_test_fail_after(n);
+		c = cowmap_cell_new(NULL, tf->flavor);
+		cm_test_fail_after(-1);
+		if (c != NULL) {
+			ck_assert_uint_eq(cell_size(tf, c), 0);
+			cowmap_cell_free(c);
+			CHECK_NO_LEAK(tf, base, "cell_new(NULL) + cell_free");
+			break;
+		}
+		ck_assert_int_eq(errno, ENOMEM);
+		CHECK_NO_LEAK(tf, base, "failed cell_new(NULL)");
+	}
+	ck_assert_int_lt(n, FAULT_MAX);
+	REPORT("fault_cell_new %s: %ld failure points\n", tf_name_of(_i), n);
+	end(tf);
+}
+END_TEST
+
+/* Common fixture: a cell over k0..k15, and what it looked like. */
+struct fault_fix {
+	const struct tf_flavor *tf;
+	struct cowmap_options o;
+	struct tval *vals[16];
+	struct cowmap_cell *c;
+};
+
+static void fault_fix_init(struct fault_fix *f, int i)
+{
+	f->tf = begin(i);
+	f->o = tv_opts();
+	f->c = cowmap_cell_new(map_of(&f->o, 16, f->vals), f->tf->flavor);
+	ck_assert_ptr_nonnull(f->c);
+}
+
+/* Nothing visible changed: same version, same contents, nothing freed. */
+static void fault_check_unchanged(struct fault_fix *f,
+				  const struct cowmap *before,
+				  uint64_t published)
+{
+	struct cowmap_cell_stats s = cell_stats(f->c);
+	char key[16];
+
+	ck_assert_uint_eq(s.published, published);
+	ck_assert_ptr_eq(cell_current(f->tf, f->c), before);
+	ck_assert_uint_eq(cell_size(f->tf, f->c), 16);
+	for (unsigned i = 0; i < 16; i++) {
+		kfmt(key, sizeof(key), "k", i);
+		ck_assert_ptr_eq(cell_get(f->tf, f->c, key), f->vals[i]);
+		ck_assert_int_eq(tv_freed(f->vals[i]), 0);
+	}
+}
+
+static void fault_fix_fini(struct fault_fix *f)
+{
+	cowmap_cell_free(f->c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_msg(tv_freed(&tv_pool[i]) <= 1,
+			      "value %u freed %d times", i,
+			      tv_freed(&tv_pool[i]));
+	end(f->tf);
+}
+
+START_TEST(fault_publish)
+{
+	struct fault_fix f;
+	long n;
+
+	fault_fix_init(&f, _i);
+	for (n = 0; n < FAULT_MAX; n++) {
+		const struct cowmap *before = cell_current(f.tf, f.c);
+		uint64_t pub = cell_stats(f.c).published;
+		long base;
+		struct cowmap *cur, *next;
+		struct tval *nv = tv_new();
+		int r;
+
+		tf_barrier(f.tf);
+		base = live_settled();
+		cur = cowmap_cell_snapshot(f.c);
+		next = cowmap_set(cur, "new", 3, nv);
+		ck_assert_ptr_nonnull(next);
+		cowmap_release(cur);
+
+		cm_test_fail_after(n);
+		r = cowmap_cell_publish(f.c, next);
+		cm_test_fail_after(-1);
+		if (r == 0) {
+			ck_assert_ptr_eq(cell_current(f.tf, f.c), next);
+			ck_assert_ptr_eq(cell_get(f.tf, f.c, "new"), nv);
+			ck_assert_uint_eq(cell_stats(f.c).published, pub + 1);
+			break;
+		}
+		ck_assert_int_eq(r, -ENOMEM);
+		fault_check_unchanged(&f, before, pub);
+		tf_barrier(f.tf);
+		ck_assert_int_eq(tv_freed(nv), 1);	/* next was stolen */
+		CHECK_NO_LEAK(f.tf, base, "failed publish");
+	}
+	ck_assert_int_lt(n, FAULT_MAX);
+	REPORT("fault_publish %s: %ld failure points\n", tf_name_of(_i), n);
+	fault_fix_fini(&f);
+}
+END_TEST
+
+START_TEST(fault_cas)
+{
+	struct fault_fix f;
+	long n;
+
+	fault_fix_init(&f, _i);
+	for (n = 0; n < FAULT_MAX; n++) {
+		const struct cowmap *before = cell_current(f.tf, f.c);
+		uint64_t pub = cell_stats(f.c).published;
+		long base;
+		struct cowmap *exp, *next;
+		struct tval *nv = tv_new();
+		int r;
+
+		tf_barrier(f.tf);
+		base = live_settled();
+		exp = cowmap_cell_snapshot(f.c);
+		next = cowmap_set(exp, "k3", 2, nv);
+		ck_assert_ptr_nonnull(next);
+
+		cm_test_fail_after(n);
+		r = cowmap_cell_cas(f.c, exp, next);
+		cm_test_fail_after(-1);
+		cowmap_release(exp);
+		if (r == 0) {
+			ck_assert_ptr_eq(cell_current(f.tf, f.c), next);
+			ck_assert_uint_eq(cell_stats(f.c).published, pub + 1);
+			tf_barrier(f.tf);
+			ck_assert_int_eq(tv_freed(f.vals[3]), 1);
+			break;
+		}
+		ck_assert_int_eq(r, -ENOMEM);
+		fault_check_unchanged(&f, before, pub);
+		tf_barrier(f.tf);
+		ck_assert_int_eq(tv_freed(nv), 1);
+		CHECK_NO_LEAK(f.tf, base, "failed cas");
+	}
+	ck_assert_int_lt(n, FAULT_MAX);
+	REPORT("fault_cas %s: %ld failure points\n", tf_name_of(_i), n);
+	fault_fix_fini(&f);
+}
+END_TEST
+
+START_TEST(fault_update)
+{
+	struct fault_fix f;
+	long n;
+
+	fault_fix_init(&f, _i);
+	for (n = 0; n < FAULT_MAX; n++) {
+		const struct cowmap *before = cell_current(f.tf, f.c);
+		uint64_t pub = cell_stats(f.c).published;
+		long base;
+		struct upd u = { "k4", NULL, UPD_SET, 0, 0, 0, NULL };
+		int r;
+
+		u.value = tv_new();
+		tf_barrier(f.tf);
+		base = live_settled();
+		cm_test_fail_after(n);
+		r = cowmap_cell_update(f.c, upd_fn, &u);
+		cm_test_fail_after(-1);
+		if (r == 0) {
+			ck_assert_int_eq(u.produced, 1);
+			ck_assert_ptr_eq(cell_get(f.tf, f.c, "k4"), u.value);
+			ck_assert_uint_eq(cell_stats(f.c).published, pub + 1);
+			tf_barrier(f.tf);
+			ck_assert_int_eq(tv_freed(f.vals[4]), 1);
+			break;
+		}
+		ck_assert_int_eq(r, -ENOMEM);
+		ck_assert_int_le(u.calls, 1);
+		fault_check_unchanged(&f, before, pub);
+		tf_barrier(f.tf);
+		/* If fn built a version, the map owned the value and the
+		 * failed update released it; otherwise it is still ours. */
+		ck_assert_int_eq(tv_freed(u.value), u.produced ? 1 : 0);
+		CHECK_NO_LEAK(f.tf, base, "failed update");
+	}
+	ck_assert_int_lt(n, FAULT_MAX);
+	REPORT("fault_update %s: %ld failure points\n", tf_name_of(_i), n);
+	fault_fix_fini(&f);
+}
+END_TEST
+
+START_TEST(fault_cell_set)
+{
+	struct fault_fix f;
+	long n;
+	int round;
+
+	fault_fix_init(&f, _i);
+	/* Round 0 replaces k5, round 1 adds a new key. */
+	for (round = 0; round < 2; round++) {
+		const char *key = round == 0 ? "k5" : "added";
+
+		for (n = 0; n < FAULT_MAX; n++) {
+			const struct cowmap *before = cell_current(f.tf, f.c);
+			uint64_t pub = cell_stats(f.c).published;
+			struct tval *nv = tv_new();
+			long base;
+			int r;
+
+			tf_barrier(f.tf);
+			base = live_settled();
+			cm_test_fail_after(n);
+			r = cowmap_cell_set(f.c, key, strlen(key), nv);
+			cm_test_fail_after(-1);
+			if (r == 0) {
+				ck_assert_ptr_eq(cell_get(f.tf, f.c, key), nv);
+				ck_assert_uint_eq(cell_stats(f.c).published,
+						  pub + 1);
+				tf_barrier(f.tf);
+				if (round == 0) {
+					ck_assert_int_eq(tv_freed(f.vals[5]),
+							 1);
+					f.vals[5] = nv;	/* now k5's value */
+				} else {
+					ck_assert_int_eq(
+						cowmap_cell_del(f.c, key,
+								strlen(key)),
+						1);
+				}
+				tf_barrier(f.tf);
+				break;
+			}
+			ck_assert_int_eq(r, -ENOMEM);
+			fault_check_unchanged(&f, before, pub);
+			ck_assert_ptr_null(cell_get(f.tf, f.c, "added"));
+			tf_barrier(f.tf);
+			ck_assert_int_eq(tv_freed(nv), 0);  /* still ours */
+			CHECK_NO_LEAK(f.tf, base, "failed cell_set");
+		}
+		ck_assert_int_lt(n, FAULT_MAX);
+		REPORT("fault_cell_set %s: %ld failure points\n", tf_name_of(_i), n);
+	}
+	fault_fix_fini(&f);
+}
+END_TEST
+
+START_TEST(fault_cell_del)
+{
+	struct fault_fix f;
+	long n;
+
+	fault_fix_init(&f, _i);
+	for (n = 0; n < FAULT_MAX; n++) {
+		const struct cowmap *before = cell_current(f.tf, f.c);
+		uint64_t pub = cell_stats(f.c).published;
+		long base;
+		int r;
+
+		tf_barrier(f.tf);
+		base = live_settled();
+		cm_test_fail_after(n);
+		r = cowmap_cell_del(f.c, "k6", 2);
+		cm_test_fail_after(-1);
+		if (r == 1) {
+			ck_assert_ptr_null(cell_get(f.tf, f.c, "k6"));
+			ck_assert_uint_eq(cell_stats(f.c).published, pub + 1);
+			tf_barrier(f.tf);
+			ck_assert_int_eq(tv_freed(f.vals[6]), 1);
+			break;
+		}
+		ck_assert_int_eq(r, -ENOMEM);
+		fault_check_unchanged(&f, before, pub);
+		CHECK_NO_LEAK(f.tf, base, "failed cell_del");
+	}
+	ck_assert_int_lt(n, FAULT_MAX);
+	REPORT("fault_cell_del %s: %ld failure points\n", tf_name_of(_i), n);
+	/* Deleting an absent key under fault injection: 0 or -ENOMEM, and
+	 * never a publish. */
+	for (n = 0; n < 64; n++) {
+		uint64_t pub = cell_stats(f.c).published;
+		int r;
+
+		cm_test_fail_after(n);
+		r = cowmap_cell_del(f.c, "k6", 2);
+		cm_test_fail_after(-1);
+		ck_assert_msg(r == 0 || r == -ENOMEM, "del absent = %d", r);
+		ck_assert_uint_eq(cell_stats(f.c).published, pub);
+	}
+	cowmap_cell_free(f.c);
+	end(f.tf);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* The read path allocates nothing                                     */
+/* ------------------------------------------------------------------ */
+
+#define RP_KEYS 1000
+#define RP_CHURN 64
+#define RP_LOOPS 1000000L
+#define RP_MAX_LOOPS 20000000L
+#define RP_MAX_WRITES 5000000L
+
+struct rp {
+	const struct tf_flavor *tf;
+	struct cowmap_cell *c;
+	char hit[RP_KEYS][16], miss[RP_KEYS][16], churn[RP_CHURN][16];
+	size_t hit_len[RP_KEYS], miss_len[RP_KEYS], churn_len[RP_CHURN];
+	const void *gm_keys[4];
+	size_t gm_lens[4];
+	atomic_int ready, go, done;
+	/* Results, written by the reader. */
+	unsigned long allocs, frees, cm_allocs;
+	long loops, versions_seen, errors, first_error_at;
+	int first_error_kind;
+};
+
+static void *rp_reader(void *arg)
+{
+	struct rp *p = arg;
+	const struct tf_flavor *tf = p->tf;
+	unsigned long a0, f0, c0;
+	const struct cowmap *last = NULL;
+	long i, versions = 0, errors = 0;
+	void *gm_vals[4];
+
+	tf_register(tf);
+	/* Warm up everything lazily initialised (first TLS touches). */
+	tf_read_lock(tf);
+	(void)cowmap_get(cowmap_cell_load(p->c), p->hit[0], p->hit_len[0],
+			 NULL);
+	tf_read_unlock(tf);
+	tf_quiescent(tf);
+
+	a0 = ct_my_allocs();
+	f0 = ct_my_frees();
+	c0 = cm_test_alloc_count();
+	atomic_store(&p->ready, 1);
+	while (!atomic_load(&p->go)) {
+		tf_quiescent(tf);
+		sched_yield();
+	}
+
+	for (i = 0; i < RP_MAX_LOOPS; i++) {
+		const struct cowmap *m;
+		size_t h = (size_t)i % RP_KEYS;
+		void *v = NULL;
+		int r;
+
+		if (i >= RP_LOOPS && versions >= 2)
+			break;
+		tf_read_lock(tf);
+		m = cowmap_cell_load(p->c);
+		if (m != last) {
+			versions++;
+			last = m;
+		}
+		r = cowmap_get(m, p->hit[h], p->hit_len[h], &v);
+		if (r != 1 || v != tu_val(h)) {
+			if (!errors++) {
+				p->first_error_at = i;
+				p->first_error_kind = 1;
+			}
+		}
+		r = cowmap_get(m, p->miss[h], p->miss_len[h], &v);
+		if (r != 0) {
+			if (!errors++) {
+				p->first_error_at = i;
+				p->first_error_kind = 2;
+			}
+		}
+		r = cowmap_get(m, p->churn[i % RP_CHURN],
+			       p->churn_len[i % RP_CHURN], &v);
+		if (r != 0 && r != 1) {
+			if (!errors++) {
+				p->first_error_at = i;
+				p->first_error_kind = 3;
+			}
+		}
+		if ((i & 15) == 0) {
+			size_t found = cowmap_get_many(m, 4, p->gm_keys,
+						       p->gm_lens, gm_vals);
+
+			if (found < 2 || gm_vals[0] != tu_val(0) ||
+			    gm_vals[2] != NULL) {
+				if (!errors++) {
+					p->first_error_at = i;
+					p->first_error_kind = 4;
+				}
+			}
+		}
+		if ((i & 8191) == 0) {
+			struct cowmap_iter it;
+			size_t n = 0;
+
+			cowmap_iter_init(&it, m);
+			while (cowmap_iter_next(&it, NULL, NULL, NULL))
+				n++;
+			if (n != cowmap_size(m) || n < RP_KEYS) {
+				if (!errors++) {
+					p->first_error_at = i;
+					p->first_error_kind = 5;
+				}
+			}
+		}
+		tf_read_unlock(tf);
+		if ((i & 63) == 0)
+			tf_quiescent(tf);
+	}
+
+	p->allocs = ct_my_allocs() - a0;
+	p->frees = ct_my_frees() - f0;
+	p->cm_allocs = cm_test_alloc_count() - c0;
+	p->loops = i;
+	p->versions_seen = versions;
+	p->errors = errors;
+	atomic_store(&p->done, 1);
+	tf_unregister(tf);
+	return NULL;
+}
+
+START_TEST(read_path_allocates_nothing)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct rp *p = calloc(1, sizeof(*p));
+	struct cowmap *m;
+	pthread_t th;
+	long ops = 0, ops_at_go;
+
+	ck_assert_ptr_nonnull(p);
+	p->tf = tf;
+	m = cowmap_new(NULL);
+	ck_assert_ptr_nonnull(m);
+	for (unsigned i = 0; i < RP_KEYS; i++) {
+		p->hit_len[i] = kfmt(p->hit[i], sizeof(p->hit[i]), "key", i);
+		p->miss_len[i] = kfmt(p->miss[i], sizeof(p->miss[i]), "absent",
+				      i);
+		m = tu_set_replace(m, p->hit[i], p->hit_len[i], tu_val(i));
+	}
+	for (unsigned i = 0; i < RP_CHURN; i++)
+		p->churn_len[i] = kfmt(p->churn[i], sizeof(p->churn[i]), "w",
+				       i);
+	p->gm_keys[0] = p->hit[0];
+	p->gm_lens[0] = p->hit_len[0];
+	p->gm_keys[1] = p->hit[1];
+	p->gm_lens[1] = p->hit_len[1];
+	p->gm_keys[2] = p->miss[2];
+	p->gm_lens[2] = p->miss_len[2];
+	p->gm_keys[3] = p->churn[3];
+	p->gm_lens[3] = p->churn_len[3];
+	p->c = cowmap_cell_new(m, tf->flavor);
+	ck_assert_ptr_nonnull(p->c);
+
+	ck_assert_int_eq(pthread_create(&th, NULL, rp_reader, p), 0);
+	while (!atomic_load(&p->ready)) {
+		tf_quiescent(tf);
+		sched_yield();
+	}
+	/* Publish at least once before the reader starts, then keep going
+	 * until it is done (bounded). */
+	ck_assert_int_eq(cowmap_cell_set(p->c, p->churn[0], p->churn_len[0],
+					 tu_val(100000)),
+			 0);
+	ops_at_go = ++ops;
+	atomic_store(&p->go, 1);
+	while (!atomic_load(&p->done) && ops < RP_MAX_WRITES) {
+		size_t k = (size_t)ops % RP_CHURN;
+		int r;
+
+		if (ops % 3 == 2)
+			r = cowmap_cell_del(p->c, p->churn[k], p->churn_len[k]);
+		else
+			r = cowmap_cell_set(p->c, p->churn[k], p->churn_len[k],
+					    tu_val(100000 + (uint64_t)ops));
+		TU_REQUIRE(r >= 0, "writer op %ld failed: %d", ops, r);
+		ops++;
+		tf_quiescent(tf);
+	}
+	tf_offline(tf);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	tf_online(tf);
+
+	ck_assert_msg(p->errors == 0,
+		      "%s: %ld wrong lookups, first at loop %ld (kind %d)",
+		      tf->name, p->errors, p->first_error_at,
+		      p->first_error_kind);
+	ck_assert_int_ge(p->loops, RP_LOOPS);
+	ck_assert_msg(p->versions_seen >= 2,
+		      "%s: the reader saw %ld versions (writer made %ld ops)",
+		      tf->name, p->versions_seen, ops - ops_at_go);
+	ck_assert_msg(p->cm_allocs == 0,
+		      "%s: the library allocated %lu times on the read path",
+		      tf->name, p->cm_allocs);
+#ifdef CT_INTERPOSE
+	ck_assert_msg(p->allocs == 0 && p->frees == 0,
+		      "%s: the reader thread made %lu allocation and %lu free "
+		      "calls in %ld loops",
+		      tf->name, p->allocs, p->frees, p->loops);
+#endif
+	REPORT("read path %s: %ld loops, %ld versions seen, %ld writer ops "
+	       "meanwhile, %lu/%lu malloc/free calls, %lu cm allocations\n",
+	       tf->name, p->loops, p->versions_seen, ops - ops_at_go, p->allocs,
+	       p->frees, p->cm_allocs);
+	cowmap_cell_free(p->c);
+	free(p);
+	end(tf);
+}
+END_TEST
+
+/* Self-test of the interposition: it does see allocations. */
+START_TEST(alloc_counter_sees_library_allocations)
+{
+#ifdef CT_INTERPOSE
+	unsigned long a0 = ct_my_allocs(), c0 = cm_test_alloc_count();
+	struct cowmap *m = cowmap_new(NULL);
+	struct cowmap *m2 = cowmap_set(m, "x", 1, tu_val(1));
+
+	ck_assert_ptr_nonnull(m2);
+	ck_assert_uint_gt(cm_test_alloc_count(), c0);
+	ck_assert_uint_ge(ct_my_allocs() - a0, cm_test_alloc_count() - c0);
+	cowmap_release(m);
+	cowmap_release(m2);
+#endif
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+
+Suite *cell_suite(void)
+{
+	Suite *s = suite_create("cell");
+	TCase *tc;
+
+	tc = tcase_create("basics");
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, cell_new_null_initial_is_empty_map, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, cell_new_steals_initial, 0, TF_COUNT);
+	tcase_add_test(tc, cell_new_default_flavor_is_memb);
+	tcase_add_test(tc, cell_free_null_is_noop);
+	tcase_add_loop_test(tc, load_returns_current_version, 0, TF_COUNT);
+	tcase_add_loop_test(tc, snapshot_survives_later_publishes, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, snapshot_outlives_cell, 0, TF_COUNT);
+	tcase_add_test(tc, snapshot_null_is_einval);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("writers");
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, publish_releases_old_version_after_grace_period,
+			    0, TF_COUNT);
+	tcase_add_loop_test(tc, publish_current_version_again_is_safe, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, publish_bad_args_einval_and_steal_next, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, cas_publishes_when_expected_is_current, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, cas_eagain_when_another_version_won, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, cas_bad_args_einval_and_steal_next, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, update_publishes_fn_result, 0, TF_COUNT);
+	tcase_add_loop_test(tc, update_returning_current_publishes_nothing, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, update_fn_failure_returns_negative_errno, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, update_bad_args_einval, 0, TF_COUNT);
+	tcase_add_loop_test(tc,
+			    cell_set_and_del_publish_and_free_replaced_values,
+			    0, TF_COUNT);
+	tcase_add_loop_test(tc, cell_del_absent_returns_0_and_publishes_nothing,
+			    0, TF_COUNT);
+	tcase_add_loop_test(tc, cell_set_del_bad_args_einval, 0, TF_COUNT);
+	tcase_add_loop_test(tc, cell_set_beyond_max_entries_enospc, 0,
+			    TF_COUNT);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("stats");
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, stats_pending_while_reader_in_critical_section,
+			    0, TF_COUNT);
+	tcase_add_loop_test(tc, stats_published_counts_each_publish, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, stats_bad_args_einval, 0, TF_COUNT);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("fault");
+	tcase_set_timeout(tc, 120);
+	tcase_add_loop_test(tc, fault_cell_new, 0, TF_COUNT);
+	tcase_add_loop_test(tc, fault_publish, 0, TF_COUNT);
+	tcase_add_loop_test(tc, fault_cas, 0, TF_COUNT);
+	tcase_add_loop_test(tc, fault_update, 0, TF_COUNT);
+	tcase_add_loop_test(tc, fault_cell_set, 0, TF_COUNT);
+	tcase_add_loop_test(tc, fault_cell_del, 0, TF_COUNT);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("read_path");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, alloc_counter_sees_library_allocations);
+	tcase_add_loop_test(tc, read_path_allocates_nothing, 0, TF_COUNT);
+	suite_add_tcase(s, tc);
+
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(cell_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
