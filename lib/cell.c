@@ -64,10 +64,13 @@ struct retired {
 };
 
 /*
- * What will the release of @m free?  Exactly what only it holds: follow
- * references that are the sole ones.  After a single-key update that is
- * the old path, so the estimate costs what the free will.  Snapshot
- * holders may take or drop references meanwhile, so it is an estimate.
+ * What does a retired version hold that no other version shares?  Follow
+ * the references that are the sole ones: after a single-key update that is
+ * the old path, so the estimate costs about what the free will.  It counts
+ * the retired version as if nobody else held it; a snapshot of it (the
+ * `expected` of a cas, say) only delays the free further, so the bytes are
+ * still reported as waiting.  Snapshot holders may take or drop references
+ * meanwhile, which makes the figure an estimate.
  */
 static void sole_owned(const struct cm_node *n, const struct cm_owner *own,
 		       size_t *bytes, size_t *nodes)
@@ -121,11 +124,9 @@ static void install(struct cowmap_cell *c, struct cowmap *next,
 
 	r->version = old;
 	r->cell = c;
-	r->bytes = r->nodes = 0;
-	if (atomic_load_explicit(&old->refs, memory_order_relaxed) == 1) {
-		r->bytes = sizeof(*old);
-		sole_owned(old->root, &old->own, &r->bytes, &r->nodes);
-	}
+	r->bytes = sizeof(*old);
+	r->nodes = 0;
+	sole_owned(old->root, &old->own, &r->bytes, &r->nodes);
 	atomic_fetch_add_explicit(&c->pending_bytes, r->bytes,
 				  memory_order_relaxed);
 	atomic_fetch_add_explicit(&c->pending_nodes, r->nodes,

@@ -1,7 +1,7 @@
 #!/bin/sh
 # quickstart.sh - install what cowmap needs, build it, run the demo.
 #
-#   sh scripts/quickstart.sh          build and run examples/basic
+#   sh scripts/quickstart.sh          build and run the config-reload demo
 #   sh scripts/quickstart.sh check    the same, then run the test suite
 #
 # For Debian 12 (and derivatives).  Missing packages are installed with
@@ -79,8 +79,10 @@ say "./configure"
 say "make -j2"
 make -j2
 
-say "examples/basic"
-./examples/basic
+# The main demo: a TCP server on loopback serves requests from several
+# client threads while its configuration is reloaded 150 times.
+say "examples/config-reload/config-reload --demo"
+./examples/config-reload/config-reload --demo
 
 [ "$mode" = check ] || exit 0
 

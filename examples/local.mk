@@ -1,0 +1,55 @@
+# examples/local.mk - the larger example programs and their tests.
+#
+# Included from the top Makefile.am (non-recursive build; paths are
+# relative to the top), after noinst_PROGRAMS, TESTS and EXTRA_DIST are
+# first assigned there:
+#
+#     include examples/local.mk
+#
+# Like examples/basic, the examples are built by `make` so they cannot rot,
+# and are compiled like user code: the public header and the shared
+# library only, plus liburcu-memb, which they call themselves.
+
+noinst_PROGRAMS += \
+	examples/config-reload/config-reload \
+	examples/routing-table/routing-table \
+	examples/lookup-table/lookup-table
+
+examples_ldadd = lib/libcowmap.la $(URCU_LIBS) -lpthread
+
+# config-reload: a TCP server whose key = value configuration is reloaded
+# (SIGHUP or RELOAD) while it serves requests; --demo, --selftest, --check.
+examples_config_reload_config_reload_SOURCES = \
+	examples/config-reload/main.c \
+	examples/config-reload/config.c \
+	examples/config-reload/config.h \
+	examples/config-reload/server.c \
+	examples/config-reload/server.h \
+	examples/config-reload/demo.c \
+	examples/config-reload/selftest.c \
+	examples/config-reload/modes.h
+examples_config_reload_config_reload_CFLAGS = $(AM_CFLAGS) $(URCU_CFLAGS)
+examples_config_reload_config_reload_LDADD = $(examples_ldadd)
+
+# routing-table: IPv4 /24 routes, batched lookups and batched updates.
+examples_routing_table_routing_table_SOURCES = \
+	examples/routing-table/routing-table.c
+examples_routing_table_routing_table_CFLAGS = $(AM_CFLAGS) $(URCU_CFLAGS)
+examples_routing_table_routing_table_LDADD = $(examples_ldadd)
+
+# lookup-table: user records read by many threads, changed by one.
+examples_lookup_table_lookup_table_SOURCES = \
+	examples/lookup-table/lookup-table.c
+examples_lookup_table_lookup_table_CFLAGS = $(AM_CFLAGS) $(URCU_CFLAGS)
+examples_lookup_table_lookup_table_LDADD = $(examples_ldadd)
+
+# The shell tests find the programs through $top_builddir and example.conf
+# through $top_srcdir (AM_TESTS_ENVIRONMENT in the top Makefile.am).
+TESTS += \
+	tests/check_examples_run.sh \
+	tests/check_config_reload.sh
+
+EXTRA_DIST += \
+	examples/config-reload/example.conf \
+	tests/check_examples_run.sh \
+	tests/check_config_reload.sh
