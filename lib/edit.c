@@ -40,8 +40,8 @@ static struct cm_node *rebuild(const struct cm_edit *ed,
 			       const struct cm_node *n, const struct splice *s)
 {
 	bool coll = n->kind == CM_COLLISION;
-	unsigned ne = coll ? s->datamap : (unsigned)__builtin_popcount(s->datamap);
-	unsigned nc = (unsigned)__builtin_popcount(s->nodemap);
+	unsigned ne = coll ? s->datamap : cm_popcount(s->datamap);
+	unsigned nc = cm_popcount(s->nodemap);
 	struct cm_node *m = cm_node_alloc(n->kind, ne, nc, ed->draft);
 
 	if (m == NULL)
@@ -303,7 +303,7 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 			return W_NOCHANGE;
 		ed->removed = true;
 		if (depth > 0 && n->nodemap == 0 &&
-		    __builtin_popcount(n->datamap) == 2) {
+		    cm_popcount(n->datamap) == 2) {
 			*single = n->entries[1 - i];
 			return W_SINGLE;
 		}
@@ -327,7 +327,7 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 	case W_SINGLE:
 		/* Our only content was that child: pass the lone entry up. */
 		if (depth > 0 && n->datamap == 0 &&
-		    __builtin_popcount(n->nodemap) == 1)
+		    cm_popcount(n->nodemap) == 1)
 			return W_SINGLE;
 		s.nodemap &= ~bit;
 		s.datamap |= bit;

@@ -131,6 +131,23 @@ struct cm_probe {
 
 /* ---- bit helpers ---- */
 
+/*
+ * Bits set in @x.  Without a popcnt instruction in the target (baseline
+ * x86-64 has none) __builtin_popcount becomes a libgcc call on the hottest
+ * line of the walk; the branch-free bit-summing form stays inline.
+ */
+static inline unsigned cm_popcount(uint32_t x)
+{
+#if defined(__POPCNT__) || !defined(__x86_64__)
+	return (unsigned)__builtin_popcount(x);
+#else
+	x = x - ((x >> 1) & 0x55555555u);
+	x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+	x = (x + (x >> 4)) & 0x0f0f0f0fu;
+	return (x * 0x01010101u) >> 24;
+#endif
+}
+
 static inline unsigned cm_chunk(uint64_t hash, unsigned depth)
 {
 	return (unsigned)(hash >> (depth * CM_BITS)) & CM_CHUNK_MASK;
@@ -144,18 +161,18 @@ static inline uint32_t cm_bit(uint64_t hash, unsigned depth)
 /* Index of @bit's slot among the set bits of @map below it. */
 static inline unsigned cm_index(uint32_t map, uint32_t bit)
 {
-	return (unsigned)__builtin_popcount(map & (bit - 1));
+	return cm_popcount(map & (bit - 1));
 }
 
 static inline unsigned cm_entry_count(const struct cm_node *n)
 {
 	return n->kind == CM_COLLISION ? n->datamap
-				       : (unsigned)__builtin_popcount(n->datamap);
+				       : cm_popcount(n->datamap);
 }
 
 static inline unsigned cm_child_count(const struct cm_node *n)
 {
-	return (unsigned)__builtin_popcount(n->nodemap);
+	return cm_popcount(n->nodemap);
 }
 
 static inline struct cm_node **cm_children(const struct cm_node *n)
