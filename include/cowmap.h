@@ -87,7 +87,8 @@ struct cowmap_cell;
  *               when no version holds that entry any more and (for
  *               versions published in a cell) no reader can still see it.
  *               Storing the very pointer a key already maps to is a no-op
- *               and transfers nothing.  It may run in any thread, including
+ *               and transfers nothing; storing one pointer under two keys
+ *               is two sets, so it is freed twice (give each key its own).  It may run in any thread, including
  *               liburcu's call_rcu thread; it must not call into cowmap.
  * @ctx:         passed to hash and value_free.
  * @max_entries: 0 = unlimited.  An update that would make a version hold

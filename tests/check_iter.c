@@ -10,6 +10,10 @@
 
 #include "testutil.h"
 
+/* Seconds per test: generous, so a loaded machine or a sanitizer build
+ * does not turn slowness into failure. */
+#define TIMEOUT 120
+
 static struct cowmap *new_map(uint64_t seed,
 			      uint64_t (*hash)(const void *, size_t,
 					       uint64_t, void *))
@@ -482,6 +486,7 @@ Suite *iter_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("basics");
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, iteration_of_an_empty_map_yields_nothing);
 	tcase_add_test(tc, iteration_of_a_map_emptied_by_deletes_yields_nothing);
 	tcase_add_test(tc, iteration_of_one_entry_yields_it_once);
@@ -492,7 +497,7 @@ Suite *iter_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("exactly_once");
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, iteration_visits_each_entry_exactly_once);
 	tcase_add_test(tc, iteration_visits_keys_of_every_length_once);
 	tcase_add_test(tc,
@@ -506,7 +511,7 @@ Suite *iter_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("old_versions");
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(
 		tc, iteration_of_an_old_version_is_unchanged_by_newer_versions);
 	tcase_add_test(

@@ -9,6 +9,10 @@
 
 #include "testutil.h"
 
+/* Seconds per test: generous, so a loaded machine or a sanitizer build
+ * does not turn slowness into failure. */
+#define TIMEOUT 120
+
 /* A key longer than the API allows, where size_t can express one. */
 #define TOO_LONG ((size_t)UINT32_MAX + 1)
 
@@ -1642,6 +1646,7 @@ Suite *map_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("new");
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, version_matches_header);
 	tcase_add_test(tc, new_with_null_options_is_empty);
 	tcase_add_test(tc, new_with_zeroed_options_works_like_defaults);
@@ -1652,6 +1657,7 @@ Suite *map_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("refs");
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, retain_returns_same_version_that_outlives_release);
 	tcase_add_test(tc, retain_of_null_fails_with_einval);
 	tcase_add_test(tc, release_of_null_is_ignored);
@@ -1660,6 +1666,7 @@ Suite *map_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("get");
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, get_finds_stored_value_and_misses_absent_key);
 	tcase_add_test(tc, get_accepts_null_value_pointer);
 	tcase_add_test(tc, get_finds_empty_key_given_as_null_or_pointer);
@@ -1676,7 +1683,7 @@ Suite *map_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("set_del");
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, set_returns_new_version_with_the_key);
 	tcase_add_test(tc, set_leaves_old_version_unchanged);
 	tcase_add_test(tc, set_replacing_value_leaves_old_version_unchanged);
@@ -1694,6 +1701,7 @@ Suite *map_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("max_entries");
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, max_entries_rejects_a_new_key_with_enospc);
 	tcase_add_test(tc, max_entries_allows_replacing_a_key_at_the_limit);
 	tcase_add_test(tc, max_entries_allows_a_new_key_after_a_delete);
@@ -1702,6 +1710,7 @@ Suite *map_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("value_free");
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc,
 		       value_free_waits_for_the_last_version_holding_the_value);
 	tcase_add_test(
@@ -1721,7 +1730,7 @@ Suite *map_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("collisions");
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, full_collisions_of_every_key_work);
 	tcase_add_test(tc, full_collisions_in_groups_of_eight_work);
 	tcase_add_test(tc, four_distinct_hashes_work);
@@ -1732,7 +1741,7 @@ Suite *map_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("canonical");
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, deleting_every_key_gives_the_stats_of_an_empty_map);
 	tcase_add_test(
 		tc,
@@ -1747,6 +1756,7 @@ Suite *map_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("stats");
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, stats_entries_agree_with_the_entries_inserted);
 	tcase_add_test(tc, stats_bytes_count_long_keys);
 	tcase_add_test(tc, stats_of_a_version_do_not_change_when_it_is_shared);

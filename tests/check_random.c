@@ -170,12 +170,13 @@ struct run {
 	struct vtrack vt;
 	struct sample samples[SAMPLES];
 	long step;
+	uint64_t rng_seed; /* the configuration's seed ^ COWMAP_RANDOM_SEED */
 };
 
 /* Fail with the configuration, seed and step, for reproduction. */
 #define RUN_REQUIRE(run, cond, fmt, ...)                                     \
 	TU_REQUIRE(cond, "[%s seed %#llx step %ld] " fmt, (run)->cfg->name,  \
-		   (unsigned long long)(run)->cfg->seed, (run)->step,        \
+		   (unsigned long long)(run)->rng_seed, (run)->step,         \
 		   __VA_ARGS__)
 
 static void pick_key(struct run *run, struct tu_key *k)
@@ -529,7 +530,8 @@ static void run_config(const struct config *cfg)
 
 	memset(&run, 0, sizeof(run));
 	run.cfg = cfg;
-	tu_rng_init(&run.rng, cfg->seed ^ perturb);
+	run.rng_seed = cfg->seed ^ perturb;
+	tu_rng_init(&run.rng, run.rng_seed);
 	run.model = tu_model_new();
 	o = tu_opts(cfg->seed, cfg->hash, NULL);
 	if (cfg->with_free) {

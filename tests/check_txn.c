@@ -9,6 +9,10 @@
 
 #include "testutil.h"
 
+/* Seconds per test: generous, so a loaded machine or a sanitizer build
+ * does not turn slowness into failure. */
+#define TIMEOUT 120
+
 #define TOO_LONG ((size_t)UINT32_MAX + 1)
 
 static struct cowmap *new_map(uint64_t seed,
@@ -1031,7 +1035,7 @@ Suite *txn_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("basics");
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, begin_rejects_null_base);
 	tcase_add_test(tc, draft_starts_with_the_base_contents);
 	tcase_add_test(tc, draft_of_an_empty_map_is_empty);
@@ -1052,6 +1056,7 @@ Suite *txn_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("errors");
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, txn_calls_reject_null_transaction);
 	tcase_add_test(tc, txn_calls_reject_bad_keys_and_change_nothing);
 	tcase_add_test(tc, txn_set_after_commit_fails_with_einval);
@@ -1063,11 +1068,13 @@ Suite *txn_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("max_entries");
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, txn_set_beyond_max_entries_fails_and_leaves_the_draft);
 	tcase_add_test(tc, txn_on_a_full_base_can_only_replace);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("value_free");
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, txn_frees_a_value_replaced_in_the_draft_at_once);
 	tcase_add_test(tc, txn_keeps_a_replaced_base_value_while_the_base_lives);
 	tcase_add_test(tc, abort_frees_the_values_set_in_the_draft);
@@ -1079,7 +1086,7 @@ Suite *txn_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("large");
-	tcase_set_timeout(tc, 120);
+	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, large_txn_equals_the_map_built_with_cowmap_set);
 	suite_add_tcase(s, tc);
 
