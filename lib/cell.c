@@ -82,7 +82,7 @@ static void sole_owned(const struct cm_node *n, const struct cm_owner *own,
 	*bytes += cm_node_bytes(n);
 	*nodes += 1;
 	for (unsigned i = 0; i < ne; i++) {
-		const struct cm_entry *e = &n->entries[i];
+		const struct cm_entry *e = &cm_node_entries(n)[i];
 
 		if (cm_is_boxed(e->len, own) &&
 		    atomic_load_explicit(&e->u.leaf->refs,
@@ -285,6 +285,38 @@ static void finish_all(struct cell_request *list, int result)
 	}
 }
 
+static struct cowmap *cur_of(struct cowmap_cell *c)
+{
+	return atomic_load_explicit(&c->current, memory_order_relaxed);
+}
+
+/*
+ * A lone request that changes nothing (deleting an absent key, storing the
+ * value a key already has) or that the limit refuses is answered by a
+ * lookup, before anything is allocated, so it cannot fail with ENOMEM.
+ */
+static bool answered_without_change(const struct cowmap *cur,
+				    struct cell_request *q)
+{
+	void *old;
+	int found = cowmap_get(cur, q->key, q->len, &old);
+
+	if (q->is_del && found == 0) {
+		q->result = 0;
+		return true;
+	}
+	if (!q->is_del && found == 1 && old == q->value) {
+		q->result = 0;
+		return true;
+	}
+	if (!q->is_del && found == 0 && cur->max_entries != 0 &&
+	    cur->count >= cur->max_entries) {
+		q->result = -ENOSPC;
+		return true;
+	}
+	return false;
+}
+
 /* One request alone: a persistent update is cheaper than a transaction. */
 static struct cowmap *apply_one(const struct cowmap *cur,
 				struct cell_request *q)
@@ -332,6 +364,10 @@ static void combine(struct cowmap_cell *c)
 	}
 	if (list == NULL)
 		return;
+	if (list->next == NULL && answered_without_change(cur_of(c), list)) {
+		list->done = true;
+		return;
+	}
 
 	struct retired *r = cm_malloc(sizeof(*r));
 

@@ -72,7 +72,7 @@ static int report_subtree(const struct differ *d, const struct cm_node *n,
 	int rc = 0;
 
 	for (unsigned i = 0; i < ne && rc == 0; i++)
-		rc = is_to ? added(d, &n->entries[i]) : removed(d, &n->entries[i]);
+		rc = is_to ? added(d, &cm_node_entries(n)[i]) : removed(d, &cm_node_entries(n)[i]);
 	for (unsigned i = 0; i < nc && rc == 0; i++)
 		rc = report_subtree(d, cm_children(n)[i], is_to);
 	return rc;
@@ -95,7 +95,7 @@ static int settle_subtree(const struct differ *d, struct lone *l,
 	int rc = 0;
 
 	for (unsigned i = 0; i < ne && rc == 0; i++) {
-		const struct cm_entry *f = &n->entries[i];
+		const struct cm_entry *f = &cm_node_entries(n)[i];
 
 		if (!l->seen && same_key(d, l->e, f)) {
 			l->seen = true;
@@ -130,18 +130,18 @@ static int diff_collisions(const struct differ *d, const struct cm_node *a,
 		const struct cm_entry *match = NULL;
 
 		for (unsigned j = 0; j < b->datamap && match == NULL; j++)
-			if (same_key(d, &a->entries[i], &b->entries[j]))
-				match = &b->entries[j];
-		rc = match ? compare_values(d, &a->entries[i], match)
-			   : removed(d, &a->entries[i]);
+			if (same_key(d, &cm_node_entries(a)[i], &cm_node_entries(b)[j]))
+				match = &cm_node_entries(b)[j];
+		rc = match ? compare_values(d, &cm_node_entries(a)[i], match)
+			   : removed(d, &cm_node_entries(a)[i]);
 	}
 	for (unsigned j = 0; j < b->datamap && rc == 0; j++) {
 		bool found = false;
 
 		for (unsigned i = 0; i < a->datamap && !found; i++)
-			found = same_key(d, &a->entries[i], &b->entries[j]);
+			found = same_key(d, &cm_node_entries(a)[i], &cm_node_entries(b)[j]);
 		if (!found)
-			rc = added(d, &b->entries[j]);
+			rc = added(d, &cm_node_entries(b)[j]);
 	}
 	return rc;
 }
@@ -164,11 +164,11 @@ static int diff_nodes(const struct differ *d, const struct cm_node *a,
 
 		used &= ~bit;
 		if (a->datamap & bit)
-			ea = &a->entries[cm_index(a->datamap, bit)];
+			ea = &cm_node_entries(a)[cm_index(a->datamap, bit)];
 		else if (a->nodemap & bit)
 			na = cm_children(a)[cm_index(a->nodemap, bit)];
 		if (b->datamap & bit)
-			eb = &b->entries[cm_index(b->datamap, bit)];
+			eb = &cm_node_entries(b)[cm_index(b->datamap, bit)];
 		else if (b->nodemap & bit)
 			nb = cm_children(b)[cm_index(b->nodemap, bit)];
 

@@ -3,10 +3,11 @@
  *
  * Invariants that make failure safe:
  *
- *  - A new node is always built by copying, and it retains everything it
- *    copies.  The node it replaces is left intact; whoever held that node
- *    drops its reference only after the whole edit succeeded (an in-place
- *    swap in a draft parent, or the transaction's root).
+ *  - A new node is always built by copying.  A copy of a shared node
+ *    retains everything it copies and leaves that node intact; whoever
+ *    held it drops its reference only after the whole edit succeeded (an
+ *    in-place swap in a draft parent, or the transaction's root).  A draft
+ *    node's contents are moved into its copy instead (see rebuild()).
  *  - Drafts form a connected region at the top of the trie (a transaction
  *    must own a node's parent to own the node).  Walking back up, all
  *    allocations therefore happen below, or at, the first draft node, and
@@ -36,10 +37,22 @@ struct splice {
 	unsigned add_child_at;
 };
 
-static struct cm_node *rebuild(const struct cm_edit *ed,
-			       const struct cm_node *n, const struct splice *s)
+/*
+ * Build @n's successor described by @s.  A node shared with other versions
+ * keeps its contents, so the copy retains everything it copies.  A draft
+ * node belongs to this transaction alone and its (draft) parent drops it
+ * as soon as the successor is in place: its entries and children are moved
+ * instead, and @n is left empty so that dropping it frees only its shell.
+ * That saves a retain and a release per slot on every insert of a bulk
+ * load.  Emptying @n is an in-place change made after the allocation, and
+ * nothing above a draft allocates (see the invariants above), so a failure
+ * still changes nothing.
+ */
+static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
+			       const struct splice *s)
 {
 	bool coll = n->kind == CM_COLLISION;
+	bool move = ed->draft && n->draft;
 	unsigned ne = coll ? s->datamap : cm_popcount(s->datamap);
 	unsigned nc = cm_popcount(s->nodemap);
 	struct cm_node *m = cm_node_alloc(n->kind, ne, nc, ed->draft);
@@ -49,17 +62,21 @@ static struct cm_node *rebuild(const struct cm_edit *ed,
 	m->datamap = s->datamap;
 	m->nodemap = s->nodemap;
 
+	const struct cm_entry *src_e = cm_node_entries(n);
+	struct cm_entry *dst_e = cm_node_entries(m);
 	unsigned from = 0;
 
 	for (unsigned to = 0; to < ne; to++) {
 		if (s->add_entry != NULL && to == s->add_entry_at) {
-			m->entries[to] = *s->add_entry;
-		} else {
-			if (from == s->skip_entry)
-				from++;
-			m->entries[to] = n->entries[from++];
+			dst_e[to] = *s->add_entry;
+			cm_entry_retain(&dst_e[to], ed->own);
+			continue;
 		}
-		cm_entry_retain(&m->entries[to], ed->own);
+		if (from == s->skip_entry)
+			from++;
+		dst_e[to] = src_e[from++];
+		if (!move)
+			cm_entry_retain(&dst_e[to], ed->own);
 	}
 
 	struct cm_node **src = cm_children(n), **dst = cm_children(m);
@@ -73,7 +90,17 @@ static struct cm_node *rebuild(const struct cm_edit *ed,
 		if (from == s->skip_child)
 			from++;
 		dst[to] = src[from++];
-		cm_node_retain(dst[to]);
+		if (!move)
+			cm_node_retain(dst[to]);
+	}
+	if (move) {
+		/* What was left out is @n's alone: drop it now. */
+		if (s->skip_entry != NONE)
+			cm_entry_release(&src_e[s->skip_entry], ed->own);
+		if (s->skip_child != NONE)
+			cm_node_release(src[s->skip_child], ed->own);
+		n->datamap = 0;	/* a collision node's count, too */
+		n->nodemap = 0;
 	}
 	return m;
 }
@@ -89,9 +116,9 @@ static struct cm_node *with_entry(const struct cm_edit *ed, struct cm_node *n,
 				  unsigned i, const struct cm_entry *e)
 {
 	if (n->draft) {
-		struct cm_entry old = n->entries[i];
+		struct cm_entry old = cm_node_entries(n)[i];
 
-		n->entries[i] = *e;
+		cm_node_entries(n)[i] = *e;
 		cm_entry_retain(e, ed->own);
 		cm_entry_release(&old, ed->own);
 		return n;
@@ -144,8 +171,8 @@ static struct cm_node *make_pair(const struct cm_edit *ed,
 		sub = cm_node_alloc(CM_COLLISION, 2, 0, ed->draft);
 		if (sub == NULL)
 			return NULL;
-		sub->entries[0] = *x;
-		sub->entries[1] = *y;
+		cm_node_entries(sub)[0] = *x;
+		cm_node_entries(sub)[1] = *y;
 	} else {
 		sub = cm_node_alloc(CM_BITMAP, 2, 0, ed->draft);
 		if (sub == NULL)
@@ -153,8 +180,8 @@ static struct cm_node *make_pair(const struct cm_edit *ed,
 		sub->datamap = cm_bit(x->hash, d) | cm_bit(y->hash, d);
 		bool x_first = cm_chunk(x->hash, d) < cm_chunk(y->hash, d);
 
-		sub->entries[0] = x_first ? *x : *y;
-		sub->entries[1] = x_first ? *y : *x;
+		cm_node_entries(sub)[0] = x_first ? *x : *y;
+		cm_node_entries(sub)[1] = x_first ? *y : *x;
 	}
 	cm_entry_retain(x, ed->own);
 	cm_entry_retain(y, ed->own);
@@ -179,9 +206,9 @@ static enum walk collision_set(struct cm_edit *ed, struct cm_node *n,
 			       const struct cm_entry *e, struct cm_node **out)
 {
 	for (unsigned i = 0; i < n->datamap; i++) {
-		if (!cm_entry_matches(&n->entries[i], p))
+		if (!cm_entry_matches(&cm_node_entries(n)[i], p))
 			continue;
-		if (n->entries[i].value == e->value)
+		if (cm_node_entries(n)[i].value == e->value)
 			return W_NOCHANGE;
 		*out = with_entry(ed, n, i, e);
 		return *out ? W_NEWNODE : W_NOMEM;
@@ -210,7 +237,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 
 	if (n->datamap & bit) {
 		unsigned i = cm_index(n->datamap, bit);
-		const struct cm_entry *x = &n->entries[i];
+		const struct cm_entry *x = &cm_node_entries(n)[i];
 
 		if (cm_entry_matches(x, p)) {
 			if (x->value == e->value)
@@ -279,11 +306,11 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 
 	if (depth == CM_COLLISION_DEPTH) {
 		for (unsigned i = 0; i < n->datamap; i++) {
-			if (!cm_entry_matches(&n->entries[i], p))
+			if (!cm_entry_matches(&cm_node_entries(n)[i], p))
 				continue;
 			ed->removed = true;
 			if (n->datamap == 2) {
-				*single = n->entries[1 - i];
+				*single = cm_node_entries(n)[1 - i];
 				return W_SINGLE;
 			}
 			s.datamap = n->datamap - 1;
@@ -299,12 +326,12 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 	if (n->datamap & bit) {
 		unsigned i = cm_index(n->datamap, bit);
 
-		if (!cm_entry_matches(&n->entries[i], p))
+		if (!cm_entry_matches(&cm_node_entries(n)[i], p))
 			return W_NOCHANGE;
 		ed->removed = true;
 		if (depth > 0 && n->nodemap == 0 &&
 		    cm_popcount(n->datamap) == 2) {
-			*single = n->entries[1 - i];
+			*single = cm_node_entries(n)[1 - i];
 			return W_SINGLE;
 		}
 		s.datamap &= ~bit;

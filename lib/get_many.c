@@ -42,22 +42,24 @@ static enum step_result step(struct pending *s, const struct cm_probe *p,
 
 	if (s->depth == CM_COLLISION_DEPTH) {
 		for (unsigned i = 0; i < n->datamap; i++)
-			if (cm_entry_matches(&n->entries[i], p))
-				return finish(&n->entries[i], value);
+			if (cm_entry_matches(&cm_node_entries(n)[i], p))
+				return finish(&cm_node_entries(n)[i], value);
 		return finish(NULL, value);
 	}
 
 	uint32_t bit = cm_bit(p->hash, s->depth);
 
 	if (n->datamap & bit) {
-		s->entry = &n->entries[cm_index(n->datamap, bit)];
+		s->entry = &cm_node_entries(n)[cm_index(n->datamap, bit)];
 		prefetch(s->entry);
 		return STEP_MORE;
 	}
 	if (n->nodemap & bit) {
 		s->node = cm_children(n)[cm_index(n->nodemap, bit)];
 		s->depth++;
-		prefetch(s->node);
+		prefetch(s->node);	/* and its next lines: see cm_node_find() */
+		prefetch((const char *)s->node + 64);
+		prefetch((const char *)s->node + 128);
 		return STEP_MORE;
 	}
 	return finish(NULL, value);

@@ -35,7 +35,7 @@ int cowmap_iter_next(struct cowmap_iter *it, const void **key, size_t *len,
 		unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
 
 		if (pos < ne) {
-			const struct cm_entry *e = &n->entries[pos];
+			const struct cm_entry *e = &cm_node_entries(n)[pos];
 
 			it->priv_pos[d] = pos + 1;
 			if (key != NULL)

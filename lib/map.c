@@ -17,7 +17,8 @@ uint32_t cowmap_version(void)
 void cm_map_init(struct cowmap *m, const struct cowmap *like,
 		 struct cm_node *root, size_t count)
 {
-	*m = *like;
+	if (m != like)
+		cm_map_copy_options(m, like);
 	atomic_init(&m->refs, 1);
 	m->magic = CM_MAP_MAGIC;
 	m->root = root;
@@ -27,7 +28,7 @@ void cm_map_init(struct cowmap *m, const struct cowmap *like,
 
 struct cowmap *cowmap_new(const struct cowmap_options *opts)
 {
-	struct cowmap proto = { 0 };
+	struct cowmap proto = { .root = NULL };
 
 	if (opts != NULL) {
 		proto.seed = opts->seed;

@@ -79,6 +79,19 @@ static inline void cm_map_probe(const struct cowmap *m, struct cm_probe *p,
 }
 
 /*
+ * Copy the options (not the reference count: another thread may be
+ * changing @from's atomically) of one version into another.
+ */
+static inline void cm_map_copy_options(struct cowmap *to,
+				       const struct cowmap *from)
+{
+	to->seed = from->seed;
+	to->hash = from->hash;
+	to->own = from->own;
+	to->max_entries = from->max_entries;
+}
+
+/*
  * Turn the allocated shell @m into a version of @root with @count entries
  * and the options of @like; it takes over the caller's reference to @root.
  */

@@ -100,7 +100,7 @@ void cm_node_retain_contents(const struct cm_node *n,
 	struct cm_node **kids = cm_children(n);
 
 	for (unsigned i = 0; i < ne; i++)
-		cm_entry_retain(&n->entries[i], own);
+		cm_entry_retain(&cm_node_entries(n)[i], own);
 	for (unsigned i = 0; i < nc; i++)
 		cm_node_retain(kids[i]);
 }
@@ -114,7 +114,7 @@ void cm_node_release(struct cm_node *n, const struct cm_owner *own)
 	struct cm_node **kids = cm_children(n);
 
 	for (unsigned i = 0; i < ne; i++)
-		cm_entry_release(&n->entries[i], own);
+		cm_entry_release(&cm_node_entries(n)[i], own);
 	/* Depth is bounded by CM_MAX_DEPTH, so recursion is bounded too. */
 	for (unsigned i = 0; i < nc; i++)
 		cm_node_release(kids[i], own);

@@ -18,7 +18,7 @@ static void stats_walk(const struct cm_node *n, const struct cowmap *m,
 	if (depth > out->max_depth)
 		out->max_depth = depth;
 	for (unsigned i = 0; i < ne; i++) {
-		const struct cm_entry *e = &n->entries[i];
+		const struct cm_entry *e = &cm_node_entries(n)[i];
 
 		out->entries++;
 		if (cm_is_boxed(e->len, &m->own))
@@ -72,7 +72,7 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 		invariant(n->kind == CM_COLLISION, "bitmap node at depth 13");
 		invariant(ne >= 2 && n->nodemap == 0, "collision node too small");
 		for (unsigned i = 0; i < ne; i++)
-			invariant(n->entries[i].hash == n->entries[0].hash,
+			invariant(cm_node_entries(n)[i].hash == cm_node_entries(n)[0].hash,
 				  "collision node with different hashes");
 		return total;
 	}
@@ -82,13 +82,13 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 		invariant(ne + nc >= 2 || nc == 1,
 			  "non-root node with a lone entry");
 	for (unsigned i = 0; i < ne; i++) {
-		const struct cm_entry *e = &n->entries[i];
+		const struct cm_entry *e = &cm_node_entries(n)[i];
 
 		invariant((e->hash & mask) == (prefix & mask), "misplaced entry");
 		invariant(n->datamap & cm_bit(e->hash, depth), "entry not in datamap");
 		if (i > 0)
 			invariant(cm_chunk(e->hash, depth) >
-					  cm_chunk(n->entries[i - 1].hash, depth),
+					  cm_chunk(cm_node_entries(n)[i - 1].hash, depth),
 				  "entries out of order");
 	}
 	unsigned k = 0;

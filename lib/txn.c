@@ -67,7 +67,7 @@ struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base)
 		errno = ENOMEM;
 		return NULL;
 	}
-	*shell = *base;
+	cm_map_copy_options(shell, base);
 	t->magic = CM_TXN_LIVE;
 	t->changed = false;
 	t->base = cowmap_retain(base);

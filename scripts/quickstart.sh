@@ -33,7 +33,8 @@ say() {
 # --- Packages ----------------------------------------------------------
 
 packages="build-essential autoconf automake libtool pkg-config liburcu-dev
-check libck-dev libglib2.0-dev wamerican gnuplot-nox valgrind clang"
+check libck-dev libglib2.0-dev wamerican gnuplot-nox valgrind clang
+libclang-rt-dev"
 
 installed() {
 	dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null |

@@ -3,7 +3,10 @@
  * snapshot/publish/cas/update/set/del/stats, for every liburcu flavor.
  *
  * Every test that touches a cell is a loop test over the four flavors of
- * tests/rcu_flavors.h (_i is the flavor index).  Values are entries of a
+ * tests/rcu_flavors.h (_i is the flavor index).  Test cases: basics,
+ * writers (publish/cas/update/set/del), stats, fault (cm_test_fail_after
+ * on every allocation of each call), combining (requests queued behind a
+ * held writer lock), read_path (1,000,000 lookups allocate nothing).  Values are entries of a
  * static table whose value_free counts calls atomically (value_free may
  * run in liburcu's call_rcu thread), so a test can say "freed exactly
  * once, and only after the grace period".
@@ -379,17 +382,17 @@ static size_t cell_size(const struct tf_flavor *tf, struct cowmap_cell *c)
 	return n;
 }
 
+static const char *tf_name_of(int i)
+{
+	return tf_flavors[i].name;
+}
+
 /*
  * Start a test for flavor @i: fresh value table, thread registered, and
  * liburcu's call_rcu machinery for the flavor created once (its first
  * call_rcu allocates per-process state that lives on), so that leak
  * baselines taken afterwards are stable.
  */
-static const char *tf_name_of(int i)
-{
-	return tf_flavors[i].name;
-}
-
 static const struct tf_flavor *begin(int i)
 {
 	const struct tf_flavor *tf = &tf_flavors[i];
@@ -1694,12 +1697,244 @@ START_TEST(fault_cell_del)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Combining: requests queued while another writer holds the lock      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A cowmap_cell_update() whose fn holds the writer lock until two other
+ * threads have queued one cowmap_cell_set/del each; when it returns, one of
+ * them finds both requests queued and (per the header) applies them in one
+ * transaction and one publish.  Each request must still get its own result.
+ */
+struct comb_req {
+	const char *key;
+	int is_del;
+	struct tval *v;		/* for sets */
+	int result;
+};
+
+struct comb {
+	const struct tf_flavor *tf;
+	struct cowmap_cell *c;
+	atomic_int holding, started;
+	long fail_after;	/* -1: no fault injection */
+	struct comb_req req[2];
+	atomic_int ids;
+};
+
+static struct cowmap *comb_hold_fn(const struct cowmap *cur, void *arg)
+{
+	struct comb *cb = arg;
+
+	atomic_store(&cb->holding, 1);
+	while (atomic_load(&cb->started) < 2)
+		nap_ms(1);
+	nap_ms(30);	/* let both requests reach the queue */
+	return cowmap_retain(cur);	/* publish nothing */
+}
+
+static void *comb_submitter(void *arg)
+{
+	struct comb *cb = arg;
+	struct comb_req *q = &cb->req[atomic_fetch_add(&cb->ids, 1)];
+
+	tf_register(cb->tf);
+	while (!atomic_load(&cb->holding))
+		nap_ms(1);
+	cm_test_fail_after(cb->fail_after);
+	atomic_fetch_add(&cb->started, 1);
+	if (q->is_del)
+		q->result = cowmap_cell_del(cb->c, q->key, strlen(q->key));
+	else
+		q->result = cowmap_cell_set(cb->c, q->key, strlen(q->key),
+					    q->v);
+	cm_test_fail_after(-1);
+	tf_quiescent(cb->tf);
+	tf_unregister(cb->tf);
+	return NULL;
+}
+
+/* Run one round; returns how many versions it published. */
+static uint64_t comb_round(struct comb *cb)
+{
+	pthread_t th[2];
+	uint64_t pub0 = cell_stats(cb->c).published;
+
+	atomic_store(&cb->holding, 0);
+	atomic_store(&cb->started, 0);
+	atomic_store(&cb->ids, 0);
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, comb_submitter,
+						cb),
+				 0);
+	ck_assert_int_eq(cowmap_cell_update(cb->c, comb_hold_fn, cb), 0);
+	tf_offline(cb->tf);
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+	tf_online(cb->tf);
+	return cell_stats(cb->c).published - pub0;
+}
+
+START_TEST(combined_requests_each_get_their_result)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4];
+	struct comb cb;
+	int combined = 0, rounds = 0;
+
+	memset(&cb, 0, sizeof(cb));
+	cb.tf = tf;
+	cb.fail_after = -1;
+	cb.c = cowmap_cell_new(map_of(&o, 4, vals), tf->flavor);
+	ck_assert_ptr_nonnull(cb.c);
+
+	for (int round = 0; round < 12; round++) {
+		struct tval *old0 = cell_get(tf, cb.c, "k0");
+		uint64_t pubs;
+
+		/* Three shapes: two new keys; replace + delete present;
+		 * delete absent + set. */
+		switch (round % 3) {
+		case 0:
+			cb.req[0] = (struct comb_req){ "n0", 0, tv_new(), 99 };
+			cb.req[1] = (struct comb_req){ "n1", 0, tv_new(), 99 };
+			break;
+		case 1:
+			cb.req[0] = (struct comb_req){ "k0", 0, tv_new(), 99 };
+			cb.req[1] = (struct comb_req){ "n0", 1, NULL, 99 };
+			break;
+		default:
+			cb.req[0] = (struct comb_req){ "n1", 1, NULL, 99 };
+			cb.req[1] = (struct comb_req){ "absent", 1, NULL, 99 };
+			break;
+		}
+		pubs = comb_round(&cb);
+		rounds++;
+		switch (round % 3) {
+		case 0:
+			ck_assert_int_eq(cb.req[0].result, 0);
+			ck_assert_int_eq(cb.req[1].result, 0);
+			ck_assert_ptr_eq(cell_get(tf, cb.c, "n0"), cb.req[0].v);
+			ck_assert_ptr_eq(cell_get(tf, cb.c, "n1"), cb.req[1].v);
+			break;
+		case 1:
+			ck_assert_int_eq(cb.req[0].result, 0);
+			ck_assert_int_eq(cb.req[1].result, 1);
+			ck_assert_ptr_eq(cell_get(tf, cb.c, "k0"), cb.req[0].v);
+			ck_assert_ptr_null(cell_get(tf, cb.c, "n0"));
+			tf_barrier(tf);
+			ck_assert_int_eq(tv_freed(old0), 1);
+			break;
+		default:
+			ck_assert_int_eq(cb.req[0].result, 1);
+			ck_assert_int_eq(cb.req[1].result, 0);
+			ck_assert_ptr_null(cell_get(tf, cb.c, "n1"));
+			break;
+		}
+		/* Round 2 changes one key with two requests: at most one
+		 * publish however it went.  The others publish once when
+		 * combined, twice when not. */
+		ck_assert_uint_ge(pubs, 1);
+		ck_assert_uint_le(pubs, (round % 3) == 2 ? 1 : 2);
+		if ((round % 3) != 2 && pubs == 1)
+			combined++;
+	}
+	REPORT("combining %s: %d of %d rounds combined\n", tf->name, combined,
+	       (rounds * 2) / 3);
+	ck_assert_msg(combined > 0,
+		      "%s: two queued cell_set/del requests were never applied "
+		      "in one publish (%d rounds)",
+		      tf->name, rounds);
+	cowmap_cell_free(cb.c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
+	end(tf);
+}
+END_TEST
+
+START_TEST(fault_combined_requests)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4];
+	struct comb cb;
+	long n;
+
+	memset(&cb, 0, sizeof(cb));
+	cb.tf = tf;
+	cb.c = cowmap_cell_new(map_of(&o, 4, vals), tf->flavor);
+	ck_assert_ptr_nonnull(cb.c);
+
+	for (n = 0; n < FAULT_MAX; n++) {
+		const struct cowmap *before = cell_current(tf, cb.c);
+		uint64_t pubs;
+		int ok = 0;
+
+		cb.fail_after = n;
+		cb.req[0] = (struct comb_req){ "a", 0, tv_new(), 99 };
+		cb.req[1] = (struct comb_req){ "b", 0, tv_new(), 99 };
+		pubs = comb_round(&cb);
+		for (int i = 0; i < 2; i++) {
+			struct comb_req *q = &cb.req[i];
+
+			if (q->result == 0) {
+				ok++;
+				ck_assert_ptr_eq(cell_get(tf, cb.c, q->key),
+						 q->v);
+			} else {
+				ck_assert_msg(q->result == -ENOMEM,
+					      "%s: request %d: %d", tf->name,
+					      i, q->result);
+				ck_assert_ptr_null(cell_get(tf, cb.c, q->key));
+			}
+		}
+		if (ok == 0) {
+			ck_assert_uint_eq(pubs, 0);
+			ck_assert_ptr_eq(cell_current(tf, cb.c), before);
+		}
+		ck_assert_uint_le(pubs, (uint64_t)ok);
+		tf_barrier(tf);
+		for (int i = 0; i < 2; i++)
+			ck_assert_int_eq(tv_freed(cb.req[i].v), 0);
+		for (int i = 0; i < 4; i++)
+			ck_assert_int_eq(tv_freed(vals[i]), 0);
+		if (ok == 2)
+			break;
+		/* Undo partial success for the next round. */
+		for (int i = 0; i < 2; i++)
+			if (cb.req[i].result == 0)
+				ck_assert_int_eq(
+					cowmap_cell_del(cb.c, cb.req[i].key, 1),
+					1);
+	}
+	ck_assert_int_lt(n, FAULT_MAX);
+	REPORT("fault_combined_requests %s: %ld failure points\n", tf->name,
+	       n);
+	cowmap_cell_free(cb.c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_int_le(tv_freed(&tv_pool[i]), 1);
+	end(tf);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* The read path allocates nothing                                     */
 /* ------------------------------------------------------------------ */
 
 #define RP_KEYS 1000
 #define RP_CHURN 64
+/* 1,000,000 read-side loops; a tenth under TSan, which is ~50x slower. */
+#if defined(__SANITIZE_THREAD__)
+#define RP_LOOPS 100000L
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RP_LOOPS 100000L
+#endif
+#endif
+#ifndef RP_LOOPS
 #define RP_LOOPS 1000000L
+#endif
 #define RP_MAX_LOOPS 20000000L
 #define RP_MAX_WRITES 5000000L
 
@@ -1994,6 +2229,13 @@ Suite *cell_suite(void)
 	tcase_add_loop_test(tc, fault_update, 0, TF_COUNT);
 	tcase_add_loop_test(tc, fault_cell_set, 0, TF_COUNT);
 	tcase_add_loop_test(tc, fault_cell_del, 0, TF_COUNT);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("combining");
+	tcase_set_timeout(tc, 120);
+	tcase_add_loop_test(tc, combined_requests_each_get_their_result, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, fault_combined_requests, 0, TF_COUNT);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("read_path");

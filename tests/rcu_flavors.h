@@ -35,6 +35,19 @@
  *  - urcu-bp registers threads lazily; tf_register() forces it so that the
  *    registration (which may allocate) never happens inside a measured
  *    read path.
+ *
+ * ThreadSanitizer: the distribution's liburcu 0.13 is not instrumented, so
+ * TSan sees neither the call_rcu() queue hand-off (a retirement record
+ * written by the publisher, read by the call_rcu thread), nor rcu_barrier()'s
+ * completion (its own calloc/free; cowmap_cell_free() freeing the cell
+ * after the callbacks' last atomic updates), nor grace periods (reads in a
+ * read-side section, later frees by a callback or by the thread that drops
+ * the last snapshot reference).  Each shows up as a "data race" that is a
+ * false positive.  To use TSan anyway, suppress them, e.g. with
+ *	race:liburcu-memb.so  race:liburcu-qsbr.so  race:liburcu-mb.so
+ *	race:liburcu-bp.so  race:retire_done  race:cowmap_cell_free
+ * in a file named by TSAN_OPTIONS=suppressions=FILE; frees in reader
+ * threads after a grace period remain (they have no liburcu frame).
  */
 #ifndef COWMAP_TESTS_RCU_FLAVORS_H
 #define COWMAP_TESTS_RCU_FLAVORS_H

@@ -1,0 +1,315 @@
+/*
+ * check_debug_misuse.c - what the debug build (COWMAP_DEBUG=1) adds:
+ * a version used after its last release, and a transaction used after
+ * commit or abort, are answered with EINVAL and a report on stderr
+ * instead of touching freed memory.
+ *
+ * This program is linked with its own copy of the library compiled with
+ * -DCOWMAP_DEBUG=1 (see tests/fuzz/local.mk), so it runs in every
+ * configuration.  The debug build keeps finished versions and handles in
+ * a long quarantine (poisoned, not handed back to malloc), which is what
+ * makes reading the dead marker safe, also under ASan and valgrind.
+ *
+ * Reports are captured by pointing stderr at a temporary file around the
+ * call.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <urcu/urcu-memb.h>
+
+#include <cowmap.h>
+
+#ifndef COWMAP_DEBUG
+#error "check_debug_misuse.c must be compiled with -DCOWMAP_DEBUG=1"
+#endif
+
+Suite *debug_misuse_suite(void);
+
+static char vals[16];
+static int frees[16];
+
+static void count_free(void *value, void *ctx)
+{
+	(void)ctx;
+	frees[(char *)value - vals]++;
+}
+
+/* ---- stderr capture ---- */
+
+static FILE *capture_file;
+static int saved_stderr = -1;
+
+static void capture_begin(void)
+{
+	fflush(stderr);
+	capture_file = tmpfile();
+	ck_assert_ptr_nonnull(capture_file);
+	saved_stderr = dup(STDERR_FILENO);
+	ck_assert_int_ge(saved_stderr, 0);
+	ck_assert_int_ge(dup2(fileno(capture_file), STDERR_FILENO), 0);
+}
+
+/* Stop capturing; returns what was written (static buffer). */
+static const char *capture_end(void)
+{
+	static char buf[8192];
+	size_t n;
+
+	fflush(stderr);
+	dup2(saved_stderr, STDERR_FILENO);
+	close(saved_stderr);
+	saved_stderr = -1;
+	rewind(capture_file);
+	n = fread(buf, 1, sizeof(buf) - 1, capture_file);
+	buf[n] = '\0';
+	fclose(capture_file);
+	capture_file = NULL;
+	fputs(buf, stderr);	/* keep it visible in the test log */
+	return buf;
+}
+
+#define ck_assert_reported(text, what)                                       \
+	ck_assert_msg(strstr((text), (what)) != NULL,                        \
+		      "expected a report mentioning \"%s\", got: \"%s\"",    \
+		      (what), (text))
+
+/* A released version: built with two entries that the map owns, then
+ * released by its only holder. */
+static struct cowmap *released_version(void)
+{
+	struct cowmap_options o = { .seed = 7, .value_free = count_free,
+				    .ctx = vals };
+	struct cowmap *m = cowmap_new(&o), *a, *b;
+
+	ck_assert_ptr_nonnull(m);
+	a = cowmap_set(m, "one", 3, &vals[1]);
+	b = cowmap_set(a, "two", 3, &vals[2]);
+	ck_assert_ptr_nonnull(b);
+	cowmap_release(m);
+	cowmap_release(a);
+	memset(frees, 0, sizeof(frees));
+	cowmap_release(b);
+	ck_assert_int_eq(frees[1], 1);
+	ck_assert_int_eq(frees[2], 1);
+	return b;	/* dangling on purpose */
+}
+
+START_TEST(released_version_in_get_is_einval_and_reported)
+{
+	struct cowmap *m = released_version();
+	void *v = &vals[9];
+	const char *out;
+
+	capture_begin();
+	int rc = cowmap_get(m, "one", 3, &v);
+
+	out = capture_end();
+	ck_assert_int_eq(rc, -EINVAL);
+	ck_assert_ptr_eq(v, &vals[9]);
+	ck_assert_reported(out, "released");
+}
+END_TEST
+
+START_TEST(released_version_in_set_and_del_is_einval_and_takes_nothing)
+{
+	struct cowmap *m = released_version();
+	const char *out;
+
+	capture_begin();
+	errno = 0;
+	struct cowmap *n = cowmap_set(m, "three", 5, &vals[3]);
+	int err_set = errno;
+
+	errno = 0;
+	struct cowmap *d = cowmap_del(m, "one", 3);
+	int err_del = errno;
+
+	out = capture_end();
+	ck_assert_ptr_null(n);
+	ck_assert_int_eq(err_set, EINVAL);
+	ck_assert_ptr_null(d);
+	ck_assert_int_eq(err_del, EINVAL);
+	ck_assert_reported(out, "released");
+	ck_assert_int_eq(frees[3], 0);	/* the value is still the caller's */
+	ck_assert_int_eq(frees[1], 1);	/* nothing freed twice */
+}
+END_TEST
+
+START_TEST(released_version_in_retain_is_einval_and_reported)
+{
+	struct cowmap *m = released_version();
+	const char *out;
+
+	capture_begin();
+	errno = 0;
+	struct cowmap *r = cowmap_retain(m);
+	int err = errno;
+
+	out = capture_end();
+	ck_assert_ptr_null(r);
+	ck_assert_int_eq(err, EINVAL);
+	ck_assert_reported(out, "released");
+}
+END_TEST
+
+START_TEST(releasing_a_version_twice_is_reported_not_freed_twice)
+{
+	struct cowmap *m = released_version();
+	const char *out;
+
+	capture_begin();
+	cowmap_release(m);
+	cowmap_release(m);
+	out = capture_end();
+	ck_assert_reported(out, "cowmap_release");
+	ck_assert_reported(out, "released");
+	ck_assert_int_eq(frees[1], 1);
+	ck_assert_int_eq(frees[2], 1);
+}
+END_TEST
+
+static int never_called(enum cowmap_change what, const void *key, size_t len,
+			void *old_value, void *new_value, void *ctx)
+{
+	(void)what, (void)key, (void)len, (void)old_value, (void)new_value;
+	(void)ctx;
+	ck_abort_msg("diff reported a change of a released version");
+	return 0;
+}
+
+START_TEST(released_version_elsewhere_is_einval)
+{
+	struct cowmap *m = released_version();
+	struct cowmap *live = cowmap_new(NULL);
+	struct cowmap_stats st;
+	struct cowmap_iter it;
+	const void *keys[1] = { "one" };
+	size_t lens[1] = { 3 };
+	void *out[1] = { &vals[9] };
+	const char *text;
+
+	ck_assert_ptr_nonnull(live);
+	capture_begin();
+	ck_assert_uint_eq(cowmap_size(m), 0);
+	ck_assert_int_eq(cowmap_stats(m, &st), -EINVAL);
+	errno = 0;
+	ck_assert_ptr_null(cowmap_txn_begin(m));
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_uint_eq(cowmap_get_many(m, 1, keys, lens, out), 0);
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_int_eq(cowmap_equal(m, live, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(cowmap_equal(live, m, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(cowmap_diff(m, live, never_called, NULL), -EINVAL);
+	ck_assert_int_eq(cowmap_diff(live, m, never_called, NULL), -EINVAL);
+	cowmap_iter_init(&it, m);
+	ck_assert_int_eq(cowmap_iter_next(&it, NULL, NULL, NULL), 0);
+	text = capture_end();
+	ck_assert_reported(text, "released");
+	cowmap_release(live);
+}
+END_TEST
+
+START_TEST(released_version_published_is_einval)
+{
+	struct cowmap *m;
+	struct cowmap_cell *c;
+	struct cowmap_cell_stats st;
+	const char *text;
+
+	urcu_memb_register_thread();
+	c = cowmap_cell_new(NULL, NULL);
+	ck_assert_ptr_nonnull(c);
+	m = released_version();
+	capture_begin();
+	ck_assert_int_eq(cowmap_cell_publish(c, m), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_cas(c, m, m), -EINVAL);
+	text = capture_end();
+	ck_assert_reported(text, "released");
+	ck_assert_int_eq(cowmap_cell_stats(c, &st), 0);
+	ck_assert_uint_eq(st.published, 0);
+	ck_assert_int_eq(frees[1], 1);
+	cowmap_cell_free(c);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
+/* In release builds a finished transaction is recognised "for a while";
+ * the debug build's quarantine makes it reliable: here after a thousand
+ * other transactions and versions have come and gone. */
+START_TEST(finished_txn_is_einval_after_much_churn)
+{
+	struct cowmap *base = cowmap_new(NULL), *c;
+	struct cowmap_txn *done_commit, *done_abort;
+	const char *text;
+
+	ck_assert_ptr_nonnull(base);
+	done_commit = cowmap_txn_begin(base);
+	ck_assert_int_eq(cowmap_txn_set(done_commit, "k", 1, NULL), 0);
+	c = cowmap_txn_commit(done_commit);
+	ck_assert_ptr_nonnull(c);
+	cowmap_release(c);
+	done_abort = cowmap_txn_begin(base);
+	cowmap_txn_abort(done_abort);
+
+	for (int i = 0; i < 1000; i++) {
+		struct cowmap_txn *t = cowmap_txn_begin(base);
+		struct cowmap *v;
+
+		ck_assert_ptr_nonnull(t);
+		ck_assert_int_eq(cowmap_txn_set(t, &i, sizeof(i), NULL), 0);
+		v = cowmap_txn_commit(t);
+		ck_assert_ptr_nonnull(v);
+		cowmap_release(v);
+	}
+
+	capture_begin();
+	ck_assert_int_eq(cowmap_txn_set(done_commit, "x", 1, NULL), -EINVAL);
+	ck_assert_int_eq(cowmap_txn_del(done_commit, "k", 1), -EINVAL);
+	ck_assert_int_eq(cowmap_txn_get(done_abort, "k", 1, NULL), -EINVAL);
+	ck_assert_uint_eq(cowmap_txn_size(done_abort), 0);
+	errno = 0;
+	ck_assert_ptr_null(cowmap_txn_commit(done_abort));
+	ck_assert_int_eq(errno, EINVAL);
+	cowmap_txn_abort(done_commit);
+	text = capture_end();
+	ck_assert_reported(text, "already committed or aborted");
+	cowmap_release(base);
+}
+END_TEST
+
+Suite *debug_misuse_suite(void)
+{
+	Suite *s = suite_create("debug_misuse");
+	TCase *tc = tcase_create("released versions");
+
+	tcase_add_test(tc, released_version_in_get_is_einval_and_reported);
+	tcase_add_test(tc,
+		       released_version_in_set_and_del_is_einval_and_takes_nothing);
+	tcase_add_test(tc, released_version_in_retain_is_einval_and_reported);
+	tcase_add_test(tc, releasing_a_version_twice_is_reported_not_freed_twice);
+	tcase_add_test(tc, released_version_elsewhere_is_einval);
+	tcase_add_test(tc, released_version_published_is_einval);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("finished transactions");
+	tcase_add_test(tc, finished_txn_is_einval_after_much_churn);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(debug_misuse_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
