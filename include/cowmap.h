@@ -160,7 +160,8 @@ int cowmap_get(const struct cowmap *m, const void *key, size_t len,
  *
  * Walks the lookups level by level with prefetching so a batch pays memory
  * latency roughly once per level rather than once per key.  Returns the
- * number of keys found (0 with errno EINVAL for a NULL map or arrays).
+ * number of keys found (0 with errno EINVAL for a NULL map, or NULL arrays
+ * with @n > 0; @n == 0 with NULL arrays is an empty batch).
  * Same thread-safety as cowmap_get().
  */
 COWMAP_API
@@ -365,9 +366,14 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *    (urcu_qsbr_quiescent_state()) or go offline when idle.  A thread that
  *    stops announcing them stops every grace period: retired versions then
  *    pile up in cowmap_cell_stats().pending_bytes.
- *  - fork(): call call_rcu_before_fork() before, and
- *    call_rcu_after_fork_parent() / call_rcu_after_fork_child() after, in
- *    the respective processes, if the child keeps using cells.
+ *  - fork(): if the child keeps using cells, call the flavor's
+ *    call_rcu_before_fork() before fork(), then call_rcu_after_fork_parent()
+ *    in the parent and call_rcu_after_fork_child() in the child (with
+ *    <urcu/urcu-memb.h> these are urcu_memb_call_rcu_before_fork() and so
+ *    on).  Fork with no cell write and no grace period in progress; only the
+ *    forking thread exists in the child, so other threads of the parent
+ *    must not be registered readers the child waits for (see
+ *    tests/check_fork.c).
  *  - Before unloading the library or exiting with deferred frees pending,
  *    cowmap_cell_free() every cell (it waits with rcu_barrier()).
  */
@@ -424,7 +430,8 @@ const struct cowmap *cowmap_cell_load(struct cowmap_cell *c);
  * cowmap_cell_snapshot - the current version as a new reference.
  * Usable anywhere, in any thread, after any number of later publishes,
  * until released.  The calling thread must be registered with the flavor
- * (it enters a read-side critical section itself; nesting is fine).
+ * (it enters a read-side critical section itself; nesting is fine) and,
+ * with urcu-qsbr, online.
  * Returns NULL with errno EINVAL for a NULL cell.
  */
 COWMAP_API
@@ -442,7 +449,8 @@ int cowmap_cell_publish(struct cowmap_cell *c, struct cowmap *next);
 /**
  * cowmap_cell_cas - publish @next only if @expected is still current.
  * @expected: compared by pointer; hold a reference to it (a snapshot) so it
- *            cannot be freed and reused meanwhile.
+ *            cannot be freed and reused meanwhile.  NULL never matches
+ *            (-EAGAIN).
  * @next:     stolen in every case.
  * Returns 0, -EAGAIN if another version won, -EINVAL, or -ENOMEM.
  */
@@ -469,7 +477,9 @@ int cowmap_cell_update(struct cowmap_cell *c,
  *
  * Concurrent calls on one cell are combined: whoever holds the writer lock
  * applies every queued change in one transaction and one publish, so
- * writers do not serialise on a grace period or a path copy each.
+ * writers do not serialise on a grace period or a path copy each.  A lone
+ * call that changes nothing (same value) or that the limit refuses is
+ * answered without allocating.
  * Returns 0, or -ENOMEM / -ENOSPC / -EINVAL, with @value still the
  * caller's on failure.
  */
