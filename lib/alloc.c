@@ -63,6 +63,11 @@ void cm_free_quarantined(void *p)
  * leak checkers see nothing left behind. */
 __attribute__((destructor)) static void quarantine_drain(void)
 {
+	cm_test_quarantine_flush();
+}
+
+void cm_test_quarantine_flush(void)
+{
 	for (unsigned i = 0; i < QUARANTINE_SLOTS; i++)
 		free(atomic_exchange_explicit(&quarantine[i], NULL,
 					      memory_order_acq_rel));
