@@ -361,7 +361,8 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *    critical section and unregisters before it exits.  urcu-bp needs no
  *    registration.
  *  - Threads that write a cell (publish, cas, update, set, del, free) must
- *    be registered too: liburcu's call_rcu() and rcu_barrier() require it.
+ *    be registered too, and with urcu-qsbr online: liburcu's call_rcu()
+ *    and rcu_barrier() require it.
  *  - QSBR: reader threads announce quiescent states
  *    (urcu_qsbr_quiescent_state()) or go offline when idle.  A thread that
  *    stops announcing them stops every grace period: retired versions then
@@ -370,10 +371,12 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *    call_rcu_before_fork() before fork(), then call_rcu_after_fork_parent()
  *    in the parent and call_rcu_after_fork_child() in the child (with
  *    <urcu/urcu-memb.h> these are urcu_memb_call_rcu_before_fork() and so
- *    on).  Fork with no cell write and no grace period in progress; only the
- *    forking thread exists in the child, so other threads of the parent
- *    must not be registered readers the child waits for (see
- *    tests/check_fork.c).
+ *    on).  Fork with no cell write and no grace period in progress: a
+ *    write another thread has queued (cowmap_cell_set() combines them)
+ *    would be copied into the child and applied there too, and a writer
+ *    lock held at fork() stays held in the child.  Only the forking
+ *    thread exists in the child, so other threads of the parent must not
+ *    be registered readers the child waits for (see tests/check_fork.c).
  *  - Before unloading the library or exiting with deferred frees pending,
  *    cowmap_cell_free() every cell (it waits with rcu_barrier()).
  */
@@ -395,7 +398,9 @@ struct cowmap_cell_stats {
 /**
  * cowmap_cell_new - a cell whose current version is @initial.
  * @initial: stolen (also on failure); NULL publishes an empty map with
- *           default options.
+ *           default options.  Check what cowmap_new(&opts) returned before
+ *           passing it here: a failed cowmap_new() would otherwise give
+ *           the cell default options, without your value_free or limit.
  * @flavor:  the liburcu flavor its readers use, e.g. &urcu_qsbr_flavor;
  *           NULL means urcu-memb.
  * Returns NULL with errno ENOMEM.
@@ -462,7 +467,9 @@ int cowmap_cell_cas(struct cowmap_cell *c, const struct cowmap *expected,
  * cowmap_cell_update - publish fn(current) atomically.
  *
  * @fn runs with the cell's writer lock held and must return a new
- * reference (cowmap_retain(cur) for "no change": nothing is published) or
+ * reference (cowmap_retain(cur) for "no change": nothing is published;
+ * returning cur itself without retaining it frees the published version
+ * under the readers' feet) or
  * NULL with errno set to abort (returned as -errno; -EINVAL if errno is 0).
  * @fn must not write to the same cell.
  */
@@ -495,7 +502,13 @@ int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
 COWMAP_API
 int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len);
 
-/** cowmap_cell_stats - fill @out; returns 0 or -EINVAL. */
+/**
+ * cowmap_cell_stats - fill @out; returns 0 or -EINVAL.
+ * Cheap (a few relaxed loads) and safe from any thread.  The figures are
+ * read one by one while callbacks may run, so together they are a
+ * moment's estimate: pending_versions can already be 0 while a block of
+ * the last retired version is being freed.
+ */
 COWMAP_API
 int cowmap_cell_stats(struct cowmap_cell *c, struct cowmap_cell_stats *out);
 

@@ -41,6 +41,15 @@ void *cm_calloc(size_t count, size_t size)
 	return should_fail() ? NULL : calloc(count, size);
 }
 
+void *cm_aligned_alloc(size_t align, size_t size)
+{
+	void *p;
+
+	if (should_fail() || posix_memalign(&p, align, size) != 0)
+		return NULL;
+	return p;
+}
+
 void cm_free(void *p)
 {
 	free(p);

@@ -13,6 +13,10 @@
 
 void *cm_malloc(size_t size);
 void *cm_calloc(size_t count, size_t size);
+/* @size bytes aligned to @align (a power of two, at least sizeof(void *)),
+ * freed with cm_free(); for objects with over-aligned members, which
+ * malloc() does not guarantee. */
+void *cm_aligned_alloc(size_t align, size_t size);
 void cm_free(void *p);
 
 /*

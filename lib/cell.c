@@ -84,10 +84,10 @@ static void sole_owned(const struct cm_node *n, const struct cm_owner *own,
 	for (unsigned i = 0; i < ne; i++) {
 		const struct cm_entry *e = &cm_node_entries(n)[i];
 
-		if (cm_is_boxed(e->len, own) &&
+		if (cm_entry_boxed(e) &&
 		    atomic_load_explicit(&e->u.leaf->refs,
 					 memory_order_relaxed) == 1)
-			*bytes += sizeof(struct cm_leaf) + e->len;
+			*bytes += sizeof(struct cm_leaf) + cm_entry_len(e);
 	}
 	for (unsigned i = 0; i < nc; i++)
 		sole_owned(cm_children(n)[i], own, bytes, nodes);
@@ -139,7 +139,8 @@ static void install(struct cowmap_cell *c, struct cowmap *next,
 struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 				    const struct rcu_flavor_struct *flavor)
 {
-	struct cowmap_cell *c = cm_malloc(sizeof(*c));
+	struct cowmap_cell *c = cm_aligned_alloc(alignof(struct cowmap_cell),
+						 sizeof(*c));
 
 	if (initial == NULL && c != NULL) {
 		initial = cowmap_new(NULL);

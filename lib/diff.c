@@ -31,21 +31,16 @@ static bool values_equal(const struct differ *d, void *x, void *y)
 	return d->value_eq(x, y, d->eq_ctx) != 0;
 }
 
-static const void *key_of(const struct differ *d, const struct cm_entry *e)
-{
-	return cm_entry_key(e, cm_is_boxed(e->len, &d->from->own));
-}
-
 static int added(const struct differ *d, const struct cm_entry *e)
 {
-	return d->fn(COWMAP_ADDED, key_of(d, e), e->len, NULL, e->value,
-		     d->fn_ctx);
+	return d->fn(COWMAP_ADDED, cm_entry_key(e), cm_entry_len(e), NULL,
+		     e->value, d->fn_ctx);
 }
 
 static int removed(const struct differ *d, const struct cm_entry *e)
 {
-	return d->fn(COWMAP_REMOVED, key_of(d, e), e->len, e->value, NULL,
-		     d->fn_ctx);
+	return d->fn(COWMAP_REMOVED, cm_entry_key(e), cm_entry_len(e),
+		     e->value, NULL, d->fn_ctx);
 }
 
 /* The same key on both sides: report it if the values differ. */
@@ -54,14 +49,8 @@ static int compare_values(const struct differ *d, const struct cm_entry *a,
 {
 	if (values_equal(d, a->value, b->value))
 		return 0;
-	return d->fn(COWMAP_CHANGED, key_of(d, a), a->len, a->value, b->value,
-		     d->fn_ctx);
-}
-
-static bool same_key(const struct differ *d, const struct cm_entry *a,
-		     const struct cm_entry *b)
-{
-	return cm_entries_same_key(a, b, cm_is_boxed(a->len, &d->from->own));
+	return d->fn(COWMAP_CHANGED, cm_entry_key(a), cm_entry_len(a),
+		     a->value, b->value, d->fn_ctx);
 }
 
 /* Report every entry under @n as added (@is_to) or removed. */
@@ -97,7 +86,7 @@ static int settle_subtree(const struct differ *d, struct lone *l,
 	for (unsigned i = 0; i < ne && rc == 0; i++) {
 		const struct cm_entry *f = &cm_node_entries(n)[i];
 
-		if (!l->seen && same_key(d, l->e, f)) {
+		if (!l->seen && cm_entries_same_key(l->e, f)) {
 			l->seen = true;
 			rc = l->e_is_from ? compare_values(d, l->e, f)
 					  : compare_values(d, f, l->e);
@@ -130,7 +119,8 @@ static int diff_collisions(const struct differ *d, const struct cm_node *a,
 		const struct cm_entry *match = NULL;
 
 		for (unsigned j = 0; j < b->datamap && match == NULL; j++)
-			if (same_key(d, &cm_node_entries(a)[i], &cm_node_entries(b)[j]))
+			if (cm_entries_same_key(&cm_node_entries(a)[i],
+						&cm_node_entries(b)[j]))
 				match = &cm_node_entries(b)[j];
 		rc = match ? compare_values(d, &cm_node_entries(a)[i], match)
 			   : removed(d, &cm_node_entries(a)[i]);
@@ -139,7 +129,8 @@ static int diff_collisions(const struct differ *d, const struct cm_node *a,
 		bool found = false;
 
 		for (unsigned i = 0; i < a->datamap && !found; i++)
-			found = same_key(d, &cm_node_entries(a)[i], &cm_node_entries(b)[j]);
+			found = cm_entries_same_key(&cm_node_entries(a)[i],
+						    &cm_node_entries(b)[j]);
 		if (!found)
 			rc = added(d, &cm_node_entries(b)[j]);
 	}
@@ -173,7 +164,7 @@ static int diff_nodes(const struct differ *d, const struct cm_node *a,
 			nb = cm_children(b)[cm_index(b->nodemap, bit)];
 
 		if (ea && eb) {
-			if (same_key(d, ea, eb)) {
+			if (cm_entries_same_key(ea, eb)) {
 				rc = compare_values(d, ea, eb);
 			} else {
 				rc = removed(d, ea);

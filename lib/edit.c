@@ -20,6 +20,8 @@
  */
 #include "edit.h"
 
+#include "map.h"
+
 #include <limits.h>
 
 enum walk { W_NOCHANGE, W_NEWNODE, W_SINGLE, W_NOMEM };
@@ -69,14 +71,14 @@ static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
 	for (unsigned to = 0; to < ne; to++) {
 		if (s->add_entry != NULL && to == s->add_entry_at) {
 			dst_e[to] = *s->add_entry;
-			cm_entry_retain(&dst_e[to], ed->own);
+			cm_entry_retain(&dst_e[to]);
 			continue;
 		}
 		if (from == s->skip_entry)
 			from++;
 		dst_e[to] = src_e[from++];
 		if (!move)
-			cm_entry_retain(&dst_e[to], ed->own);
+			cm_entry_retain(&dst_e[to]);
 	}
 
 	struct cm_node **src = cm_children(n), **dst = cm_children(m);
@@ -119,7 +121,7 @@ static struct cm_node *with_entry(const struct cm_edit *ed, struct cm_node *n,
 		struct cm_entry old = cm_node_entries(n)[i];
 
 		cm_node_entries(n)[i] = *e;
-		cm_entry_retain(e, ed->own);
+		cm_entry_retain(e);
 		cm_entry_release(&old, ed->own);
 		return n;
 	}
@@ -152,17 +154,39 @@ static struct cm_node *with_child(const struct cm_edit *ed, struct cm_node *n,
 }
 
 /*
- * Two entries that share the chunks before @depth: the smallest subtree
- * holding both, with single-child nodes down to where their chunks part
- * (or a collision node when their full hashes are equal).
+ * The chunk of @x's hash at @depth.  An entry keeps only CM_FRAG_BITS bits
+ * of its hash, enough for the first CM_FRAG_BITS / CM_BITS levels; below
+ * them the key is hashed again (*full caches the result).
+ */
+static unsigned entry_chunk(const struct cm_edit *ed, const struct cm_entry *x,
+			    unsigned depth, uint64_t *full, bool *have_full)
+{
+	if ((depth + 1) * CM_BITS <= CM_FRAG_BITS)
+		return cm_chunk(cm_entry_frag(x), depth);
+	if (!*have_full) {
+		*full = cm_map_hash(ed->map, cm_entry_key(x), cm_entry_len(x));
+		*have_full = true;
+	}
+	return cm_chunk(*full, depth);
+}
+
+/*
+ * Existing entry @x and new entry @y (hash @hy), which share the chunks
+ * before @depth: the smallest subtree holding both, with single-child
+ * nodes down to where their chunks part (or a collision node when their
+ * full hashes are equal).
  */
 static struct cm_node *make_pair(const struct cm_edit *ed,
 				 const struct cm_entry *x,
-				 const struct cm_entry *y, unsigned depth)
+				 const struct cm_entry *y, uint64_t hy,
+				 unsigned depth)
 {
-	unsigned d = depth;
+	uint64_t hx = 0;
+	bool have_hx = false;
+	unsigned d = depth, cx = 0;
 
-	while (d < CM_COLLISION_DEPTH && cm_chunk(x->hash, d) == cm_chunk(y->hash, d))
+	while (d < CM_COLLISION_DEPTH &&
+	       (cx = entry_chunk(ed, x, d, &hx, &have_hx)) == cm_chunk(hy, d))
 		d++;
 
 	struct cm_node *sub;
@@ -174,17 +198,17 @@ static struct cm_node *make_pair(const struct cm_edit *ed,
 		cm_node_entries(sub)[0] = *x;
 		cm_node_entries(sub)[1] = *y;
 	} else {
+		unsigned cy = cm_chunk(hy, d);
+
 		sub = cm_node_alloc(CM_BITMAP, 2, 0, ed->draft);
 		if (sub == NULL)
 			return NULL;
-		sub->datamap = cm_bit(x->hash, d) | cm_bit(y->hash, d);
-		bool x_first = cm_chunk(x->hash, d) < cm_chunk(y->hash, d);
-
-		cm_node_entries(sub)[0] = x_first ? *x : *y;
-		cm_node_entries(sub)[1] = x_first ? *y : *x;
+		sub->datamap = (UINT32_C(1) << cx) | (UINT32_C(1) << cy);
+		cm_node_entries(sub)[0] = cx < cy ? *x : *y;
+		cm_node_entries(sub)[1] = cx < cy ? *y : *x;
 	}
-	cm_entry_retain(x, ed->own);
-	cm_entry_retain(y, ed->own);
+	cm_entry_retain(x);
+	cm_entry_retain(y);
 
 	while (d > depth) {
 		struct cm_node *wrap = cm_node_alloc(CM_BITMAP, 0, 1, ed->draft);
@@ -194,7 +218,7 @@ static struct cm_node *make_pair(const struct cm_edit *ed,
 			cm_node_release(sub, ed->own);
 			return NULL;
 		}
-		wrap->nodemap = cm_bit(x->hash, d);
+		wrap->nodemap = cm_bit(hy, d);	/* where both agree */
 		cm_children(wrap)[0] = sub;
 		sub = wrap;
 	}
@@ -246,7 +270,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 			return *out ? W_NEWNODE : W_NOMEM;
 		}
 		/* Another key owns this position: both move one level down. */
-		struct cm_node *sub = make_pair(ed, x, e, depth + 1);
+		struct cm_node *sub = make_pair(ed, x, e, p->hash, depth + 1);
 
 		if (sub == NULL)
 			return W_NOMEM;

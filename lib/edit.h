@@ -11,7 +11,10 @@
 
 #include "node.h"
 
+struct cowmap;
+
 struct cm_edit {
+	const struct cowmap *map;	/* the hash that placed the keys */
 	const struct cm_owner *own;
 	bool draft;	/* nodes made by this edit belong to a transaction */
 	bool added;	/* out: set inserted a new key */

@@ -26,8 +26,6 @@ int cowmap_iter_next(struct cowmap_iter *it, const void **key, size_t *len,
 	if (it == NULL)
 		return 0;
 
-	const struct cowmap *m = it->priv_map;
-
 	while (it->priv_depth >= 0) {
 		int d = it->priv_depth;
 		const struct cm_node *n = it->priv_node[d];
@@ -39,9 +37,9 @@ int cowmap_iter_next(struct cowmap_iter *it, const void **key, size_t *len,
 
 			it->priv_pos[d] = pos + 1;
 			if (key != NULL)
-				*key = cm_entry_key(e, cm_is_boxed(e->len, &m->own));
+				*key = cm_entry_key(e);
 			if (len != NULL)
-				*len = e->len;
+				*len = cm_entry_len(e);
 			if (value != NULL)
 				*value = e->value;
 			return 1;

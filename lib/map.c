@@ -156,10 +156,10 @@ struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
 		return NULL;
 	}
 
-	struct cm_edit ed = { .own = &m->own, .draft = false };
+	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false };
 	enum cm_edit_result r = cm_edit_set(&ed, m->root, &p, &e, &root);
 
-	cm_entry_discard(&e, &m->own);	/* the trie holds its own reference */
+	cm_entry_discard(&e);	/* the trie holds its own reference */
 	if (r != CM_EDIT_CHANGED) {
 		cm_free(next);
 		errno = ENOMEM;
@@ -189,7 +189,7 @@ struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
 		return NULL;
 	}
 
-	struct cm_edit ed = { .own = &m->own, .draft = false };
+	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false };
 
 	if (cm_edit_del(&ed, m->root, &p, &root) != CM_EDIT_CHANGED) {
 		cm_free(next);

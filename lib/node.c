@@ -23,25 +23,28 @@ static bool drop_ref(atomic_uint *refs)
 void cm_probe_init(struct cm_probe *p, uint64_t hash, const void *key,
 		   uint32_t len, const struct cm_owner *own)
 {
+	struct cm_entry image;
+
 	p->hash = hash;
 	p->key = key;
 	p->len = len;
 	p->boxed = cm_is_boxed(len, own);
-	memset(p->inl, 0, sizeof(p->inl));
+	p->tag = cm_tag(hash, p->boxed ? CM_LEN_BOXED : len);
+	memset(&image, 0, sizeof(image));
+	image.tag = p->tag;
 	if (!p->boxed && len > 0)
-		memcpy(p->inl, key, len);
+		memcpy((unsigned char *)&image + offsetof(struct cm_entry, inl),
+		       key, len);	/* on into u.inl_tail */
+	cm_entry_head(&image, p->head);
 }
 
 bool cm_entry_make(struct cm_entry *e, const struct cm_probe *p, void *value)
 {
-	memset(e, 0, sizeof(*e));
-	e->hash = p->hash;
+	memcpy(e, p->head, 16);
 	e->value = value;
-	e->len = p->len;
-	if (!p->boxed) {
-		memcpy(cm_entry_inline(e), p->inl, CM_INLINE_KEY);
+	if (!p->boxed)
 		return true;
-	}
+
 	struct cm_leaf *leaf = cm_malloc(sizeof(*leaf) + p->len);
 
 	if (leaf == NULL)
@@ -51,29 +54,23 @@ bool cm_entry_make(struct cm_entry *e, const struct cm_probe *p, void *value)
 	leaf->value = value;
 	if (p->len > 0)
 		memcpy(leaf->key, p->key, p->len);
+	e->tag = p->tag;
 	e->u.leaf = leaf;
 	return true;
 }
 
-void cm_entry_retain(const struct cm_entry *e, const struct cm_owner *own)
-{
-	if (cm_is_boxed(e->len, own))
-		atomic_fetch_add_explicit(&e->u.leaf->refs, 1,
-					  memory_order_relaxed);
-}
-
 void cm_entry_release(const struct cm_entry *e, const struct cm_owner *own)
 {
-	if (!cm_is_boxed(e->len, own) || !drop_ref(&e->u.leaf->refs))
+	if (!cm_entry_boxed(e) || !drop_ref(&e->u.leaf->refs))
 		return;
 	if (own->value_free != NULL)
 		own->value_free(e->u.leaf->value, own->ctx);
 	cm_free(e->u.leaf);
 }
 
-void cm_entry_discard(const struct cm_entry *e, const struct cm_owner *own)
+void cm_entry_discard(const struct cm_entry *e)
 {
-	if (cm_is_boxed(e->len, own) && drop_ref(&e->u.leaf->refs))
+	if (cm_entry_boxed(e) && drop_ref(&e->u.leaf->refs))
 		cm_free(e->u.leaf);
 }
 
@@ -91,18 +88,6 @@ struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 	n->datamap = kind == CM_COLLISION ? entries : 0;
 	n->nodemap = 0;
 	return n;
-}
-
-void cm_node_retain_contents(const struct cm_node *n,
-			     const struct cm_owner *own)
-{
-	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
-	struct cm_node **kids = cm_children(n);
-
-	for (unsigned i = 0; i < ne; i++)
-		cm_entry_retain(&cm_node_entries(n)[i], own);
-	for (unsigned i = 0; i < nc; i++)
-		cm_node_retain(kids[i]);
 }
 
 void cm_node_release(struct cm_node *n, const struct cm_owner *own)

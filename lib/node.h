@@ -49,13 +49,30 @@
  *
  * 5. Entries and their lifetime
  *
- * An entry caches the full hash (a mismatch never touches key bytes) and
- * the value.  Keys of up to CM_INLINE_KEY bytes live in the entry itself
- * when the map does not own its values: such an entry is plain data, copied
- * freely between node versions.  Otherwise the entry is "boxed": it points
- * to a reference-counted leaf holding the key bytes and the value, because
- * the same entry is shared by every node version that contains it and the
- * key (or value_free) must run once, when the last of them goes.
+ * An entry is 24 bytes: a 32-bit tag, twelve bytes of key, the value.
+ *
+ *     +--------------------------+--------------------------+-------+
+ *     | tag: hash bits 0..27, len| key bytes 0..11 (inline) | value |
+ *     |      code in the low 4   | or 4 unused + leaf ptr   |       |
+ *     +--------------------------+--------------------------+-------+
+ *       0                          4                          16    24
+ *
+ * The tag keeps 28 bits of the hash: at the depths where entries live in a
+ * large map, a dozen or more of them have not been used for the position,
+ * so a mismatch is still rejected without touching key bytes.  The rest of
+ * the hash is not stored (8 bytes an entry, a quarter of a 1M-entry map);
+ * the writers that need it - a split below depth 4, the debug checker -
+ * hash the key again.  Readers never need it.
+ *
+ * Keys of up to CM_INLINE_KEY bytes live in the entry itself when the map
+ * does not own its values, and the tag's length code is their length: an
+ * inline key is then found by comparing the first 16 bytes of the entry
+ * with the probe (unused key bytes are zero), and such an entry is plain
+ * data, copied freely between node versions.  Otherwise the entry is
+ * "boxed" (length code CM_LEN_BOXED): it points to a reference-counted
+ * leaf holding the length, the key bytes and the value, because the same
+ * entry is shared by every node version that contains it and the key (or
+ * value_free) must run once, when the last of them goes.
  *
  * 6. Ownership
  *
@@ -79,6 +96,8 @@
 #define CM_COLLISION_DEPTH 13	/* 13 * 5 > 64: the hash is used up */
 #define CM_MAX_DEPTH CM_COLLISION_DEPTH
 #define CM_INLINE_KEY 12
+#define CM_FRAG_BITS 28		/* hash bits kept in an entry's tag */
+#define CM_LEN_BOXED 15u	/* length code of a boxed entry */
 
 enum cm_node_kind { CM_BITMAP = 0, CM_COLLISION = 1 };
 
@@ -90,21 +109,21 @@ struct cm_leaf {
 	unsigned char key[];
 };
 
-/*
- * 32 bytes.  The inline key occupies inl[] and, contiguously, u.inl_tail[]:
- * bytes 20..31 of the struct.  Unused inline bytes are zero so that a key
- * compare is two fixed-size loads.
- */
+/* 24 bytes; see "Entries and their lifetime" above. */
 struct cm_entry {
-	uint64_t hash;
-	void *value;
-	uint32_t len;
-	unsigned char inl[4];
+	uint32_t tag;
+	unsigned char inl[4];	/* inline key bytes 0..3 */
 	union {
-		unsigned char inl_tail[8];
+		unsigned char inl_tail[8];	/* inline key bytes 4..11 */
 		struct cm_leaf *leaf;
 	} u;
+	void *value;
 };
+
+_Static_assert(sizeof(struct cm_entry) == 24, "entries are 24 bytes");
+_Static_assert(offsetof(struct cm_entry, u) == 8 &&
+		       offsetof(struct cm_entry, value) == 16,
+	       "the tag and the inline key fill the first 16 bytes");
 
 struct cm_node {
 	atomic_uint refs;
@@ -122,13 +141,18 @@ struct cm_owner {
 	void *ctx;
 };
 
-/* A key prepared for the walk: hashed once, small keys padded once. */
+/*
+ * A key prepared for the walk: hashed once, and for an inline key the
+ * first 16 bytes its entry would have (tag and zero-padded key), so that
+ * matching an entry is two 8-byte compares.
+ */
 struct cm_probe {
 	uint64_t hash;
 	const unsigned char *key;
 	uint32_t len;
 	bool boxed;
-	unsigned char inl[CM_INLINE_KEY];
+	uint32_t tag;		/* the tag its entry has */
+	uint64_t head[2];	/* inline key: the entry's first 16 bytes */
 };
 
 /* ---- bit helpers ---- */
@@ -205,57 +229,73 @@ static inline bool cm_is_boxed(uint32_t len, const struct cm_owner *own)
 	return len > CM_INLINE_KEY || own->value_free != NULL;
 }
 
-static inline unsigned char *cm_entry_inline(struct cm_entry *e)
+static inline uint32_t cm_tag(uint64_t hash, unsigned len_code)
 {
-	return (unsigned char *)e + offsetof(struct cm_entry, inl);
+	return (uint32_t)(hash << 4) | len_code;
 }
 
-static inline const unsigned char *cm_entry_inline_c(const struct cm_entry *e)
+static inline bool cm_entry_boxed(const struct cm_entry *e)
 {
-	return (const unsigned char *)e + offsetof(struct cm_entry, inl);
+	return (e->tag & 15u) == CM_LEN_BOXED;
 }
 
-/* Key bytes of @e; @boxed must be what cm_is_boxed() says for its map. */
-static inline const unsigned char *cm_entry_key(const struct cm_entry *e,
-						bool boxed)
+/* The low CM_FRAG_BITS bits of the entry's hash. */
+static inline uint64_t cm_entry_frag(const struct cm_entry *e)
 {
-	return boxed ? e->u.leaf->key : cm_entry_inline_c(e);
+	return e->tag >> 4;
 }
 
-static inline bool cm_inline_equal(const unsigned char *a,
-				   const unsigned char *b)
+static inline uint32_t cm_entry_len(const struct cm_entry *e)
 {
-	uint64_t a8, b8;
-	uint32_t a4, b4;
-
-	memcpy(&a8, a, 8);
-	memcpy(&b8, b, 8);
-	memcpy(&a4, a + 8, 4);
-	memcpy(&b4, b + 8, 4);
-	return ((a8 ^ b8) | (uint64_t)(a4 ^ b4)) == 0;
+	return cm_entry_boxed(e) ? e->u.leaf->len : (e->tag & 15u);
 }
 
-/* Does @e hold the probed key?  The cached hash rejects almost all
- * mismatches before any key byte is read. */
+static inline const unsigned char *cm_entry_key(const struct cm_entry *e)
+{
+	return cm_entry_boxed(e) ? e->u.leaf->key
+				  : (const unsigned char *)e +
+					    offsetof(struct cm_entry, inl);
+}
+
+/* The entry's first 16 bytes (tag and inline key) as two words. */
+static inline void cm_entry_head(const struct cm_entry *e, uint64_t head[2])
+{
+	memcpy(head, e, 16);
+}
+
+static inline bool cm_leaf_same_key(const struct cm_leaf *a,
+				    const unsigned char *key, uint32_t len)
+{
+	return a->len == len && memcmp(a->key, key, len) == 0;
+}
+
+/* Does @e hold the probed key?  The tag rejects almost all mismatches
+ * before any key byte outside the entry is read. */
 static inline bool cm_entry_matches(const struct cm_entry *e,
 				    const struct cm_probe *p)
 {
-	if (e->hash != p->hash || e->len != p->len)
-		return false;
-	if (p->boxed)
-		return memcmp(e->u.leaf->key, p->key, p->len) == 0;
-	return cm_inline_equal(cm_entry_inline_c(e), p->inl);
+	uint64_t h[2];
+
+	cm_entry_head(e, h);
+	if (!p->boxed)
+		return ((h[0] ^ p->head[0]) | (h[1] ^ p->head[1])) == 0;
+	return e->tag == p->tag &&
+	       cm_leaf_same_key(e->u.leaf, p->key, p->len);
 }
 
 /* Two entries of maps with the same owner rules: same key? */
 static inline bool cm_entries_same_key(const struct cm_entry *a,
-				       const struct cm_entry *b, bool boxed)
+				       const struct cm_entry *b)
 {
-	if (a->hash != b->hash || a->len != b->len)
-		return false;
-	if (boxed)
-		return memcmp(a->u.leaf->key, b->u.leaf->key, a->len) == 0;
-	return cm_inline_equal(cm_entry_inline_c(a), cm_entry_inline_c(b));
+	uint64_t ha[2], hb[2];
+
+	if (cm_entry_boxed(a))
+		return a->tag == b->tag &&
+		       cm_leaf_same_key(a->u.leaf, b->u.leaf->key,
+					b->u.leaf->len);
+	cm_entry_head(a, ha);
+	cm_entry_head(b, hb);
+	return ((ha[0] ^ hb[0]) | (ha[1] ^ hb[1])) == 0;
 }
 
 void cm_probe_init(struct cm_probe *p, uint64_t hash, const void *key,
@@ -270,13 +310,19 @@ bool cm_entry_make(struct cm_entry *e, const struct cm_probe *p, void *value);
 
 /* Take / drop one reference on what @e points to (nothing if inline).
  * The last drop frees the key and calls value_free. */
-void cm_entry_retain(const struct cm_entry *e, const struct cm_owner *own);
+static inline void cm_entry_retain(const struct cm_entry *e)
+{
+	if (cm_entry_boxed(e))
+		atomic_fetch_add_explicit(&e->u.leaf->refs, 1,
+					  memory_order_relaxed);
+}
+
 void cm_entry_release(const struct cm_entry *e, const struct cm_owner *own);
 
 /* Drop the caller's reference on a leaf from cm_entry_make() whose set
  * failed: frees it without calling value_free (the value stays the
  * caller's). */
-void cm_entry_discard(const struct cm_entry *e, const struct cm_owner *own);
+void cm_entry_discard(const struct cm_entry *e);
 
 /* ---- nodes ---- */
 
@@ -291,10 +337,6 @@ static inline void cm_node_retain(struct cm_node *n)
 
 /* Drop a reference; the last one frees the node and releases what it holds. */
 void cm_node_release(struct cm_node *n, const struct cm_owner *own);
-
-/* Retain every entry and child of @n (it is being copied). */
-void cm_node_retain_contents(const struct cm_node *n,
-			     const struct cm_owner *own);
 
 /*
  * cm_node_find - the trie walk: the entry holding the probed key, or NULL.

@@ -110,10 +110,10 @@ int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
 	if (!cm_entry_make(&e, &p, value))
 		return -ENOMEM;
 
-	struct cm_edit ed = { .own = &m->own, .draft = true };
+	struct cm_edit ed = { .map = m, .own = &m->own, .draft = true };
 	enum cm_edit_result r = cm_edit_set(&ed, t->root, &p, &e, &root);
 
-	cm_entry_discard(&e, &m->own);
+	cm_entry_discard(&e);
 	if (r != CM_EDIT_CHANGED)
 		return -ENOMEM;
 	txn_take_root(t, root);
@@ -132,7 +132,8 @@ int cowmap_txn_del(struct cowmap_txn *t, const void *key, size_t len)
 	if (cm_node_find(t->root, &p) == NULL)
 		return 0;
 
-	struct cm_edit ed = { .own = &t->shell->own, .draft = true };
+	struct cm_edit ed = { .map = t->shell, .own = &t->shell->own,
+			      .draft = true };
 
 	if (cm_edit_del(&ed, t->root, &p, &root) != CM_EDIT_CHANGED)
 		return -ENOMEM;
