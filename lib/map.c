@@ -102,25 +102,6 @@ size_t cowmap_size(const struct cowmap *m)
 	return cm_map_valid(m) ? m->count : 0;
 }
 
-int cowmap_get(const struct cowmap *m, const void *key, size_t len,
-	       void **value)
-{
-	struct cm_probe p;
-	int rc = cm_check_key(key, len);
-
-	if (rc < 0 || !cm_map_valid(m))
-		return -EINVAL;
-	cm_map_probe(m, &p, key, len);
-
-	const struct cm_entry *e = cm_node_find(m->root, &p);
-
-	if (e == NULL)
-		return 0;
-	if (value != NULL)
-		*value = e->value;
-	return 1;
-}
-
 /*
  * Both updates follow the same steps: validate, allocate the version shell
  * first (so nothing below can be half done when it fails), walk, and on

