@@ -20,6 +20,11 @@
  * copies, the version shell and the grace-period callback instead of
  * queueing behind each other one publish at a time.
  *
+ * Misuse: debug builds check a magic number in every cowmap_cell_* call
+ * and free cells through the allocator's quarantine, poisoned, so a cell
+ * used after cowmap_cell_free() is reported and answered with EINVAL
+ * instead of corrupting memory that malloc has handed out again.
+ *
  * This is the only file that knows about RCU.
  */
 #include <urcu/urcu-memb.h>	/* before cowmap.h: see DESIGN / README */
@@ -31,6 +36,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdalign.h>
+
+#define CM_CELL_LIVE 0x63656c6cu	/* "cell" */
+#define CM_CELL_DEAD 0x63656c2du	/* "cel-" */
 
 struct cell_request {
 	struct cell_request *next;
@@ -46,6 +54,7 @@ struct cowmap_cell {
 	/* Read by every reader: kept on its own cache line. */
 	alignas(64) struct cowmap *_Atomic current;
 	const struct rcu_flavor_struct *flavor;
+	uint32_t magic;		/* CM_CELL_LIVE until freed (checked in debug) */
 
 	/* Writers only. */
 	alignas(64) pthread_mutex_t writer;
@@ -136,9 +145,36 @@ static void install(struct cowmap_cell *c, struct cowmap *next,
 	c->flavor->update_call_rcu(&r->head, retire_done);
 }
 
+/*
+ * Is @c a cell that was not freed?  Release builds check NULL only: the
+ * memory of a freed cell may already belong to someone else.  Debug builds
+ * keep freed cells poisoned in the quarantine, so the magic can be read.
+ */
+static bool cell_live(const struct cowmap_cell *c, const char *call)
+{
+	if (c == NULL)
+		return false;
+#ifdef COWMAP_DEBUG
+	if (c->magic != CM_CELL_LIVE) {
+		cm_debug_report(call, "cell already freed");
+		return false;
+	}
+#else
+	(void)call;
+#endif
+	return true;
+}
+
 struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 				    const struct rcu_flavor_struct *flavor)
 {
+	/* A released @initial cannot be stolen (nor released again): refuse
+	 * it before anything is allocated.  Only debug builds can tell. */
+	if (initial != NULL && !cm_map_valid(initial)) {
+		errno = EINVAL;
+		return NULL;
+	}
+
 	struct cowmap_cell *c = cm_aligned_alloc(alignof(struct cowmap_cell),
 						 sizeof(*c));
 
@@ -157,6 +193,7 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 	}
 	atomic_init(&c->current, initial);
 	c->flavor = flavor != NULL ? flavor : &urcu_memb_flavor;
+	c->magic = CM_CELL_LIVE;
 	atomic_init(&c->requests, NULL);
 	atomic_init(&c->published, 0);
 	atomic_init(&c->pending_bytes, 0);
@@ -167,7 +204,7 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 
 void cowmap_cell_free(struct cowmap_cell *c)
 {
-	if (c == NULL)
+	if (!cell_live(c, "cowmap_cell_free"))
 		return;
 
 	struct cowmap *last = atomic_load_explicit(&c->current,
@@ -179,19 +216,24 @@ void cowmap_cell_free(struct cowmap_cell *c)
 	cowmap_release(last);
 	c->flavor->barrier();
 	pthread_mutex_destroy(&c->writer);
+	c->magic = CM_CELL_DEAD;
+#ifdef COWMAP_DEBUG
+	cm_free_quarantined(c);	/* so a later use is caught */
+#else
 	cm_free(c);
+#endif
 }
 
 const struct cowmap *cowmap_cell_load(struct cowmap_cell *c)
 {
-	if (c == NULL)
+	if (!cell_live(c, "cowmap_cell_load"))
 		return NULL;
 	return atomic_load_explicit(&c->current, memory_order_acquire);
 }
 
 struct cowmap *cowmap_cell_snapshot(struct cowmap_cell *c)
 {
-	if (c == NULL) {
+	if (!cell_live(c, "cowmap_cell_snapshot")) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -207,7 +249,8 @@ struct cowmap *cowmap_cell_snapshot(struct cowmap_cell *c)
 static int publish_if(struct cowmap_cell *c, bool check,
 		      const struct cowmap *expected, struct cowmap *next)
 {
-	if (c == NULL || !cm_map_valid(next)) {
+	if (!cell_live(c, check ? "cowmap_cell_cas" : "cowmap_cell_publish") ||
+	    !cm_map_valid(next)) {
 		cowmap_release(next);
 		return -EINVAL;
 	}
@@ -247,7 +290,7 @@ int cowmap_cell_update(struct cowmap_cell *c,
 					    void *arg),
 		       void *arg)
 {
-	if (c == NULL || fn == NULL)
+	if (!cell_live(c, "cowmap_cell_update") || fn == NULL)
 		return -EINVAL;
 
 	struct retired *r = cm_malloc(sizeof(*r));
@@ -421,7 +464,7 @@ static int submit(struct cowmap_cell *c, struct cell_request *q)
 int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
 		    void *value)
 {
-	if (c == NULL || cm_check_key(key, len) < 0)
+	if (!cell_live(c, "cowmap_cell_set") || cm_check_key(key, len) < 0)
 		return -EINVAL;
 
 	struct cell_request q = { .key = key, .len = len, .value = value };
@@ -431,7 +474,7 @@ int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
 
 int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len)
 {
-	if (c == NULL || cm_check_key(key, len) < 0)
+	if (!cell_live(c, "cowmap_cell_del") || cm_check_key(key, len) < 0)
 		return -EINVAL;
 
 	struct cell_request q = { .key = key, .len = len, .is_del = true };
@@ -441,7 +484,7 @@ int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len)
 
 int cowmap_cell_stats(struct cowmap_cell *c, struct cowmap_cell_stats *out)
 {
-	if (c == NULL || out == NULL)
+	if (!cell_live(c, "cowmap_cell_stats") || out == NULL)
 		return -EINVAL;
 	out->published = atomic_load_explicit(&c->published,
 					      memory_order_relaxed);

@@ -46,16 +46,30 @@ static inline uint64_t splitmix64_mix(uint64_t z)
 		v2 += v1; v1 = rotl64(v1, 17); v1 ^= v2; v2 = rotl64(v2, 32); \
 	} while (0)
 
+struct cm_sipkey cm_sipkey_from_seed(uint64_t seed)
+{
+	struct cm_sipkey k;
+
+	k.k0 = splitmix64_mix(seed + 0x9e3779b97f4a7c15ULL);
+	k.k1 = splitmix64_mix(k.k0 ^ seed);
+	return k;
+}
+
 uint64_t cm_hash_bytes(const void *key, size_t len, uint64_t seed)
 {
+	struct cm_sipkey k = cm_sipkey_from_seed(seed);
+
+	return cm_hash_keyed(&k, key, len);
+}
+
+uint64_t cm_hash_keyed(const struct cm_sipkey *k, const void *key, size_t len)
+{
 	const unsigned char *p = key;
-	uint64_t k0 = splitmix64_mix(seed + 0x9e3779b97f4a7c15ULL);
-	uint64_t k1 = splitmix64_mix(k0 ^ seed);
 	/* The initial state constants are fixed by the SipHash specification. */
-	uint64_t v0 = k0 ^ 0x736f6d6570736575ULL;
-	uint64_t v1 = k1 ^ 0x646f72616e646f6dULL;
-	uint64_t v2 = k0 ^ 0x6c7967656e657261ULL;
-	uint64_t v3 = k1 ^ 0x7465646279746573ULL;
+	uint64_t v0 = k->k0 ^ 0x736f6d6570736575ULL;
+	uint64_t v1 = k->k1 ^ 0x646f72616e646f6dULL;
+	uint64_t v2 = k->k0 ^ 0x6c7967656e657261ULL;
+	uint64_t v3 = k->k1 ^ 0x7465646279746573ULL;
 	size_t whole = len & ~(size_t)7;
 	uint64_t last = (uint64_t)len << 56;
 	size_t i;
@@ -67,8 +81,7 @@ uint64_t cm_hash_bytes(const void *key, size_t len, uint64_t seed)
 		SIP_ROUND(v0, v1, v2, v3);
 		v0 ^= m;
 	}
-	for (size_t j = 0; j < (len & 7); j++)
-		last |= (uint64_t)p[whole + j] << (8 * j);
+	last |= cm_load_le_upto8(p + whole, len & 7);
 
 	v3 ^= last;
 	SIP_ROUND(v0, v1, v2, v3);

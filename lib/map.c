@@ -46,6 +46,8 @@ struct cowmap *cowmap_new(const struct cowmap_options *opts)
 		}
 	}
 
+	proto.sipkey = cm_sipkey_from_seed(proto.seed);
+
 	struct cowmap *m = cm_malloc(sizeof(*m));
 	struct cm_node *root = cm_node_alloc(CM_BITMAP, 0, 0, false);
 

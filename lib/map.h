@@ -22,6 +22,7 @@ struct cowmap {
 	size_t count;
 	struct cm_node *root;	/* never NULL: an empty map has an empty root */
 	uint64_t seed;
+	struct cm_sipkey sipkey;	/* derived from seed, for the built-in hash */
 	uint64_t (*hash)(const void *key, size_t len, uint64_t seed, void *ctx);
 	struct cm_owner own;	/* value_free and ctx */
 	size_t max_entries;
@@ -65,7 +66,7 @@ static inline uint64_t cm_map_hash(const struct cowmap *m, const void *key,
 		key = &nothing;
 	if (m->hash != NULL)
 		return m->hash(key, len, m->seed, m->own.ctx);
-	return cm_hash_bytes(key, len, m->seed);
+	return cm_hash_keyed(&m->sipkey, key, len);
 }
 
 static inline void cm_map_probe(const struct cowmap *m, struct cm_probe *p,
@@ -86,6 +87,7 @@ static inline void cm_map_copy_options(struct cowmap *to,
 				       const struct cowmap *from)
 {
 	to->seed = from->seed;
+	to->sipkey = from->sipkey;
 	to->hash = from->hash;
 	to->own = from->own;
 	to->max_entries = from->max_entries;

@@ -20,24 +20,6 @@ static bool drop_ref(atomic_uint *refs)
 	return true;
 }
 
-void cm_probe_init(struct cm_probe *p, uint64_t hash, const void *key,
-		   uint32_t len, const struct cm_owner *own)
-{
-	struct cm_entry image;
-
-	p->hash = hash;
-	p->key = key;
-	p->len = len;
-	p->boxed = cm_is_boxed(len, own);
-	p->tag = cm_tag(hash, p->boxed ? CM_LEN_BOXED : len);
-	memset(&image, 0, sizeof(image));
-	image.tag = p->tag;
-	if (!p->boxed && len > 0)
-		memcpy((unsigned char *)&image + offsetof(struct cm_entry, inl),
-		       key, len);	/* on into u.inl_tail */
-	cm_entry_head(&image, p->head);
-}
-
 bool cm_entry_make(struct cm_entry *e, const struct cm_probe *p, void *value)
 {
 	memcpy(e, p->head, 16);

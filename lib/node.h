@@ -91,6 +91,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "hash.h"
+
 #define CM_BITS 5
 #define CM_CHUNK_MASK 31u
 #define CM_COLLISION_DEPTH 13	/* 13 * 5 > 64: the hash is used up */
@@ -298,8 +300,35 @@ static inline bool cm_entries_same_key(const struct cm_entry *a,
 	return ((ha[0] ^ hb[0]) | (ha[1] ^ hb[1])) == 0;
 }
 
-void cm_probe_init(struct cm_probe *p, uint64_t hash, const void *key,
-		   uint32_t len, const struct cm_owner *own);
+/* Prepare @p for the walk: @hash is the key's hash under its map. */
+static inline void cm_probe_init(struct cm_probe *p, uint64_t hash,
+				 const void *key, uint32_t len,
+				 const struct cm_owner *own)
+{
+	p->hash = hash;
+	p->key = key;
+	p->len = len;
+	p->boxed = cm_is_boxed(len, own);
+	p->tag = cm_tag(hash, p->boxed ? CM_LEN_BOXED : len);
+	if (p->boxed) {
+		p->head[0] = p->head[1] = 0;	/* unused */
+		return;
+	}
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	p->head[0] = p->tag |
+		     cm_load_le_upto8(key, len < 4 ? len : 4) << 32;
+	p->head[1] = len > 4 ? cm_load_le_upto8(p->key + 4, len - 4) : 0;
+#else
+	struct cm_entry image;
+
+	memset(&image, 0, sizeof(image));
+	image.tag = p->tag;
+	if (len > 0)
+		memcpy((unsigned char *)&image + offsetof(struct cm_entry, inl),
+		       key, len);	/* on into u.inl_tail */
+	cm_entry_head(&image, p->head);
+#endif
+}
 
 /*
  * cm_entry_make - fill @e for the probed key and @value.  For a boxed key it
