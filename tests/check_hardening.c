@@ -146,6 +146,76 @@ START_TEST(flood_keys_found_for_one_seed_are_ordinary_under_another)
 }
 END_TEST
 
+/*
+ * SipHash-1-3 written the plain way, byte by byte, from the paper's
+ * description: the library reads key tails with overlapping word loads
+ * and derives the key once per map, and must still compute this.
+ */
+static uint64_t rotl(uint64_t x, int b)
+{
+	return (x << b) | (x >> (64 - b));
+}
+
+static void sip_round(uint64_t v[4])
+{
+	v[0] += v[1]; v[1] = rotl(v[1], 13); v[1] ^= v[0]; v[0] = rotl(v[0], 32);
+	v[2] += v[3]; v[3] = rotl(v[3], 16); v[3] ^= v[2];
+	v[0] += v[3]; v[3] = rotl(v[3], 21); v[3] ^= v[0];
+	v[2] += v[1]; v[1] = rotl(v[1], 17); v[1] ^= v[2]; v[2] = rotl(v[2], 32);
+}
+
+static uint64_t reference_siphash13(uint64_t k0, uint64_t k1,
+				    const unsigned char *p, size_t len)
+{
+	uint64_t v[4] = { k0 ^ 0x736f6d6570736575ULL, k1 ^ 0x646f72616e646f6dULL,
+			  k0 ^ 0x6c7967656e657261ULL, k1 ^ 0x7465646279746573ULL };
+	uint64_t m = 0;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		m |= (uint64_t)p[i] << (8 * (i % 8));
+		if (i % 8 == 7) {
+			v[3] ^= m;
+			sip_round(v);
+			v[0] ^= m;
+			m = 0;
+		}
+	}
+	m |= (uint64_t)(len & 0xff) << 56;
+	v[3] ^= m;
+	sip_round(v);
+	v[0] ^= m;
+	v[2] ^= 0xff;
+	for (i = 0; i < 3; i++)
+		sip_round(v);
+	return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+START_TEST(builtin_hash_is_siphash13_for_every_tail_length)
+{
+	unsigned char buf[80];
+	uint64_t seeds[] = { 1, 0x9e3779b97f4a7c15ULL, UINT64_MAX };
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (unsigned char)(i * 37 + 11);
+	for (size_t si = 0; si < sizeof(seeds) / sizeof(seeds[0]); si++) {
+		struct cm_sipkey k = cm_sipkey_from_seed(seeds[si]);
+
+		for (size_t off = 0; off < 3; off++)
+			for (size_t len = 0; len + off <= sizeof(buf); len++) {
+				uint64_t want = reference_siphash13(
+					k.k0, k.k1, buf + off, len);
+
+				ck_assert_uint_eq(cm_hash_keyed(&k, buf + off, len),
+						  want);
+				ck_assert_uint_eq(cm_hash_bytes(buf + off, len,
+								seeds[si]),
+						  want);
+			}
+	}
+}
+END_TEST
+
 START_TEST(the_default_seed_is_random_per_map)
 {
 	struct cowmap *m1 = cowmap_new(NULL), *m2, *s1, *s2;
@@ -964,6 +1034,7 @@ Suite *hardening_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, flood_keys_found_for_one_seed_are_ordinary_under_another);
 	tcase_add_test(tc, the_default_seed_is_random_per_map);
+	tcase_add_test(tc, builtin_hash_is_siphash13_for_every_tail_length);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("collisions");
