@@ -101,12 +101,22 @@ int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
 
 	cm_map_probe(m, &p, key, len);
 
-	const struct cm_entry *old = cm_node_find(t->root, &p);
+	/*
+	 * Look first only where the walk below cannot answer alone: a limit
+	 * needs to know whether the key is new before anything changes, and
+	 * a boxed key would allocate its leaf even for a no-op.  Otherwise
+	 * the edit itself notices an unchanged value (no allocation), and a
+	 * bulk load saves a walk per insert.
+	 */
+	if (p.boxed || m->max_entries != 0) {
+		const struct cm_entry *old = cm_node_find(t->root, &p);
 
-	if (old != NULL && old->value == value)
-		return 0;
-	if (old == NULL && m->max_entries != 0 && t->count >= m->max_entries)
-		return -ENOSPC;
+		if (old != NULL && old->value == value)
+			return 0;
+		if (old == NULL && m->max_entries != 0 &&
+		    t->count >= m->max_entries)
+			return -ENOSPC;
+	}
 	if (!cm_entry_make(&e, &p, value))
 		return -ENOMEM;
 
@@ -114,8 +124,10 @@ int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
 	enum cm_edit_result r = cm_edit_set(&ed, t->root, &p, &e, &root);
 
 	cm_entry_discard(&e);
-	if (r != CM_EDIT_CHANGED)
+	if (r == CM_EDIT_NOMEM)
 		return -ENOMEM;
+	if (r == CM_EDIT_NOCHANGE)	/* the key already had this value */
+		return 0;
 	txn_take_root(t, root);
 	t->count += ed.added ? 1 : 0;
 	return 0;
