@@ -50,13 +50,6 @@ void *cm_aligned_alloc(size_t align, size_t size)
 	return p;
 }
 
-void *cm_shrink(void *p, size_t size)
-{
-	void *q = realloc(p, size);
-
-	return q != NULL ? q : p;
-}
-
 void cm_free(void *p)
 {
 	free(p);

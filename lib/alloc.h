@@ -17,10 +17,6 @@ void *cm_calloc(size_t count, size_t size);
  * freed with cm_free(); for objects with over-aligned members, which
  * malloc() does not guarantee. */
 void *cm_aligned_alloc(size_t align, size_t size);
-/* @p cut down to @size bytes (fewer than it has): @p itself or its new
- * place.  Never fails, so fault injection leaves it alone; if the
- * allocator cannot shrink the block, @p is returned as it was. */
-void *cm_shrink(void *p, size_t size);
 void cm_free(void *p);
 
 /*

@@ -40,16 +40,32 @@ struct splice {
 };
 
 /*
- * Write the slots @s describes into @m (whose maps are already set), taking
- * the old slots from @src_e / @src_c.  @retain: the old slots stay where
- * they were too, so each copy takes a reference; otherwise they move.
+ * Build @n's successor described by @s.  A node shared with other versions
+ * keeps its contents, so the copy retains everything it copies.  A draft
+ * node belongs to this transaction alone and its (draft) parent drops it
+ * as soon as the successor is in place: its entries and children are moved
+ * instead, and @n is left empty so that dropping it frees only its shell.
+ * That saves a retain and a release per slot on every insert of a bulk
+ * load.  Emptying @n is an in-place change made after the allocation, and
+ * nothing above a draft allocates (see the invariants above), so a failure
+ * still changes nothing.
  */
-static void fill(struct cm_node *m, const struct cm_entry *src_e,
-		 struct cm_node *const *src_c, const struct splice *s,
-		 unsigned ne, unsigned nc, bool retain)
+static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
+			       const struct splice *s)
 {
+	bool coll = n->kind == CM_COLLISION;
+	bool move = ed->draft && n->draft;
+	unsigned ne = coll ? s->datamap : cm_popcount(s->datamap);
+	unsigned nc = cm_popcount(s->nodemap);
+	struct cm_node *m = cm_node_alloc(n->kind, ne, nc, ed->draft);
+
+	if (m == NULL)
+		return NULL;
+	m->datamap = s->datamap;
+	m->nodemap = s->nodemap;
+
+	const struct cm_entry *src_e = cm_node_entries(n);
 	struct cm_entry *dst_e = cm_node_entries(m);
-	struct cm_node **dst_c = cm_children(m);
 	unsigned from = 0;
 
 	for (unsigned to = 0; to < ne; to++) {
@@ -61,125 +77,30 @@ static void fill(struct cm_node *m, const struct cm_entry *src_e,
 		if (from == s->skip_entry)
 			from++;
 		dst_e[to] = src_e[from++];
-		if (retain)
+		if (!move)
 			cm_entry_retain(&dst_e[to]);
 	}
+
+	struct cm_node **src = cm_children(n), **dst = cm_children(m);
+
 	from = 0;
 	for (unsigned to = 0; to < nc; to++) {
 		if (s->add_child != NULL && to == s->add_child_at) {
-			dst_c[to] = s->add_child;
+			dst[to] = s->add_child;
 			continue;
 		}
 		if (from == s->skip_child)
 			from++;
-		dst_c[to] = src_c[from++];
-		if (retain)
-			cm_node_retain(dst_c[to]);
+		dst[to] = src[from++];
+		if (!move)
+			cm_node_retain(dst[to]);
 	}
-}
-
-/* What a moved-from draft node left out is its alone: drop it. */
-static void drop_skipped(const struct cm_edit *ed, const struct cm_entry *src_e,
-			 struct cm_node *const *src_c, const struct splice *s)
-{
-	if (s->skip_entry != NONE)
-		cm_entry_release(&src_e[s->skip_entry], ed->own);
-	if (s->skip_child != NONE)
-		cm_node_release(src_c[s->skip_child], ed->own);
-}
-
-/*
- * A draft bitmap node with room for @s's result is changed in place: its
- * slots are copied aside (at most 32 of each) and written back in the new
- * layout.  No allocation, so this cannot fail.
- */
-static struct cm_node *rebuild_in_place(const struct cm_edit *ed,
-					struct cm_node *n,
-					const struct splice *s,
-					unsigned ne, unsigned nc)
-{
-	struct cm_entry old_e[32];
-	struct cm_node *old_c[32];
-	unsigned one = cm_entry_count(n), onc = cm_child_count(n);
-
-	/* The two edits of a bulk load, as plain moves of the tail. */
-	if (s->add_entry != NULL && s->skip_entry == NONE &&
-	    s->add_child == NULL && s->skip_child == NONE) {
-		/* A new entry: the entries after it move up one. */
-		struct cm_entry *e = cm_node_entries(n);
-		unsigned at = s->add_entry_at;
-
-		memmove(&e[at + 1], &e[at], (one - at) * sizeof(*e));
-		e[at] = *s->add_entry;
-		cm_entry_retain(&e[at]);
-		n->datamap = s->datamap;
-		return n;
-	}
-	if (s->skip_entry != NONE && s->add_child != NULL &&
-	    s->add_entry == NULL && s->skip_child == NONE) {
-		/*
-		 * Entry i becomes a child: one more child pointer in front
-		 * pushes the entries before i up by 8 bytes, and those after
-		 * it (one entry fewer) come down by 16.
-		 */
-		struct cm_entry *e = cm_node_entries(n);
-		struct cm_node **c = cm_children(n);
-		unsigned i = s->skip_entry, at = s->add_child_at;
-		struct cm_entry gone = e[i];
-		unsigned char *base = (unsigned char *)e;
-
-		memmove(base + 8 + i * sizeof(*e), &e[i + 1],
-			(one - i - 1) * sizeof(*e));
-		memmove(base + 8, base, i * sizeof(*e));
-		memmove(&c[at + 1], &c[at], (onc - at) * sizeof(*c));
-		c[at] = s->add_child;
-		n->datamap = s->datamap;
-		n->nodemap = s->nodemap;
-		cm_entry_release(&gone, ed->own);
-		return n;
-	}
-
-	memcpy(old_e, cm_node_entries(n), one * sizeof(old_e[0]));
-	memcpy(old_c, cm_children(n), onc * sizeof(old_c[0]));
-	n->datamap = s->datamap;
-	n->nodemap = s->nodemap;
-	fill(n, old_e, old_c, s, ne, nc, false);
-	drop_skipped(ed, old_e, old_c, s);
-	return n;
-}
-
-/*
- * Build @n's successor described by @s.  A node shared with other versions
- * keeps its contents, so the copy retains everything it copies.  A draft
- * node belongs to this transaction alone: it changes in place when it has
- * room, and otherwise its entries and children are moved into a bigger
- * successor and @n is left empty, so that when its (draft) parent drops it
- * only its shell is freed.  That saves an allocation, or a retain and a
- * release per slot, on every insert of a bulk load.  Emptying @n is an
- * in-place change made after the allocation, and nothing above a draft
- * allocates (see the invariants above), so a failure still changes
- * nothing.
- */
-static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
-			       const struct splice *s)
-{
-	bool coll = n->kind == CM_COLLISION;
-	bool move = ed->draft && n->draft;
-	unsigned ne = coll ? s->datamap : cm_popcount(s->datamap);
-	unsigned nc = cm_popcount(s->nodemap);
-
-	if (move && !coll && cm_payload_words(ne, nc) <= n->cap)
-		return rebuild_in_place(ed, n, s, ne, nc);
-
-	struct cm_node *m = cm_node_alloc(n->kind, ne, nc, ed->draft);
-
-	if (m == NULL)
-		return NULL;
-	m->datamap = s->datamap;
-	m->nodemap = s->nodemap;
-	fill(m, cm_node_entries(n), cm_children(n), s, ne, nc, !move);
 	if (move) {
-		drop_skipped(ed, cm_node_entries(n), cm_children(n), s);
+		/* What was left out is @n's alone: drop it now. */
+		if (s->skip_entry != NONE)
+			cm_entry_release(&src_e[s->skip_entry], ed->own);
+		if (s->skip_child != NONE)
+			cm_node_release(src[s->skip_child], ed->own);
 		n->datamap = 0;	/* a collision node's count, too */
 		n->nodemap = 0;
 	}
@@ -522,17 +443,15 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 	}
 }
 
-struct cm_node *cm_edit_seal(struct cm_node *n)
+void cm_edit_seal(struct cm_node *n)
 {
 	if (!n->draft)
-		return n;
+		return;
+	n->draft = 0;
 
 	struct cm_node **kids = cm_children(n);
 	unsigned nc = cm_child_count(n);
 
 	for (unsigned i = 0; i < nc; i++)
-		kids[i] = cm_edit_seal(kids[i]);
-	n = cm_node_shrink(n);
-	n->draft = 0;
-	return n;
+		cm_edit_seal(kids[i]);
 }

@@ -44,11 +44,7 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 				const struct cm_probe *p,
 				struct cm_node **out);
 
-/*
- * Make the draft nodes of a committed transaction immutable: clear their
- * draft flag and give back their spare room.  Returns the root, which
- * (like any draft node) may have moved.
- */
-struct cm_node *cm_edit_seal(struct cm_node *root);
+/* Clear the draft flag on every node of a committed transaction. */
+void cm_edit_seal(struct cm_node *root);
 
 #endif

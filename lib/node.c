@@ -56,50 +56,20 @@ void cm_entry_discard(const struct cm_entry *e)
 		cm_free(e->u.leaf);
 }
 
-/* Room for a draft bitmap node's payload: the next power of two of words,
- * at least a cache line's worth, at most what 32 entries need. */
-static unsigned draft_capacity(unsigned words)
-{
-	unsigned cap = 8;
-	unsigned most = cm_payload_words(32, 0);
-
-	while (cap < words)
-		cap *= 2;
-	return cap < most ? cap : most;	/* words never exceed most */
-}
-
 struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 			      unsigned children, bool draft)
 {
-	unsigned words = cm_payload_words(entries, children);
-	unsigned cap = draft && kind == CM_BITMAP ? draft_capacity(words) : 0;
-	struct cm_node *n = cm_malloc(sizeof(*n) +
-				      8 * (size_t)(cap ? cap : words));
+	struct cm_node *n = cm_malloc(cm_node_bytes_for(entries, children));
 
 	if (n == NULL)
 		return NULL;
 	atomic_init(&n->refs, 1);
 	n->kind = (uint8_t)kind;
 	n->draft = draft;
-	n->cap = (uint16_t)cap;
+	n->reserved = 0;
 	n->datamap = kind == CM_COLLISION ? entries : 0;
 	n->nodemap = 0;
 	return n;
-}
-
-struct cm_node *cm_node_shrink(struct cm_node *n)
-{
-	size_t bytes = cm_node_bytes(n);
-
-	if (n->cap == 0 || 8 * (size_t)n->cap + sizeof(*n) == bytes) {
-		n->cap = 0;
-		return n;
-	}
-
-	struct cm_node *m = cm_shrink(n, bytes);
-
-	m->cap = 0;
-	return m;
 }
 
 void cm_node_release(struct cm_node *n, const struct cm_owner *own)

@@ -131,8 +131,7 @@ struct cm_node {
 	atomic_uint refs;
 	uint8_t kind;
 	uint8_t draft;
-	uint16_t cap;		/* draft bitmap node: room for this many 8-byte
-				   words of children and entries; else 0 */
+	uint16_t reserved;
 	uint32_t datamap;	/* collision node: number of entries */
 	uint32_t nodemap;
 	/* followed by cm_child_count() children, then the entries */
@@ -218,12 +217,6 @@ static inline size_t cm_node_bytes_for(unsigned entries, unsigned children)
 {
 	return sizeof(struct cm_node) + entries * sizeof(struct cm_entry) +
 	       children * sizeof(struct cm_node *);
-}
-
-/* Children and entries in 8-byte words (an entry is three). */
-static inline unsigned cm_payload_words(unsigned entries, unsigned children)
-{
-	return children + entries * (unsigned)(sizeof(struct cm_entry) / 8);
 }
 
 static inline size_t cm_node_bytes(const struct cm_node *n)
@@ -362,21 +355,9 @@ void cm_entry_discard(const struct cm_entry *e);
 
 /* ---- nodes ---- */
 
-/*
- * A node with refs 1 and uninitialised slots, or NULL (ENOMEM).  A draft
- * bitmap node gets room to grow (see cm_node_shrink): a bulk load then
- * inserts into the nodes it owns in place instead of reallocating one per
- * insert.
- */
+/* A node with refs 1 and uninitialised slots, or NULL (ENOMEM). */
 struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 			      unsigned children, bool draft);
-
-/*
- * A draft node about to become part of a version, without its spare room:
- * @n itself, or a copy of it when the allocator moved it (@n is then
- * gone).  Never fails: a node that cannot shrink keeps its room.
- */
-struct cm_node *cm_node_shrink(struct cm_node *n);
 
 static inline void cm_node_retain(struct cm_node *n)
 {
