@@ -403,7 +403,9 @@ struct cowmap_cell_stats {
  *           the cell default options, without your value_free or limit.
  * @flavor:  the liburcu flavor its readers use, e.g. &urcu_qsbr_flavor;
  *           NULL means urcu-memb.
- * Returns NULL with errno ENOMEM.
+ * Returns NULL with errno ENOMEM.  Debug builds (configure --enable-debug)
+ * also refuse an @initial that was already released: NULL with errno
+ * EINVAL, and a report on stderr.
  */
 COWMAP_API
 struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
@@ -416,6 +418,10 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
  * every deferred free the cell queued has run, so nothing is pending when
  * it returns.  No reader may use the cell any more.  Must not be called
  * inside a read-side critical section or from a call_rcu callback.
+ *
+ * A freed cell must not be passed to any cowmap_cell_* call again.  Debug
+ * builds keep freed cells poisoned for a while and answer such a call
+ * with EINVAL (NULL for load and snapshot) and a report on stderr.
  */
 COWMAP_API
 void cowmap_cell_free(struct cowmap_cell *c);

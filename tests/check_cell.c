@@ -495,6 +495,38 @@ START_TEST(cell_new_default_flavor_is_memb)
 }
 END_TEST
 
+/*
+ * struct cowmap_cell keeps the readers' and the writers' fields on
+ * separate cache lines (alignas(64) members); malloc() only promises 16
+ * bytes, so every cell must come back 64-byte aligned.  Fifty cells are
+ * held at once so that the allocator cannot hand out one lucky block
+ * again and again.
+ */
+#define ALIGN_CELLS 50
+
+START_TEST(cell_new_is_64_byte_aligned)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options plain = { 0 };
+	struct cowmap_cell *cells[ALIGN_CELLS];
+
+	for (int i = 0; i < ALIGN_CELLS; i++) {
+		/* Interleave other allocations of odd sizes. */
+		struct cowmap *m = i % 2 ? map_of(&plain, (unsigned)i % 5, NULL)
+					 : NULL;
+
+		cells[i] = cowmap_cell_new(m, tf->flavor);
+		ck_assert_ptr_nonnull(cells[i]);
+		ck_assert_msg((uintptr_t)cells[i] % 64 == 0,
+			      "cell %d at %p is not 64-byte aligned", i,
+			      (void *)cells[i]);
+	}
+	for (int i = 0; i < ALIGN_CELLS; i++)
+		cowmap_cell_free(cells[i]);
+	end(tf);
+}
+END_TEST
+
 START_TEST(cell_free_null_is_noop)
 {
 	cowmap_cell_free(NULL);
@@ -1681,8 +1713,8 @@ START_TEST(fault_cell_del)
 	}
 	ck_assert_int_lt(n, FAULT_MAX);
 	REPORT("fault_cell_del %s: %ld failure points\n", tf_name_of(_i), n);
-	/* Deleting an absent key under fault injection: 0 or -ENOMEM, and
-	 * never a publish. */
+	/* Deleting an absent key is answered by a lookup, whichever
+	 * allocation would fail: always 0, never a publish. */
 	for (n = 0; n < 64; n++) {
 		uint64_t pub = cell_stats(f.c).published;
 		int r;
@@ -1690,11 +1722,81 @@ START_TEST(fault_cell_del)
 		cm_test_fail_after(n);
 		r = cowmap_cell_del(f.c, "k6", 2);
 		cm_test_fail_after(-1);
-		ck_assert_msg(r == 0 || r == -ENOMEM, "del absent = %d", r);
+		ck_assert_msg(r == 0, "del absent = %d", r);
 		ck_assert_uint_eq(cell_stats(f.c).published, pub);
 	}
 	cowmap_cell_free(f.c);
 	end(f.tf);
+}
+END_TEST
+
+/*
+ * The header promises that a lone cowmap_cell_set/del that changes nothing
+ * or that the limit refuses "is answered without allocating": with every
+ * allocation failing it still gets its real answer, not ENOMEM, and the
+ * library does not even try to allocate.  A lone call that does change
+ * something is the contrast: it needs memory and says ENOMEM.
+ */
+START_TEST(fault_lone_noop_and_refused_answered_without_allocating)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4], *nv = tv_new();
+	struct cowmap_cell *c;
+	const struct cowmap *before;
+	uint64_t pub;
+	unsigned long allocs, heap_calls;
+	long base;
+	int r_same, r_absent, r_full, r_del, r_new;
+
+	o.max_entries = 4;
+	c = cowmap_cell_new(map_of(&o, 4, vals), tf->flavor);
+	ck_assert_ptr_nonnull(c);
+	before = cell_current(tf, c);
+	pub = cell_stats(c).published;
+	tf_barrier(tf);
+	base = live_settled();
+
+	allocs = cm_test_alloc_count();
+	heap_calls = ct_my_allocs();
+	cm_test_fail_after(0);
+	r_same = cowmap_cell_set(c, "k2", 2, vals[2]);	/* same value */
+	r_absent = cowmap_cell_del(c, "nope", 4);	/* absent key */
+	r_full = cowmap_cell_set(c, "k9", 2, nv);	/* 4 of 4 entries */
+	cm_test_fail_after(-1);
+	/* Counted before any ck_assert: Check's own bookkeeping allocates. */
+	allocs = cm_test_alloc_count() - allocs;
+	heap_calls = ct_my_allocs() - heap_calls;
+	ck_assert_int_eq(r_same, 0);
+	ck_assert_int_eq(r_absent, 0);
+	ck_assert_int_eq(r_full, -ENOSPC);
+	ck_assert_uint_eq(allocs, 0);	/* the library did not even try */
+	ck_assert_uint_eq(heap_calls, 0);	/* nor made any heap call */
+
+	ck_assert_uint_eq(cell_stats(c).published, pub);
+	ck_assert_ptr_eq(cell_current(tf, c), before);
+	ck_assert_ptr_null(cell_get(tf, c, "k9"));
+	ck_assert_ptr_eq(cell_get(tf, c, "k2"), vals[2]);
+	CHECK_NO_LEAK(tf, base, "lone no-op cell_set/del");
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 0);
+	ck_assert_int_eq(tv_freed(nv), 0);
+
+	/* Changes do allocate: the same failing allocator refuses them. */
+	cm_test_fail_after(0);
+	r_del = cowmap_cell_del(c, "k2", 2);
+	r_new = cowmap_cell_set(c, "k3", 2, nv);
+	cm_test_fail_after(-1);
+	ck_assert_int_eq(r_del, -ENOMEM);
+	ck_assert_int_eq(r_new, -ENOMEM);
+	ck_assert_uint_eq(cell_stats(c).published, pub);
+	ck_assert_ptr_eq(cell_get(tf, c, "k3"), vals[3]);
+
+	cowmap_cell_free(c);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(tv_freed(vals[i]), 1);
+	ck_assert_int_eq(tv_freed(nv), 0);
+	end(tf);
 }
 END_TEST
 
@@ -2202,6 +2304,7 @@ Suite *cell_suite(void)
 	tcase_add_loop_test(tc, cell_new_steals_initial, 0, TF_COUNT);
 	tcase_add_test(tc, cell_new_default_flavor_is_memb);
 	tcase_add_test(tc, cell_free_null_is_noop);
+	tcase_add_loop_test(tc, cell_new_is_64_byte_aligned, 0, TF_COUNT);
 	tcase_add_loop_test(tc, load_returns_current_version, 0, TF_COUNT);
 	tcase_add_loop_test(tc, snapshot_survives_later_publishes, 0,
 			    TF_COUNT);
@@ -2256,6 +2359,9 @@ Suite *cell_suite(void)
 	tcase_add_loop_test(tc, fault_update, 0, TF_COUNT);
 	tcase_add_loop_test(tc, fault_cell_set, 0, TF_COUNT);
 	tcase_add_loop_test(tc, fault_cell_del, 0, TF_COUNT);
+	tcase_add_loop_test(tc,
+			    fault_lone_noop_and_refused_answered_without_allocating,
+			    0, TF_COUNT);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("combining");

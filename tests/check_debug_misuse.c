@@ -1,8 +1,8 @@
 /*
  * check_debug_misuse.c - what the debug build (COWMAP_DEBUG=1) adds:
- * a version used after its last release, and a transaction used after
- * commit or abort, are answered with EINVAL and a report on stderr
- * instead of touching freed memory.
+ * a version used after its last release, a transaction used after
+ * commit or abort, and a cell used after cowmap_cell_free(), are answered
+ * with EINVAL and a report on stderr instead of touching freed memory.
  *
  * This program is linked with its own copy of the library compiled with
  * -DCOWMAP_DEBUG=1 (see tests/fuzz/local.mk), so it runs in every
@@ -239,6 +239,151 @@ START_TEST(released_version_published_is_einval)
 }
 END_TEST
 
+/* ---- cells ---- */
+
+/* A released version handed to cowmap_cell_new(): refused, nothing
+ * allocated that could leak, nothing of the released version freed again,
+ * and no value passed to value_free a second time. */
+START_TEST(cell_new_with_released_version_is_einval)
+{
+	struct cowmap *m = released_version();
+	struct cowmap_cell *c;
+	const char *text;
+	int err;
+
+	capture_begin();
+	errno = 0;
+	c = cowmap_cell_new(m, NULL);
+	err = errno;
+	text = capture_end();
+	ck_assert_ptr_null(c);
+	ck_assert_int_eq(err, EINVAL);
+	ck_assert_reported(text, "released");
+	ck_assert_int_eq(frees[1], 1);
+	ck_assert_int_eq(frees[2], 1);
+}
+END_TEST
+
+/* A cell with two values it owns, then freed by its only user. */
+static struct cowmap_cell *freed_cell(void)
+{
+	struct cowmap_options o = { .seed = 9, .value_free = count_free,
+				    .ctx = vals };
+	struct cowmap *m = cowmap_new(&o), *a;
+	struct cowmap_cell *c;
+
+	ck_assert_ptr_nonnull(m);
+	a = cowmap_set(m, "one", 3, &vals[1]);
+	ck_assert_ptr_nonnull(a);
+	cowmap_release(m);
+	c = cowmap_cell_new(a, NULL);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(cowmap_cell_set(c, "two", 3, &vals[2]), 0);
+	memset(frees, 0, sizeof(frees));
+	cowmap_cell_free(c);
+	ck_assert_int_eq(frees[1], 1);
+	ck_assert_int_eq(frees[2], 1);
+	return c;	/* dangling on purpose */
+}
+
+/* Enough other cells, versions and transactions come and go that a cell
+ * freed with plain free() would have its memory reused. */
+static void churn(void)
+{
+	for (int i = 0; i < 200; i++) {
+		struct cowmap_cell *c = cowmap_cell_new(NULL, NULL);
+		struct cowmap *v;
+
+		ck_assert_ptr_nonnull(c);
+		ck_assert_int_eq(cowmap_cell_set(c, &i, sizeof(i), NULL), 0);
+		v = cowmap_cell_snapshot(c);
+		ck_assert_ptr_nonnull(v);
+		cowmap_release(v);
+		cowmap_cell_free(c);
+	}
+}
+
+START_TEST(freed_cell_in_writers_is_einval_and_reported)
+{
+	struct cowmap_cell *c;
+	struct cowmap *next;
+	const char *text;
+
+	urcu_memb_register_thread();
+	c = freed_cell();
+	churn();
+	next = cowmap_new(NULL);
+	ck_assert_ptr_nonnull(next);
+	capture_begin();
+	ck_assert_int_eq(cowmap_cell_set(c, "three", 5, &vals[3]), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_del(c, "one", 3), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_publish(c, next), -EINVAL); /* stolen */
+	text = capture_end();
+	ck_assert_reported(text, "cowmap_cell_set");
+	ck_assert_reported(text, "cowmap_cell_del");
+	ck_assert_reported(text, "cowmap_cell_publish");
+	ck_assert_reported(text, "cell already freed");
+	ck_assert_int_eq(frees[3], 0);	/* the value is still the caller's */
+	ck_assert_int_eq(frees[1], 1);	/* nothing freed twice */
+	ck_assert_int_eq(frees[2], 1);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
+START_TEST(freed_cell_in_readers_and_stats_is_einval_and_reported)
+{
+	struct cowmap_cell *c;
+	struct cowmap_cell_stats st;
+	const struct cowmap *cur;
+	struct cowmap *snap;
+	const char *text;
+	int err;
+
+	urcu_memb_register_thread();
+	c = freed_cell();
+	churn();
+	memset(&st, 0xa5, sizeof(st));
+	capture_begin();
+	urcu_memb_read_lock();
+	cur = cowmap_cell_load(c);
+	urcu_memb_read_unlock();
+	errno = 0;
+	snap = cowmap_cell_snapshot(c);
+	err = errno;
+	int rc = cowmap_cell_stats(c, &st);
+
+	text = capture_end();
+	ck_assert_ptr_null(cur);
+	ck_assert_ptr_null(snap);
+	ck_assert_int_eq(err, EINVAL);
+	ck_assert_int_eq(rc, -EINVAL);
+	ck_assert_uint_eq(st.published, UINT64_C(0xa5a5a5a5a5a5a5a5));
+	ck_assert_reported(text, "cowmap_cell_load");
+	ck_assert_reported(text, "cowmap_cell_snapshot");
+	ck_assert_reported(text, "cowmap_cell_stats");
+	ck_assert_reported(text, "cell already freed");
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
+START_TEST(freeing_a_cell_twice_is_reported_not_freed_twice)
+{
+	struct cowmap_cell *c;
+	const char *text;
+
+	urcu_memb_register_thread();
+	c = freed_cell();
+	capture_begin();
+	cowmap_cell_free(c);
+	text = capture_end();
+	ck_assert_reported(text, "cowmap_cell_free");
+	ck_assert_reported(text, "cell already freed");
+	ck_assert_int_eq(frees[1], 1);
+	ck_assert_int_eq(frees[2], 1);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
 /* In release builds a finished transaction is recognised "for a while";
  * the debug build's quarantine makes it reliable: here after a thousand
  * other transactions and versions have come and gone. */
@@ -295,6 +440,13 @@ Suite *debug_misuse_suite(void)
 	tcase_add_test(tc, releasing_a_version_twice_is_reported_not_freed_twice);
 	tcase_add_test(tc, released_version_elsewhere_is_einval);
 	tcase_add_test(tc, released_version_published_is_einval);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("freed cells");
+	tcase_add_test(tc, cell_new_with_released_version_is_einval);
+	tcase_add_test(tc, freed_cell_in_writers_is_einval_and_reported);
+	tcase_add_test(tc, freed_cell_in_readers_and_stats_is_einval_and_reported);
+	tcase_add_test(tc, freeing_a_cell_twice_is_reported_not_freed_twice);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("finished transactions");

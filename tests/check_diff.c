@@ -903,6 +903,121 @@ START_TEST(value_eq_compares_pointed_to_values)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Cost follows the difference                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The header promises that comparing a version with one derived from it
+ * "costs about the size of the change": shared subtrees are skipped by
+ * pointer.  Counted here by the callbacks: on a map of COST_N entries, a
+ * version with k changed values (new pointers to equal ints) makes
+ * cowmap_equal call value_eq only for the entries held by the nodes on
+ * the k copied paths, and cowmap_diff call fn exactly k times.  At this
+ * size a path's nodes hold about 8 entries (the two deepest levels), so
+ * the bounds allow 64 calls for one key and 16 per key for a hundred; a
+ * walk of the whole map would make COST_N calls.
+ */
+#define COST_N 100000
+
+static int cost_vals[COST_N], cost_alt[COST_N];
+static long cost_eq_calls, cost_fn_calls;
+
+static int counting_int_eq(const void *x, const void *y, void *ctx)
+{
+	(void)ctx;
+	cost_eq_calls++;
+	return *(const int *)x == *(const int *)y;
+}
+
+static int counting_fn(enum cowmap_change what, const void *key, size_t len,
+		       void *old_value, void *new_value, void *ctx)
+{
+	(void)key, (void)len, (void)ctx;
+	cost_fn_calls++;
+	TU_REQUIRE(what == COWMAP_CHANGED, "diff reported kind %d", (int)what);
+	TU_REQUIRE(old_value != new_value, "CHANGED with equal pointers");
+	return 0;
+}
+
+/* @base with the values of @k keys, spread over the key space, replaced
+ * by other pointers to equal ints. */
+static struct cowmap *change_values(const struct cowmap *base, size_t k)
+{
+	struct cowmap_txn *t = cowmap_txn_begin(base);
+	struct cowmap *v;
+	struct tu_key key;
+
+	ck_assert_ptr_nonnull(t);
+	for (size_t j = 0; j < k; j++) {
+		size_t i = (j * 997 + 13) % COST_N;	/* 997 is prime */
+
+		tu_key_make(&key, 8, i);
+		TU_REQUIRE(cowmap_txn_set(t, key.bytes, key.len,
+					  &cost_alt[i]) == 0,
+			   "txn_set failed");
+	}
+	ck_assert_uint_eq(cowmap_txn_size(t), COST_N);
+	v = cowmap_txn_commit(t);
+	ck_assert_ptr_nonnull(v);
+	return v;
+}
+
+START_TEST(equal_and_diff_cost_follows_the_difference)
+{
+	struct cowmap *base = new_map(5, NULL), *one, *hundred;
+	struct cowmap_txn *t = cowmap_txn_begin(base);
+	struct tu_key key;
+
+	ck_assert_ptr_nonnull(t);
+	for (size_t i = 0; i < COST_N; i++) {
+		cost_vals[i] = cost_alt[i] = (int)i;
+		tu_key_make(&key, 8, i);
+		TU_REQUIRE(cowmap_txn_set(t, key.bytes, key.len,
+					  &cost_vals[i]) == 0,
+			   "txn_set failed");
+	}
+	cowmap_release(base);
+	base = cowmap_txn_commit(t);
+	ck_assert_ptr_nonnull(base);
+	ck_assert_uint_eq(cowmap_size(base), COST_N);
+	one = change_values(base, 1);
+	hundred = change_values(base, 100);
+
+	/* One changed key. */
+	cost_eq_calls = 0;
+	ck_assert_int_eq(cowmap_equal(base, one, counting_int_eq, NULL), 1);
+	ck_assert_int_gt(cost_eq_calls, 0);
+	ck_assert_int_le(cost_eq_calls, 64);
+	cost_fn_calls = 0;
+	ck_assert_int_eq(cowmap_diff(base, one, counting_fn, NULL), 0);
+	ck_assert_int_eq(cost_fn_calls, 1);
+
+	/* A hundred. */
+	cost_eq_calls = 0;
+	ck_assert_int_eq(cowmap_equal(base, hundred, counting_int_eq, NULL),
+			 1);
+	ck_assert_int_ge(cost_eq_calls, 100);
+	ck_assert_int_le(cost_eq_calls, 16 * 100);
+	cost_fn_calls = 0;
+	ck_assert_int_eq(cowmap_diff(base, hundred, counting_fn, NULL), 0);
+	ck_assert_int_eq(cost_fn_calls, 100);
+	cost_fn_calls = 0;
+	ck_assert_int_eq(cowmap_diff(hundred, base, counting_fn, NULL), 0);
+	ck_assert_int_eq(cost_fn_calls, 100);
+
+	/* The contrast: a different value makes equal say 0 (the values are
+	 * compared, not merely the structure). */
+	cost_alt[(13 + 997) % COST_N] = -1;
+	ck_assert_int_eq(cowmap_equal(base, hundred, counting_int_eq, NULL),
+			 0);
+
+	cowmap_release(hundred);
+	cowmap_release(one);
+	cowmap_release(base);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* Trivial cases and arguments                                         */
 /* ------------------------------------------------------------------ */
 
@@ -1072,6 +1187,11 @@ Suite *diff_suite(void)
 	tcase_add_test(
 		tc, diff_from_and_to_an_empty_map_adds_or_removes_everything);
 	tcase_add_test(tc, null_arguments_are_rejected);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("cost");
+	tcase_set_timeout(tc, TIMEOUT);
+	tcase_add_test(tc, equal_and_diff_cost_follows_the_difference);
 	suite_add_tcase(s, tc);
 
 	return s;

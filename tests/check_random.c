@@ -3,21 +3,42 @@
  * model.
  *
  * Each configuration (key lengths, key universe, hash override, limit)
- * runs a seeded stream of operations: cowmap_set, cowmap_del, cowmap_get,
- * cowmap_get_many, no-op updates, and transactions (begin, several
- * sets/dels/gets, then commit or abort).  After every step the touched
- * keys and the size agree with the model; every few thousand steps the
- * whole map is compared.  A sample of older versions, each with a copy of
- * the model of its time, is kept and re-checked when dropped and at the
- * end: persistence means they never change.  Values are unique ids; in
- * the configurations with value_free, it checks that each is freed at most
- * once, only after it was stored and never while a live version holds it;
- * at the end, with everything released, each stored value has been freed
- * exactly once.
+ * runs SEEDS independent seeded streams of operations, each on a fresh
+ * map (one Check test per configuration and seed): cowmap_set,
+ * cowmap_del, cowmap_get, cowmap_get_many, no-op updates, and
+ * transactions (begin, several sets/dels/gets, then commit or abort).
+ *
+ * What each step checks (not the whole map):
+ *   - set/del: the result (a new version, the same one for deleting an
+ *     absent key, ENOSPC at the limit); in the new version the touched
+ *     key and the size agree with the model; the old version still has
+ *     its size and the key's old state.
+ *   - get: the key's presence and value (and that value not freed).
+ *     get_many: the batch of up to 16 keys.  No-op set/del: the same
+ *     version comes back.
+ *   - transactions: every txn_set/del/get result and the draft's size
+ *     after each; after commit, each touched key and the size in the new
+ *     version, and each touched key's old state in the base; after abort,
+ *     each touched key in the unchanged current version.
+ *   - with value_free: no value freed twice or before it was stored
+ *     (checked after each transaction and at every full check).
+ * The whole map against the model (every key, get_many, a full
+ * iteration; and no value it holds freed) is checked at step 0, then
+ * every max(ops / 25, 500) steps, where ops is the configuration's total
+ * over all its seeds (so about 25 full checks per configuration, spread
+ * over its seeds), and after the last step of each seed.
+ *
+ * A sample of older versions, each with a copy of the model of its time,
+ * is kept and re-checked in full when dropped and at the end of each
+ * seed: persistence means they never change.  Values are unique ids; at
+ * the end of each seed, with everything released, each stored value has
+ * been freed exactly once (configurations with value_free).
  *
  * COWMAP_RANDOM_OPS sets the total number of operations (default
- * 1,000,000, split over the configurations); COWMAP_RANDOM_SEED perturbs
- * every seed (default 0: the same run every time).
+ * 1,000,000, split over the configurations by weight and then equally
+ * over each configuration's seeds); COWMAP_RANDOM_SEED perturbs every
+ * seed (default 0: the same run every time).  A failure names the
+ * configuration, seed and step.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -27,6 +48,7 @@
 #include "testutil.h"
 
 #define DEFAULT_TOTAL_OPS 1000000L
+#define SEEDS 3      /* independent runs per configuration */
 #define SAMPLES 8    /* older versions kept at once */
 #define MAX_BATCH 32 /* operations in one transaction */
 
@@ -170,7 +192,7 @@ struct run {
 	struct vtrack vt;
 	struct sample samples[SAMPLES];
 	long step;
-	uint64_t rng_seed; /* the configuration's seed ^ COWMAP_RANDOM_SEED */
+	uint64_t rng_seed; /* see run_seed() */
 };
 
 /* Fail with the configuration, seed and step, for reproduction. */
@@ -515,25 +537,42 @@ static long total_ops(void)
 	return tu_env_long("COWMAP_RANDOM_OPS", DEFAULT_TOTAL_OPS);
 }
 
-static void run_config(const struct config *cfg)
+/*
+ * Seed number @k of configuration @cfg: seed 0 is the configuration's
+ * own, the others are derived from it; COWMAP_RANDOM_SEED perturbs all.
+ * It drives the operation stream and is also the map's hash seed, so the
+ * seeds differ in trie shape too.  Never 0 (which asks for a random one).
+ */
+static uint64_t run_seed(const struct config *cfg, unsigned k)
+{
+	uint64_t perturb = (uint64_t)tu_env_long("COWMAP_RANDOM_SEED", 0);
+	uint64_t seed = cfg->seed ^ perturb;
+
+	if (k > 0)
+		seed = tu_mix64(seed + k);
+	return seed != 0 ? seed : 1;
+}
+
+static void run_config(const struct config *cfg, unsigned k)
 {
 	struct run run;
 	struct cowmap_options o;
-	long ops = total_ops() * (long)cfg->weight / 100;
-	long full_every, sample_every;
-	uint64_t perturb = (uint64_t)tu_env_long("COWMAP_RANDOM_SEED", 0);
+	long cfg_ops = total_ops() * (long)cfg->weight / 100;
+	long ops, full_every, sample_every;
 
-	if (ops < 200)
-		ops = 200;
-	full_every = ops / 25 > 500 ? ops / 25 : 500;
-	sample_every = ops / 40 > 50 ? ops / 40 : 50;
+	if (cfg_ops < 200)
+		cfg_ops = 200;
+	/* Seed k's share of the configuration's operations. */
+	ops = cfg_ops * (long)(k + 1) / SEEDS - cfg_ops * (long)k / SEEDS;
+	full_every = cfg_ops / 25 > 500 ? cfg_ops / 25 : 500;
+	sample_every = cfg_ops / 40 > 50 ? cfg_ops / 40 : 50;
 
 	memset(&run, 0, sizeof(run));
 	run.cfg = cfg;
-	run.rng_seed = cfg->seed ^ perturb;
+	run.rng_seed = run_seed(cfg, k);
 	tu_rng_init(&run.rng, run.rng_seed);
 	run.model = tu_model_new();
-	o = tu_opts(cfg->seed, cfg->hash, NULL);
+	o = tu_opts(run.rng_seed, cfg->hash, NULL);
 	if (cfg->with_free) {
 		o.value_free = vtrack_free;
 		o.ctx = &run.vt;
@@ -575,22 +614,25 @@ static void run_config(const struct config *cfg)
 	check_value_free_so_far(&run);
 	if (cfg->with_free) {
 		TU_REQUIRE(run.vt.calls == run.vt.stored,
-			   "[%s] value_free called %llu times for %llu stored "
-			   "values",
-			   cfg->name, (unsigned long long)run.vt.calls,
+			   "[%s seed %#llx] value_free called %llu times for "
+			   "%llu stored values",
+			   cfg->name, (unsigned long long)run.rng_seed,
+			   (unsigned long long)run.vt.calls,
 			   (unsigned long long)run.vt.stored);
 		for (uint64_t id = 0; id < run.vt.stored; id++)
 			TU_REQUIRE(run.vt.freed[id],
-				   "[%s] value %llu never freed", cfg->name,
+				   "[%s seed %#llx] value %llu never freed",
+				   cfg->name, (unsigned long long)run.rng_seed,
 				   (unsigned long long)id);
 	}
 	tu_model_free(run.model);
 	free(run.vt.freed);
 }
 
+/* _i = configuration * SEEDS + seed number. */
 START_TEST(random_operations_agree_with_the_model)
 {
-	run_config(&configs[_i]);
+	run_config(&configs[_i / SEEDS], (unsigned)(_i % SEEDS));
 }
 END_TEST
 
@@ -617,7 +659,7 @@ Suite *random_suite(void)
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, weights_cover_the_whole_operation_budget);
 	tcase_add_loop_test(tc, random_operations_agree_with_the_model, 0,
-			    (int)NCONFIGS);
+			    (int)(NCONFIGS * SEEDS));
 	suite_add_tcase(s, tc);
 	return s;
 }
