@@ -336,24 +336,24 @@ static struct cowmap *cur_of(struct cowmap_cell *c)
 
 /*
  * A lone request that changes nothing (deleting an absent key, storing the
- * value a key already has) or that the limit refuses is answered by a
- * lookup, before anything is allocated, so it cannot fail with ENOMEM.
+ * value a key already has) or that the limit refuses is answered from the
+ * look-up @l, before anything is allocated, so it cannot fail with ENOMEM.
  */
 static bool answered_without_change(const struct cowmap *cur,
+				    const struct cm_lookup *l,
 				    struct cell_request *q)
 {
-	void *old;
-	int found = cowmap_get(cur, q->key, q->len, &old);
+	const struct cm_entry *found = l->found;
 
-	if (q->is_del && found == 0) {
+	if (q->is_del && found == NULL) {
 		q->result = 0;
 		return true;
 	}
-	if (!q->is_del && found == 1 && old == q->value) {
+	if (!q->is_del && found != NULL && found->value == q->value) {
 		q->result = 0;
 		return true;
 	}
-	if (!q->is_del && found == 0 && cur->max_entries != 0 &&
+	if (!q->is_del && found == NULL && cur->max_entries != 0 &&
 	    cur->count >= cur->max_entries) {
 		q->result = -ENOSPC;
 		return true;
@@ -361,17 +361,19 @@ static bool answered_without_change(const struct cowmap *cur,
 	return false;
 }
 
-/* One request alone: a persistent update is cheaper than a transaction. */
+/* One request alone: a persistent update is cheaper than a transaction,
+ * and it reuses the look-up that could not answer it. */
 static struct cowmap *apply_one(const struct cowmap *cur,
+				const struct cm_lookup *l,
 				struct cell_request *q)
 {
 	struct cowmap *next;
 
 	if (q->is_del) {
-		next = cowmap_del(cur, q->key, q->len);
+		next = cm_map_del_at(cur, l);
 		q->result = next == NULL ? -errno : next != cur;
 	} else {
-		next = cowmap_set(cur, q->key, q->len, q->value);
+		next = cm_map_set_at(cur, l, q->value);
 		q->result = next == NULL ? -errno : 0;
 	}
 	return next;
@@ -408,9 +410,18 @@ static void combine(struct cowmap_cell *c)
 	}
 	if (list == NULL)
 		return;
-	if (list->next == NULL && answered_without_change(cur_of(c), list)) {
-		list->done = true;
-		return;
+
+	/* The writer mutex is held: cur stays current until install(). */
+	struct cowmap *cur = cur_of(c);
+	bool lone = list->next == NULL;
+	struct cm_lookup l;
+
+	if (lone) {
+		cm_map_lookup(cur, list->key, list->len, &l);
+		if (answered_without_change(cur, &l, list)) {
+			list->done = true;
+			return;
+		}
 	}
 
 	struct retired *r = cm_malloc(sizeof(*r));
@@ -420,13 +431,11 @@ static void combine(struct cowmap_cell *c)
 		return;
 	}
 
-	struct cowmap *cur = atomic_load_explicit(&c->current,
-						  memory_order_relaxed);
-	struct cowmap *next = list->next == NULL ? apply_one(cur, list)
-						 : apply_batch(cur, list);
+	struct cowmap *next = lone ? apply_one(cur, &l, list)
+				   : apply_batch(cur, list);
 
 	if (next == NULL) {
-		if (list->next != NULL)
+		if (!lone)
 			finish_all(list, -ENOMEM);
 		else
 			list->done = true;

@@ -104,43 +104,44 @@ size_t cowmap_size(const struct cowmap *m)
 	return cm_map_valid(m) ? m->count : 0;
 }
 
-/*
- * Both updates follow the same steps: validate, allocate the version shell
- * first (so nothing below can be half done when it fails), walk, and on
- * success hand the new root to the shell.
- */
-struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
-			  size_t len, void *value)
+void cm_map_lookup(const struct cowmap *m, const void *key, size_t len,
+		   struct cm_lookup *out)
 {
-	struct cm_probe p;
+	cm_map_probe(m, &out->probe, key, len);
+	out->found = cm_node_find(m->root, &out->probe);
+}
+
+/*
+ * Both updates follow the same steps: validate, look the key up (a no-op
+ * or a refusal allocates nothing), allocate the version shell first (so
+ * nothing below can be half done when it fails), walk, and on success
+ * hand the new root to the shell.
+ */
+struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
+			     void *value)
+{
+	const struct cm_probe *p = &l->probe;
 	struct cm_entry e;
 	struct cm_node *root;
 
-	if (!cm_map_valid(m) || cm_check_key(key, len) < 0) {
-		errno = EINVAL;
-		return NULL;
-	}
-	cm_map_probe(m, &p, key, len);
-
-	const struct cm_entry *old = cm_node_find(m->root, &p);
-
-	if (old != NULL && old->value == value)
+	if (l->found != NULL && l->found->value == value)
 		return cowmap_retain(m);
-	if (old == NULL && m->max_entries != 0 && m->count >= m->max_entries) {
+	if (l->found == NULL && m->max_entries != 0 &&
+	    m->count >= m->max_entries) {
 		errno = ENOSPC;
 		return NULL;
 	}
 
 	struct cowmap *next = cm_malloc(sizeof(*next));
 
-	if (next == NULL || !cm_entry_make(&e, &p, value)) {
+	if (next == NULL || !cm_entry_make(&e, p, value)) {
 		cm_free(next);
 		errno = ENOMEM;
 		return NULL;
 	}
 
 	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false };
-	enum cm_edit_result r = cm_edit_set(&ed, m->root, &p, &e, &root);
+	enum cm_edit_result r = cm_edit_set(&ed, m->root, p, &e, &root);
 
 	cm_entry_discard(&e);	/* the trie holds its own reference */
 	if (r != CM_EDIT_CHANGED) {
@@ -152,17 +153,11 @@ struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
 	return next;
 }
 
-struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
+struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l)
 {
-	struct cm_probe p;
 	struct cm_node *root;
 
-	if (!cm_map_valid(m) || cm_check_key(key, len) < 0) {
-		errno = EINVAL;
-		return NULL;
-	}
-	cm_map_probe(m, &p, key, len);
-	if (cm_node_find(m->root, &p) == NULL)
+	if (l->found == NULL)
 		return cowmap_retain(m);
 
 	struct cowmap *next = cm_malloc(sizeof(*next));
@@ -174,11 +169,36 @@ struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
 
 	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false };
 
-	if (cm_edit_del(&ed, m->root, &p, &root) != CM_EDIT_CHANGED) {
+	if (cm_edit_del(&ed, m->root, &l->probe, &root) != CM_EDIT_CHANGED) {
 		cm_free(next);
 		errno = ENOMEM;
 		return NULL;
 	}
 	cm_map_init(next, m, root, m->count - 1);
 	return next;
+}
+
+struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
+			  size_t len, void *value)
+{
+	struct cm_lookup l;
+
+	if (!cm_map_valid(m) || cm_check_key(key, len) < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	cm_map_lookup(m, key, len, &l);
+	return cm_map_set_at(m, &l, value);
+}
+
+struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
+{
+	struct cm_lookup l;
+
+	if (!cm_map_valid(m) || cm_check_key(key, len) < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	cm_map_lookup(m, key, len, &l);
+	return cm_map_del_at(m, &l);
 }

@@ -100,6 +100,25 @@ static inline void cm_map_copy_options(struct cowmap *to,
 void cm_map_init(struct cowmap *m, const struct cowmap *like,
 		 struct cm_node *root, size_t count);
 
+/*
+ * A key looked up once in a version, for the writers that answer no-ops
+ * and refusals before they allocate anything and then apply the change
+ * without hashing or searching again (cowmap_set/del, the cell's lone
+ * writes).  @key and @len must have passed cm_check_key().
+ */
+struct cm_lookup {
+	struct cm_probe probe;
+	const struct cm_entry *found;	/* NULL: the key is absent */
+};
+
+void cm_map_lookup(const struct cowmap *m, const void *key, size_t len,
+		   struct cm_lookup *out);
+
+/* cowmap_set() and cowmap_del() of a key @l looked up in @m. */
+struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
+			     void *value);
+struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l);
+
 /* Do two versions hash the same key to the same place? */
 static inline bool cm_same_layout(const struct cowmap *a, const struct cowmap *b)
 {
