@@ -25,13 +25,13 @@
  *
  *     +------+-------+---------+---------+---------------+-----+---------+-----
  *     | refs | kind  | datamap | nodemap | child 0 (8 B) | ... | entry 0 | ...
- *     | u32  | draft | u32     | u32     |               |     | 32 B    |
+ *     | u32  | draft | u32     | u32     |               |     | 24 B    |
  *     +------+-------+---------+---------+---------------+-----+---------+-----
  *
  * Children come first, right after the header: going down a level then
  * reads the bitmaps and the child pointer from the first cache line or
  * the next, instead of jumping past every entry (on a 1M-entry trie the
- * child pointers of a level-3 node start ~400 bytes in, a second
+ * child pointers of a level-3 node would start ~300 bytes in, a second
  * dependent cache miss per level).
  *
  * 3. Collision nodes
