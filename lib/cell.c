@@ -84,7 +84,7 @@ struct retired {
 static void sole_owned(const struct cm_node *n, const struct cm_owner *own,
 		       size_t *bytes, size_t *nodes)
 {
-	if (atomic_load_explicit(&n->refs, memory_order_relaxed) != 1)
+	if (atomic_load_explicit(cm_node_refs(n), memory_order_relaxed) != 1)
 		return;
 	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
 

@@ -63,7 +63,9 @@ struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 
 	if (n == NULL)
 		return NULL;
-	atomic_init(&n->refs, 1);
+	n->words = (uint32_t)((entries * sizeof(struct cm_entry) +
+			       children * sizeof(struct cm_node *)) / 8);
+	atomic_init(cm_node_refs(n), 1);
 	n->kind = (uint8_t)kind;
 	n->draft = draft;
 	n->reserved = 0;
@@ -74,7 +76,7 @@ struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 
 void cm_node_release(struct cm_node *n, const struct cm_owner *own)
 {
-	if (n == NULL || !drop_ref(&n->refs))
+	if (n == NULL || !drop_ref(cm_node_refs(n)))
 		return;
 
 	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);

@@ -23,10 +23,10 @@
  * for position i is entries[popcount(datamap & (bit(i) - 1))], and likewise
  * for children, which precede the entries in the same allocation:
  *
- *     +------+-------+---------+---------+---------------+-----+---------+-----
- *     | refs | kind  | datamap | nodemap | child 0 (8 B) | ... | entry 0 | ...
- *     | u32  | draft | u32     | u32     |               |     | 24 B    |
- *     +------+-------+---------+---------+---------------+-----+---------+-----
+ *     +-------+-------+---------+---------+---------+-----+---------+-----+------+
+ *     | kind  | words | datamap | nodemap | child 0 | ... | entry 0 | ... | refs |
+ *     | draft | u32   | u32     | u32     | 8 B     |     | 24 B    |     | u32  |
+ *     +-------+-------+---------+---------+---------+-----+---------+-----+------+
  *
  * Children come first, right after the header: going down a level then
  * reads the bitmaps and the child pointer from the first cache line or
@@ -81,6 +81,15 @@
  * it in place; commit clears the flag, after which the node never changes.
  * Readers read only datamap, nodemap, entries and children: they never
  * touch refs or draft.
+ *
+ * refs sits after the last entry, not in the header: every path copy
+ * takes a reference on each child of each node it copies (a hundred or so
+ * on a 1M-entry map) and the grace-period callback drops them again, and
+ * in the header those writes would keep taking away from readers on other
+ * cores the very cache line they read first in every node.  At the tail
+ * of a node of several lines they land on a line few lookups read.
+ * words (the children and entries in 8-byte words, fixed when the node
+ * is allocated) says where the tail is.
  */
 #ifndef COWMAP_NODE_H
 #define COWMAP_NODE_H
@@ -128,13 +137,13 @@ _Static_assert(offsetof(struct cm_entry, u) == 8 &&
 	       "the tag and the inline key fill the first 16 bytes");
 
 struct cm_node {
-	atomic_uint refs;
 	uint8_t kind;
 	uint8_t draft;
 	uint16_t reserved;
+	uint32_t words;		/* children and entries, in 8-byte words */
 	uint32_t datamap;	/* collision node: number of entries */
 	uint32_t nodemap;
-	/* followed by cm_child_count() children, then the entries */
+	/* followed by cm_child_count() children, the entries, and refs */
 };
 
 /* The configuration every node operation needs: who owns keys and values. */
@@ -216,12 +225,20 @@ static inline struct cm_entry *cm_node_entries(const struct cm_node *n)
 static inline size_t cm_node_bytes_for(unsigned entries, unsigned children)
 {
 	return sizeof(struct cm_node) + entries * sizeof(struct cm_entry) +
-	       children * sizeof(struct cm_node *);
+	       children * sizeof(struct cm_node *) + sizeof(atomic_uint);
 }
 
 static inline size_t cm_node_bytes(const struct cm_node *n)
 {
-	return cm_node_bytes_for(cm_entry_count(n), cm_child_count(n));
+	return sizeof(struct cm_node) + 8 * (size_t)n->words +
+	       sizeof(atomic_uint);
+}
+
+/* The node's reference count, after its last entry (see "Ownership"). */
+static inline atomic_uint *cm_node_refs(const struct cm_node *n)
+{
+	return (atomic_uint *)(uintptr_t)((const unsigned char *)(n + 1) +
+					  8 * (size_t)n->words);
 }
 
 /* ---- entries ---- */
@@ -361,7 +378,7 @@ struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 
 static inline void cm_node_retain(struct cm_node *n)
 {
-	atomic_fetch_add_explicit(&n->refs, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(cm_node_refs(n), 1, memory_order_relaxed);
 }
 
 /* Drop a reference; the last one frees the node and releases what it holds. */

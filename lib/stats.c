@@ -89,7 +89,7 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
 	size_t total = ne;
 
-	invariant(atomic_load(&n->refs) >= 1, "node with no reference");
+	invariant(atomic_load(cm_node_refs(n)) >= 1, "node with no reference");
 	invariant(!n->draft, "draft node in a version");
 	if (depth == CM_COLLISION_DEPTH) {
 		unsigned bits;
@@ -140,7 +140,7 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 					((uint64_t)pos << (depth * CM_BITS));
 		const struct cm_node *child = cm_children(n)[k++];
 
-		if (!full && atomic_load(&child->refs) > 1) {
+		if (!full && atomic_load(cm_node_refs(child)) > 1) {
 			total += 2;	/* checked when it was made */
 			continue;
 		}
