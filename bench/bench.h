@@ -15,8 +15,8 @@
  *
  * Every table stores the same thing: a private copy of the key bytes and a
  * pointer value, and every table hashes with the same SipHash-1-3
- * (cm_hash_bytes() under BENCH_SEED; cowmap uses its built-in hash, the
- * same function, with options.seed = BENCH_SEED).
+ * (cm_hash_keyed() under the key derived from BENCH_SEED; cowmap uses its
+ * built-in hash, the same function, with options.seed = BENCH_SEED).
  */
 #ifndef COWMAP_BENCH_H
 #define COWMAP_BENCH_H

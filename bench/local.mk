@@ -19,7 +19,7 @@
 # scripts are still written.
 #
 # The program links the convenience library, not libcowmap.la: it calls
-# cm_hash_bytes() (lib/hash.h), the library's SipHash-1-3, so that every
+# cm_hash_keyed() (lib/hash.h), the library's SipHash-1-3, so that every
 # peer hashes with exactly the function cowmap uses.
 
 BENCH_RESULTS = bench/results

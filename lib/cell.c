@@ -334,35 +334,8 @@ static struct cowmap *cur_of(struct cowmap_cell *c)
 	return atomic_load_explicit(&c->current, memory_order_relaxed);
 }
 
-/*
- * A lone request that changes nothing (deleting an absent key, storing the
- * value a key already has) or that the limit refuses is answered from the
- * look-up @l, before anything is allocated, so it cannot fail with ENOMEM.
- */
-static bool answered_without_change(const struct cowmap *cur,
-				    const struct cm_lookup *l,
-				    struct cell_request *q)
-{
-	const struct cm_entry *found = l->found;
-
-	if (q->is_del && found == NULL) {
-		q->result = 0;
-		return true;
-	}
-	if (!q->is_del && found != NULL && found->value == q->value) {
-		q->result = 0;
-		return true;
-	}
-	if (!q->is_del && found == NULL && cur->max_entries != 0 &&
-	    cur->count >= cur->max_entries) {
-		q->result = -ENOSPC;
-		return true;
-	}
-	return false;
-}
-
-/* One request alone: a persistent update is cheaper than a transaction,
- * and it reuses the look-up that could not answer it. */
+/* One request alone, which the look-up @l could not answer: a persistent
+ * update is cheaper than a transaction. */
 static struct cowmap *apply_one(const struct cowmap *cur,
 				const struct cm_lookup *l,
 				struct cell_request *q)
@@ -416,9 +389,20 @@ static void combine(struct cowmap_cell *c)
 	bool lone = list->next == NULL;
 	struct cm_lookup l;
 
+	/*
+	 * A lone request that changes nothing (deleting an absent key,
+	 * storing the value a key already has) or that the limit refuses is
+	 * answered from the look-up before anything is allocated, so it
+	 * cannot fail with ENOMEM; otherwise the update reuses the look-up.
+	 */
 	if (lone) {
 		cm_map_lookup(cur, list->key, list->len, &l);
-		if (answered_without_change(cur, &l, list)) {
+
+		int outcome = cm_lookup_outcome(cur, &l, list->is_del,
+						list->value);
+
+		if (outcome <= 0) {
+			list->result = outcome;
 			list->done = true;
 			return;
 		}

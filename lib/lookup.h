@@ -2,10 +2,9 @@
  * lookup.h - the variants of the read path and how one is chosen.
  *
  * cowmap_get() and cowmap_get_many() are compiled twice: generic, and on
- * x86-64 with GCC also with the popcnt instruction.  lookup.c binds the
- * public names to the best variant the CPU supports when the library is
- * loaded (a GNU indirect function), so a call costs what a plain call to
- * a shared library costs.
+ * x86-64 with GCC also with the popcnt instruction.  lookup.c's public
+ * functions branch to the best variant the CPU supports, on a flag set
+ * once when the library is loaded.
  */
 #ifndef COWMAP_LOOKUP_H
 #define COWMAP_LOOKUP_H

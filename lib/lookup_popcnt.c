@@ -1,7 +1,7 @@
 /*
  * lookup_popcnt.c - the read path for x86-64 CPUs with the popcnt
- * instruction (every one since about 2008).  The pragma comes before any
- * header so that the trie's bit helpers see __POPCNT__ and use it.
+ * instruction (every one since about 2008).  The pragma comes before the
+ * trie's headers so that their bit helpers see __POPCNT__ and use it.
  */
 #include "lookup.h"
 

@@ -124,11 +124,12 @@ struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
 	struct cm_entry e;
 	struct cm_node *root;
 
-	if (l->found != NULL && l->found->value == value)
+	int outcome = cm_lookup_outcome(m, l, false, value);
+
+	if (outcome == 0)
 		return cowmap_retain(m);
-	if (l->found == NULL && m->max_entries != 0 &&
-	    m->count >= m->max_entries) {
-		errno = ENOSPC;
+	if (outcome < 0) {
+		errno = -outcome;
 		return NULL;
 	}
 
@@ -157,7 +158,7 @@ struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l)
 {
 	struct cm_node *root;
 
-	if (l->found == NULL)
+	if (cm_lookup_outcome(m, l, true, NULL) == 0)
 		return cowmap_retain(m);
 
 	struct cowmap *next = cm_malloc(sizeof(*next));

@@ -114,6 +114,25 @@ struct cm_lookup {
 void cm_map_lookup(const struct cowmap *m, const void *key, size_t len,
 		   struct cm_lookup *out);
 
+/*
+ * What setting @value for the key @l looked up in @m (or, with @is_del,
+ * deleting it) would do, decided before anything is allocated: 0 if it
+ * changes nothing, -ENOSPC if the limit refuses a new key, 1 if it makes
+ * a new version.
+ */
+static inline int cm_lookup_outcome(const struct cowmap *m,
+				    const struct cm_lookup *l, bool is_del,
+				    void *value)
+{
+	if (is_del)
+		return l->found != NULL;
+	if (l->found != NULL)
+		return l->found->value != value;
+	if (m->max_entries != 0 && m->count >= m->max_entries)
+		return -ENOSPC;
+	return 1;
+}
+
 /* cowmap_set() and cowmap_del() of a key @l looked up in @m. */
 struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
 			     void *value);
