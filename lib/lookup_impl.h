@@ -10,9 +10,13 @@
  * Batched lookups overlap their cache misses.
  * A lookup in a large map is a chain of dependent loads: one node per
  * level.  Done one key at a time, the batch pays that latency once per key
- * per level.  Here every key of a group advances one level per round and
- * prefetches the next node it will read, so the misses of the whole group
- * are in flight together and the batch pays roughly once per level.
+ * per level.  Here the keys of a group advance in rounds, one level per
+ * round, and each prefetches the next node it will read, so the misses of
+ * the whole group are in flight together and the batch pays roughly once
+ * per level.  Every unfinished key is at the same depth, the round's
+ * number; a key whose entry turns up in a node is compared at once, since
+ * the entries of the small nodes where lookups end arrive with the lines
+ * prefetched for the node.
  */
 #include "lookup.h"
 #include "map.h"
@@ -23,58 +27,12 @@
 
 #define GROUP 32
 
-struct pending {
-	const struct cm_node *node;	/* next node to read */
-	const struct cm_entry *entry;	/* or: the candidate entry to compare */
-	unsigned depth;
-};
-
-static void prefetch(const void *p)
+static void prefetch_node(const struct cm_node *n)
 {
-	__builtin_prefetch(p, 0, 3);
-}
-
-enum step_result { STEP_MORE, STEP_HIT, STEP_MISS };
-
-static enum step_result finish(const struct cm_entry *e, void **value)
-{
-	*value = e != NULL ? e->value : NULL;
-	return e != NULL ? STEP_HIT : STEP_MISS;
-}
-
-/* Advance one lookup by one node (or compare its candidate entry). */
-static enum step_result step(struct pending *s, const struct cm_probe *p,
-			     void **value)
-{
-	if (s->entry != NULL)
-		return finish(cm_entry_matches(s->entry, p) ? s->entry : NULL,
-			      value);
-
-	const struct cm_node *n = s->node;
-
-	if (s->depth == CM_COLLISION_DEPTH) {
-		for (unsigned i = 0; i < n->datamap; i++)
-			if (cm_entry_matches(&cm_node_entries(n)[i], p))
-				return finish(&cm_node_entries(n)[i], value);
-		return finish(NULL, value);
-	}
-
-	uint32_t bit = cm_bit(p->hash, s->depth);
-
-	if (n->datamap & bit) {
-		s->entry = &cm_node_entries(n)[cm_index(n->datamap, bit)];
-		prefetch(s->entry);
-		return STEP_MORE;
-	}
-	if (n->nodemap & bit) {
-		s->node = cm_children(n)[cm_index(n->nodemap, bit)];
-		s->depth++;
-		prefetch(s->node);	/* and its next lines: see cm_node_find() */
-		prefetch((const char *)s->node + 64);
-		prefetch((const char *)s->node + 128);
-		return STEP_MORE;
-	}
-	return finish(NULL, value);
+	/* its first lines: see cm_node_find() */
+	__builtin_prefetch(n, 0, 3);
+	__builtin_prefetch((const char *)n + 64, 0, 3);
+	__builtin_prefetch((const char *)n + 128, 0, 3);
 }
 
 static size_t lookup_group(const struct cowmap *m, size_t n,
@@ -82,8 +40,9 @@ static size_t lookup_group(const struct cowmap *m, size_t n,
 			   void *values[])
 {
 	struct cm_probe probes[GROUP];
-	struct pending st[GROUP];
-	unsigned active[GROUP], nactive = 0;
+	const struct cm_node *at[GROUP];	/* the node key i reads next */
+	unsigned char active[GROUP];		/* unfinished keys */
+	unsigned nactive = 0;
 	size_t found = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -91,22 +50,39 @@ static size_t lookup_group(const struct cowmap *m, size_t n,
 		if (cm_check_key(keys[i], lens[i]) < 0)
 			continue;
 		cm_map_probe(m, &probes[i], keys[i], lens[i]);
-		st[i] = (struct pending){ .node = m->root };
-		active[nactive++] = (unsigned)i;
+		at[i] = m->root;
+		active[nactive++] = (unsigned char)i;
 	}
 
-	/* Round-robin: every unfinished lookup moves one level per round. */
-	while (nactive > 0) {
+	for (unsigned depth = 0; nactive > 0; depth++) {
 		unsigned still = 0;
 
 		for (unsigned k = 0; k < nactive; k++) {
 			unsigned i = active[k];
-			enum step_result r = step(&st[i], &probes[i], &values[i]);
+			const struct cm_probe *p = &probes[i];
+			const struct cm_node *node = at[i];
+			const struct cm_entry *e = NULL;
 
-			if (r == STEP_MORE)
-				active[still++] = i;
-			else if (r == STEP_HIT)
+			if (depth == CM_COLLISION_DEPTH) {
+				e = cm_collision_find(node, p);
+			} else {
+				uint32_t bit = cm_bit(p->hash, depth);
+
+				if (node->nodemap & bit) {
+					at[i] = cm_children(node)[cm_index(
+						node->nodemap, bit)];
+					prefetch_node(at[i]);
+					active[still++] = (unsigned char)i;
+					continue;
+				}
+				if (node->datamap & bit)
+					e = &cm_node_entries(node)[cm_index(
+						node->datamap, bit)];
+			}
+			if (e != NULL && cm_entry_matches(e, p)) {
+				values[i] = e->value;
 				found++;
+			}
 		}
 		nactive = still;
 	}

@@ -389,16 +389,22 @@ void cm_node_release(struct cm_node *n, const struct cm_owner *own);
  * Reads only immutable fields, so it is safe on any version from any
  * thread, inside RCU read-side critical sections included.
  */
+/* The probed key's entry in collision node @n, or NULL. */
+static inline const struct cm_entry *
+cm_collision_find(const struct cm_node *n, const struct cm_probe *p)
+{
+	for (unsigned i = 0; i < n->datamap; i++)
+		if (cm_entry_matches(&cm_node_entries(n)[i], p))
+			return &cm_node_entries(n)[i];
+	return NULL;
+}
+
 static inline const struct cm_entry *cm_node_find(const struct cm_node *n,
 						  const struct cm_probe *p)
 {
 	for (unsigned depth = 0;; depth++) {
-		if (depth == CM_COLLISION_DEPTH) {
-			for (unsigned i = 0; i < n->datamap; i++)
-				if (cm_entry_matches(&cm_node_entries(n)[i], p))
-					return &cm_node_entries(n)[i];
-			return NULL;
-		}
+		if (depth == CM_COLLISION_DEPTH)
+			return cm_collision_find(n, p);
 		uint32_t bit = cm_bit(p->hash, depth);
 
 		if (n->datamap & bit) {
