@@ -55,6 +55,13 @@ void cm_free(void *p)
 	free(p);
 }
 
+void *cm_shrink(void *p, size_t size)
+{
+	void *q = realloc(p, size);
+
+	return q != NULL ? q : p;
+}
+
 static void *_Atomic quarantine[QUARANTINE_SLOTS];
 static atomic_uint quarantine_next;
 

@@ -18,6 +18,10 @@ void *cm_calloc(size_t count, size_t size);
  * malloc() does not guarantee. */
 void *cm_aligned_alloc(size_t align, size_t size);
 void cm_free(void *p);
+/* Shrink @p (from cm_malloc) to @size bytes; returns the block, which may
+ * have moved.  Never fails: if the heap cannot shrink it, @p stays as it
+ * is.  Not an allocation: fault injection and counts ignore it. */
+void *cm_shrink(void *p, size_t size);
 
 /*
  * cm_free_quarantined - free @p later: it joins a fixed ring of recently

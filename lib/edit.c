@@ -3,11 +3,12 @@
  *
  * Invariants that make failure safe:
  *
- *  - A new node is always built by copying.  A copy of a shared node
- *    retains everything it copies and leaves that node intact; whoever
- *    held it drops its reference only after the whole edit succeeded (an
- *    in-place swap in a draft parent, or the transaction's root).  A draft
- *    node's contents are moved into its copy instead (see rebuild()).
+ *  - A shared node is never changed: its successor is a copy, which
+ *    retains everything it copies; whoever held the node drops its
+ *    reference only after the whole edit succeeded (an in-place swap in a
+ *    draft parent, or the transaction's root).  A draft node is changed in
+ *    place when the result fits its allocation, and otherwise its
+ *    contents are moved into the copy (see rebuild()).
  *  - Drafts form a connected region at the top of the trie (a transaction
  *    must own a node's parent to own the node).  Walking back up, all
  *    allocations therefore happen below, or at, the first draft node, and
@@ -42,14 +43,69 @@ struct splice {
 /*
  * Build @n's successor described by @s.  A node shared with other versions
  * keeps its contents, so the copy retains everything it copies.  A draft
- * node belongs to this transaction alone and its (draft) parent drops it
- * as soon as the successor is in place: its entries and children are moved
- * instead, and @n is left empty so that dropping it frees only its shell.
+ * node belongs to this transaction alone: it is spliced where it is if the
+ * result fits, and otherwise, since its (draft) parent drops it as soon as
+ * the successor is in place, its entries and children are moved instead,
+ * and @n is left empty so that dropping it frees only its shell.
  * That saves a retain and a release per slot on every insert of a bulk
  * load.  Emptying @n is an in-place change made after the allocation, and
  * nothing above a draft allocates (see the invariants above), so a failure
  * still changes nothing.
  */
+/*
+ * Splice a draft node where it is, when the result fits its allocation:
+ * in a transaction, a split (an entry gives way to a child, two words
+ * fewer) or a delete then costs no allocation and no copy of the node,
+ * and commit trims the spare words (cm_node_trim()).  Children and entries
+ * are one array of words, [children | entries]; each step below moves the
+ * tail of that array by what it takes out or puts in.  Removals come
+ * first, so the array never outgrows the result.  What is taken out is
+ * the node's alone (see rebuild()) and is dropped at the end.
+ */
+static void splice_in_place(const struct cm_edit *ed, struct cm_node *n,
+			    const struct splice *s, unsigned nc)
+{
+	unsigned char *w = (unsigned char *)cm_children(n);
+	size_t used = 8 * (size_t)cm_words_for(cm_entry_count(n),
+						cm_child_count(n));
+	size_t kids = sizeof(struct cm_node *), ent = sizeof(struct cm_entry);
+	size_t old_kids = kids * cm_child_count(n), at;
+	struct cm_entry gone_entry;
+	struct cm_node *gone_child = NULL;
+
+	if (s->skip_entry != NONE) {
+		at = old_kids + ent * s->skip_entry;
+		memcpy(&gone_entry, w + at, ent);
+		memmove(w + at, w + at + ent, used - at - ent);
+		used -= ent;
+	}
+	if (s->skip_child != NONE) {
+		at = kids * s->skip_child;
+		memcpy(&gone_child, w + at, kids);
+		memmove(w + at, w + at + kids, used - at - kids);
+		used -= kids;
+	}
+	if (s->add_child != NULL) {
+		at = kids * s->add_child_at;
+		memmove(w + at + kids, w + at, used - at);
+		memcpy(w + at, &s->add_child, kids);
+		used += kids;
+	}
+	if (s->add_entry != NULL) {
+		at = kids * nc + ent * s->add_entry_at;
+		memmove(w + at + ent, w + at, used - at);
+		memcpy(w + at, s->add_entry, ent);
+		cm_entry_retain(s->add_entry);
+		used += ent;
+	}
+	n->datamap = s->datamap;
+	n->nodemap = s->nodemap;
+	if (s->skip_entry != NONE)
+		cm_entry_release(&gone_entry, ed->own);
+	if (gone_child != NULL)
+		cm_node_release(gone_child, ed->own);
+}
+
 static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
 			       const struct splice *s)
 {
@@ -57,6 +113,12 @@ static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
 	bool move = ed->draft && n->draft;
 	unsigned ne = coll ? s->datamap : cm_popcount(s->datamap);
 	unsigned nc = cm_popcount(s->nodemap);
+
+	if (move && cm_words_for(ne, nc) <= n->words) {
+		splice_in_place(ed, n, s, nc);
+		return n;
+	}
+
 	struct cm_node *m = cm_node_alloc(n->kind, ne, nc, ed->draft);
 
 	if (m == NULL)
@@ -443,15 +505,16 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 	}
 }
 
-void cm_edit_seal(struct cm_node *n)
+struct cm_node *cm_edit_seal(struct cm_node *n)
 {
 	if (!n->draft)
-		return;
+		return n;
 	n->draft = 0;
 
 	struct cm_node **kids = cm_children(n);
 	unsigned nc = cm_child_count(n);
 
 	for (unsigned i = 0; i < nc; i++)
-		cm_edit_seal(kids[i]);
+		kids[i] = cm_edit_seal(kids[i]);
+	return cm_node_trim(n);
 }

@@ -44,7 +44,8 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 				const struct cm_probe *p,
 				struct cm_node **out);
 
-/* Clear the draft flag on every node of a committed transaction. */
-void cm_edit_seal(struct cm_node *root);
+/* Clear the draft flag on every node of a committed transaction and trim
+ * its spare words; returns the root, which may have moved. */
+struct cm_node *cm_edit_seal(struct cm_node *root);
 
 #endif

@@ -59,12 +59,12 @@ void cm_entry_discard(const struct cm_entry *e)
 struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 			      unsigned children, bool draft)
 {
-	struct cm_node *n = cm_malloc(cm_node_bytes_for(entries, children));
+	uint32_t words = cm_words_for(entries, children);
+	struct cm_node *n = cm_malloc(cm_node_bytes_of(words));
 
 	if (n == NULL)
 		return NULL;
-	n->words = (uint32_t)((entries * sizeof(struct cm_entry) +
-			       children * sizeof(struct cm_node *)) / 8);
+	n->words = words;
 	atomic_init(cm_node_refs(n), 1);
 	n->kind = (uint8_t)kind;
 	n->draft = draft;
@@ -88,4 +88,19 @@ void cm_node_release(struct cm_node *n, const struct cm_owner *own)
 	for (unsigned i = 0; i < nc; i++)
 		cm_node_release(kids[i], own);
 	cm_free(n);
+}
+
+struct cm_node *cm_node_trim(struct cm_node *n)
+{
+	uint32_t used = cm_words_for(cm_entry_count(n), cm_child_count(n));
+
+	if (n->words == used)
+		return n;
+
+	unsigned refs = atomic_load_explicit(cm_node_refs(n),
+					     memory_order_relaxed);
+
+	n->words = used;
+	atomic_init(cm_node_refs(n), refs);
+	return cm_shrink(n, cm_node_bytes_of(used));
 }

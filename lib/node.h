@@ -89,7 +89,9 @@
  * cores the very cache line they read first in every node.  At the tail
  * of a node of several lines they land on a line few lookups read.
  * words (the children and entries in 8-byte words, fixed when the node
- * is allocated) says where the tail is.
+ * is allocated) says where the tail is.  A draft node that a transaction
+ * shrinks in place keeps its allocation, with spare words between its last
+ * entry and refs, until commit trims it (cm_node_trim()).
  */
 #ifndef COWMAP_NODE_H
 #define COWMAP_NODE_H
@@ -222,17 +224,24 @@ static inline struct cm_entry *cm_node_entries(const struct cm_node *n)
 	return (struct cm_entry *)(uintptr_t)(cm_children(n) + cm_child_count(n));
 }
 
-static inline size_t cm_node_bytes_for(unsigned entries, unsigned children)
+/* Children and entries of a node, in 8-byte words. */
+static inline uint32_t cm_words_for(unsigned entries, unsigned children)
 {
-	return sizeof(struct cm_node) + entries * sizeof(struct cm_entry) +
-	       children * sizeof(struct cm_node *) + sizeof(atomic_uint);
+	return (uint32_t)((entries * sizeof(struct cm_entry) +
+			   children * sizeof(struct cm_node *)) / 8);
+}
+
+static inline size_t cm_node_bytes_of(uint32_t words)
+{
+	return sizeof(struct cm_node) + 8 * (size_t)words +
+	       sizeof(atomic_uint);
 }
 
 static inline size_t cm_node_bytes(const struct cm_node *n)
 {
-	return sizeof(struct cm_node) + 8 * (size_t)n->words +
-	       sizeof(atomic_uint);
+	return cm_node_bytes_of(n->words);
 }
+
 
 /* The node's reference count, after its last entry (see "Ownership"). */
 static inline atomic_uint *cm_node_refs(const struct cm_node *n)
@@ -375,6 +384,10 @@ void cm_entry_discard(const struct cm_entry *e);
 /* A node with refs 1 and uninitialised slots, or NULL (ENOMEM). */
 struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 			      unsigned children, bool draft);
+
+/* Give a draft node's spare words back, at commit: the node, perhaps
+ * moved (its parent must be updated), with words fitting its contents. */
+struct cm_node *cm_node_trim(struct cm_node *n);
 
 static inline void cm_node_retain(struct cm_node *n)
 {

@@ -91,6 +91,8 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 
 	invariant(atomic_load(cm_node_refs(n)) >= 1, "node with no reference");
 	invariant(!n->draft, "draft node in a version");
+	invariant(n->words == cm_words_for(ne, nc),
+		  "node size does not fit its contents (untrimmed draft?)");
 	if (depth == CM_COLLISION_DEPTH) {
 		unsigned bits;
 		uint64_t first = known_hash(m, &cm_node_entries(n)[0], &bits);

@@ -190,7 +190,7 @@ struct cowmap *cowmap_txn_commit(struct cowmap_txn *t)
 		cm_free(t->shell);
 		result = t->base;	/* the draft's reference becomes the caller's */
 	} else {
-		cm_edit_seal(t->root);
+		t->root = cm_edit_seal(t->root);
 		result = t->shell;
 		cm_map_init(result, result, t->root, t->count);
 		cowmap_release(t->base);
