@@ -81,25 +81,64 @@ struct retired {
  * still reported as waiting.  Snapshot holders may take or drop references
  * meanwhile, which makes the figure an estimate.
  */
-static void sole_owned(const struct cm_node *n, const struct cm_owner *own,
-		       size_t *bytes, size_t *nodes)
+static bool held_once(const atomic_uint *refs)
 {
-	if (atomic_load_explicit(cm_node_refs(n), memory_order_relaxed) != 1)
+	return atomic_load_explicit(refs, memory_order_relaxed) == 1;
+}
+
+static void count_sole_leaf(const struct cm_entry *e, size_t *bytes)
+{
+	if (cm_entry_boxed(e) && held_once(&e->u.leaf->refs))
+		*bytes += sizeof(struct cm_leaf) + cm_entry_len(e);
+}
+
+static void sole_owned(const struct cm_node *n, size_t *bytes, size_t *nodes)
+{
+	if (!held_once(cm_node_refs(n)))
 		return;
 	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
 
 	*bytes += cm_node_bytes(n);
 	*nodes += 1;
-	for (unsigned i = 0; i < ne; i++) {
-		const struct cm_entry *e = &cm_node_entries(n)[i];
-
-		if (cm_entry_boxed(e) &&
-		    atomic_load_explicit(&e->u.leaf->refs,
-					 memory_order_relaxed) == 1)
-			*bytes += sizeof(struct cm_leaf) + cm_entry_len(e);
-	}
+	for (unsigned i = 0; i < ne; i++)
+		count_sole_leaf(&cm_node_entries(n)[i], bytes);
 	for (unsigned i = 0; i < nc; i++)
-		sole_owned(cm_children(n)[i], own, bytes, nodes);
+		sole_owned(cm_children(n)[i], bytes, nodes);
+}
+
+/*
+ * The same for a version that one key's update replaced (the key hashes
+ * to @hash): the update retained every child and entry of the nodes it
+ * copied except the one on the key's path, so only that path can be the
+ * old version's alone.  The walk costs the depth, not a look at every
+ * child of every copied node (some 60 scattered reference counts on a
+ * 1M-entry map, read under the writer mutex).
+ */
+static void sole_owned_path(const struct cm_node *n, uint64_t hash,
+			    size_t *bytes, size_t *nodes)
+{
+	for (unsigned depth = 0; n != NULL && held_once(cm_node_refs(n));
+	     depth++) {
+		*bytes += cm_node_bytes(n);
+		*nodes += 1;
+		if (depth == CM_COLLISION_DEPTH) {
+			for (unsigned i = 0; i < n->datamap; i++)
+				count_sole_leaf(&cm_node_entries(n)[i], bytes);
+			return;
+		}
+
+		uint32_t bit = cm_bit(hash, depth);
+
+		if (n->datamap & bit) {
+			count_sole_leaf(&cm_node_entries(
+						n)[cm_index(n->datamap, bit)],
+					bytes);
+			return;
+		}
+		n = n->nodemap & bit
+			    ? cm_children(n)[cm_index(n->nodemap, bit)]
+			    : NULL;
+	}
 }
 
 static void retire_done(struct rcu_head *head)
@@ -120,10 +159,11 @@ static void retire_done(struct rcu_head *head)
 /*
  * Make @next current; called with the writer mutex held.  Consumes @next
  * and @r (the retirement record allocated before anything changed, so
- * nothing here can fail).
+ * nothing here can fail).  @lone_hash: when @next is the current version
+ * with one key's update, that key's hash; otherwise NULL.
  */
 static void install(struct cowmap_cell *c, struct cowmap *next,
-		    struct retired *r)
+		    struct retired *r, const uint64_t *lone_hash)
 {
 	struct cowmap *old = atomic_load_explicit(&c->current,
 						  memory_order_relaxed);
@@ -135,7 +175,10 @@ static void install(struct cowmap_cell *c, struct cowmap *next,
 	r->cell = c;
 	r->bytes = sizeof(*old);
 	r->nodes = 0;
-	sole_owned(old->root, &old->own, &r->bytes, &r->nodes);
+	if (lone_hash != NULL)
+		sole_owned_path(old->root, *lone_hash, &r->bytes, &r->nodes);
+	else
+		sole_owned(old->root, &r->bytes, &r->nodes);
 	atomic_fetch_add_explicit(&c->pending_bytes, r->bytes,
 				  memory_order_relaxed);
 	atomic_fetch_add_explicit(&c->pending_nodes, r->nodes,
@@ -269,7 +312,7 @@ static int publish_if(struct cowmap_cell *c, bool check,
 		cowmap_release(next);
 		return -EAGAIN;
 	}
-	install(c, next, r);
+	install(c, next, r, NULL);
 	pthread_mutex_unlock(&c->writer);
 	return 0;
 }
@@ -311,7 +354,7 @@ int cowmap_cell_update(struct cowmap_cell *c,
 	} else if (next == cur) {
 		cowmap_release(next);	/* "no change": drop fn's reference */
 	} else {
-		install(c, next, r);
+		install(c, next, r, NULL);
 		r = NULL;
 	}
 	pthread_mutex_unlock(&c->writer);
@@ -430,7 +473,7 @@ static void combine(struct cowmap_cell *c)
 		cowmap_release(next);
 		cm_free(r);
 	} else {
-		install(c, next, r);
+		install(c, next, r, lone ? &l.probe.hash : NULL);
 	}
 	for (struct cell_request *q = list; q != NULL; q = q->next)
 		q->done = true;

@@ -1348,6 +1348,84 @@ START_TEST(stats_pending_while_reader_in_critical_section)
 }
 END_TEST
 
+/*
+ * A lone cowmap_cell_set/del estimates what it retires by walking only the
+ * key's path; cowmap_cell_publish of the same change walks the whole old
+ * version.  Two cells over equal maps, one changed each way, with a reader
+ * holding the grace period open: after every step both must report the
+ * same pending bytes and nodes.  Values are owned by the maps, so entries
+ * are boxed and replaced leaves count too; the steps replace, insert
+ * (splitting entries into new nodes) and delete (collapsing them).
+ */
+START_TEST(stats_pending_of_lone_writes_matches_a_full_walk)
+{
+	enum { KEYS = 3000, STEPS = 300 };
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	static struct tval *va[KEYS], *vb[KEYS];
+	static bool present[KEYS + KEYS / 2];
+	struct cowmap_cell *a, *b;
+	struct holder h;
+	pthread_t th;
+	char key[32];
+
+	o.seed = 0x5eed;	/* both maps must have the same shape */
+	a = cowmap_cell_new(map_of(&o, KEYS, va), tf->flavor);
+	b = cowmap_cell_new(map_of(&o, KEYS, vb), tf->flavor);
+
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	for (unsigned i = 0; i < KEYS + KEYS / 2; i++)
+		present[i] = i < KEYS;
+	memset(&h, 0, sizeof(h));
+	h.tf = tf;
+	h.c = a;
+	ck_assert_int_eq(pthread_create(&th, NULL, holder_main, &h), 0);
+	while (!atomic_load(&h.ready))
+		nap_ms(1);
+
+	for (unsigned step = 0; step < STEPS; step++) {
+		unsigned k = (step * 7919u) % (KEYS + KEYS / 2);
+		size_t len = kfmt(key, sizeof(key), "k", k);
+		struct cowmap *cur = cowmap_cell_snapshot(b), *next;
+		bool del = present[k] && step % 3 == 0;
+
+		ck_assert_ptr_nonnull(cur);
+		if (del) {
+			ck_assert_int_eq(cowmap_cell_del(a, key, len), 1);
+			next = cowmap_del(cur, key, len);
+		} else {
+			ck_assert_int_eq(cowmap_cell_set(a, key, len, tv_new()),
+					 0);
+			next = cowmap_set(cur, key, len, tv_new());
+		}
+		present[k] = !del;
+		ck_assert_ptr_nonnull(next);
+		cowmap_release(cur);
+		ck_assert_int_eq(cowmap_cell_publish(b, next), 0);
+
+		struct cowmap_cell_stats sa = cell_stats(a), sb = cell_stats(b);
+
+		TU_REQUIRE(sa.pending_bytes == sb.pending_bytes &&
+				   sa.pending_nodes == sb.pending_nodes,
+			   "step %u (%s %s): lone write pending %zu bytes, "
+			   "%zu nodes; full walk %zu bytes, %zu nodes",
+			   step, del ? "del" : "set", key, sa.pending_bytes,
+			   sa.pending_nodes, sb.pending_bytes,
+			   sb.pending_nodes);
+	}
+	ck_assert_uint_gt(cell_stats(a).pending_nodes, STEPS);
+
+	atomic_store(&h.stop, 1);
+	tf_offline(tf);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	tf_online(tf);
+	cowmap_cell_free(a);
+	cowmap_cell_free(b);
+	end(tf);
+}
+END_TEST
+
 START_TEST(stats_published_counts_each_publish)
 {
 	const struct tf_flavor *tf = begin(_i);
@@ -2350,6 +2428,8 @@ Suite *cell_suite(void)
 	tc = tcase_create("stats");
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, stats_pending_while_reader_in_critical_section,
+			    0, TF_COUNT);
+	tcase_add_loop_test(tc, stats_pending_of_lone_writes_matches_a_full_walk,
 			    0, TF_COUNT);
 	tcase_add_loop_test(tc, stats_published_counts_each_publish, 0,
 			    TF_COUNT);
