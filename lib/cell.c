@@ -377,21 +377,27 @@ static struct cowmap *cur_of(struct cowmap_cell *c)
 	return atomic_load_explicit(&c->current, memory_order_relaxed);
 }
 
-/* One request alone, which the look-up @l could not answer: a persistent
- * update is cheaper than a transaction. */
-static struct cowmap *apply_one(const struct cowmap *cur,
-				const struct cm_lookup *l,
+/*
+ * One request alone, which the look-up @l could not answer: a persistent
+ * update is cheaper than a transaction.  @cur is retired right after, so
+ * the copies of the path nodes only it holds take over their references
+ * (lib/lend.c) instead of adding to every child's count.
+ */
+static struct cowmap *apply_one(struct cowmap *cur, const struct cm_lookup *l,
 				struct cell_request *q)
 {
+	unsigned lend = cm_lend_levels(cur, &l->probe);
 	struct cowmap *next;
 
 	if (q->is_del) {
-		next = cm_map_del_at(cur, l);
+		next = cm_map_del_at(cur, l, &lend);
 		q->result = next == NULL ? -errno : next != cur;
 	} else {
-		next = cm_map_set_at(cur, l, q->value);
+		next = cm_map_set_at(cur, l, q->value, &lend);
 		q->result = next == NULL ? -errno : 0;
 	}
+	if (next != NULL && next != cur)
+		cm_lend_mark(cur, l->probe.hash, lend);
 	return next;
 }
 

@@ -21,6 +21,7 @@
  */
 #include "edit.h"
 
+#include "alloc.h"
 #include "map.h"
 
 #include <limits.h>
@@ -106,11 +107,12 @@ static void splice_in_place(const struct cm_edit *ed, struct cm_node *n,
 		cm_node_release(gone_child, ed->own);
 }
 
-static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
-			       const struct splice *s)
+static struct cm_node *rebuild(struct cm_edit *ed, struct cm_node *n,
+			       unsigned depth, const struct splice *s)
 {
 	bool coll = n->kind == CM_COLLISION;
 	bool move = ed->draft && n->draft;
+	bool lend = !ed->draft && depth < ed->lend_depth;
 	unsigned ne = coll ? s->datamap : cm_popcount(s->datamap);
 	unsigned nc = cm_popcount(s->nodemap);
 
@@ -128,8 +130,13 @@ static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
 
 	const struct cm_entry *src_e = cm_node_entries(n);
 	struct cm_entry *dst_e = cm_node_entries(m);
+	bool retain = !move && !lend;
 	unsigned from = 0;
 
+	if (!ed->draft && depth + 1 > ed->copied)
+		ed->copied = depth + 1;
+	if (lend && depth + 1 > ed->lent)
+		ed->lent = depth + 1;
 	for (unsigned to = 0; to < ne; to++) {
 		if (s->add_entry != NULL && to == s->add_entry_at) {
 			dst_e[to] = *s->add_entry;
@@ -139,7 +146,7 @@ static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
 		if (from == s->skip_entry)
 			from++;
 		dst_e[to] = src_e[from++];
-		if (!move)
+		if (retain)
 			cm_entry_retain(&dst_e[to]);
 	}
 
@@ -154,7 +161,7 @@ static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
 		if (from == s->skip_child)
 			from++;
 		dst[to] = src[from++];
-		if (!move)
+		if (retain)
 			cm_node_retain(dst[to]);
 	}
 	if (move) {
@@ -176,8 +183,9 @@ static struct splice splice_of(const struct cm_node *n)
 }
 
 /* Entry @i replaced by @e; same shape, so a draft changes in place. */
-static struct cm_node *with_entry(const struct cm_edit *ed, struct cm_node *n,
-				  unsigned i, const struct cm_entry *e)
+static struct cm_node *with_entry(struct cm_edit *ed, struct cm_node *n,
+				  unsigned depth, unsigned i,
+				  const struct cm_entry *e)
 {
 	if (n->draft) {
 		struct cm_entry old = cm_node_entries(n)[i];
@@ -192,12 +200,13 @@ static struct cm_node *with_entry(const struct cm_edit *ed, struct cm_node *n,
 	s.skip_entry = i;
 	s.add_entry = e;
 	s.add_entry_at = i;
-	return rebuild(ed, n, &s);
+	return rebuild(ed, n, depth, &s);
 }
 
 /* Child @i replaced by @child (a fresh reference); same shape. */
-static struct cm_node *with_child(const struct cm_edit *ed, struct cm_node *n,
-				  unsigned i, struct cm_node *child)
+static struct cm_node *with_child(struct cm_edit *ed, struct cm_node *n,
+				  unsigned depth, unsigned i,
+				  struct cm_node *child)
 {
 	if (n->draft) {
 		struct cm_node **kids = cm_children(n);
@@ -212,7 +221,44 @@ static struct cm_node *with_child(const struct cm_edit *ed, struct cm_node *n,
 	s.skip_child = i;
 	s.add_child = child;
 	s.add_child_at = i;
-	return rebuild(ed, n, &s);
+	return rebuild(ed, n, depth, &s);
+}
+
+/*
+ * Undo a fresh successor @fresh of @old (depth @depth) after a failure
+ * further up.  A copy made lending owns only its slot on the key's path:
+ * drop that (the fresh copy below, made lending too or not, or the new
+ * entry, or the pair of a split) and free the shell; anything else is an
+ * ordinary node that owns all it holds.
+ */
+static void drop_fresh(struct cm_edit *ed, struct cm_node *fresh,
+		       const struct cm_node *old, unsigned depth,
+		       const struct cm_probe *p)
+{
+	if (ed->draft || depth >= ed->lend_depth) {
+		cm_node_release(fresh, ed->own);
+		return;
+	}
+
+	uint32_t bit = cm_bit(p->hash, depth);
+
+	if (fresh->datamap & bit) {
+		cm_entry_release(&cm_node_entries(
+					 fresh)[cm_index(fresh->datamap, bit)],
+				 ed->own);
+	} else if (fresh->nodemap & bit) {
+		struct cm_node *below =
+			cm_children(fresh)[cm_index(fresh->nodemap, bit)];
+
+		if (old->nodemap & bit)	/* the copy of old's child */
+			drop_fresh(ed, below,
+				   cm_children(old)[cm_index(old->nodemap,
+							     bit)],
+				   depth + 1, p);
+		else			/* the pair a split made */
+			cm_node_release(below, ed->own);
+	}
+	cm_free(fresh);
 }
 
 /*
@@ -220,7 +266,7 @@ static struct cm_node *with_child(const struct cm_edit *ed, struct cm_node *n,
  * of its hash, enough for the first CM_FRAG_BITS / CM_BITS levels; below
  * them the key is hashed again (*full caches the result).
  */
-static unsigned entry_chunk(const struct cm_edit *ed, const struct cm_entry *x,
+static unsigned entry_chunk(struct cm_edit *ed, const struct cm_entry *x,
 			    unsigned depth, uint64_t *full, bool *have_full)
 {
 	if ((depth + 1) * CM_BITS <= CM_FRAG_BITS)
@@ -238,7 +284,7 @@ static unsigned entry_chunk(const struct cm_edit *ed, const struct cm_entry *x,
  * nodes down to where their chunks part (or a collision node when their
  * full hashes are equal).
  */
-static struct cm_node *make_pair(const struct cm_edit *ed,
+static struct cm_node *make_pair(struct cm_edit *ed,
 				 const struct cm_entry *x,
 				 const struct cm_entry *y, uint64_t hy,
 				 unsigned depth)
@@ -296,7 +342,7 @@ static enum walk collision_set(struct cm_edit *ed, struct cm_node *n,
 			continue;
 		if (cm_node_entries(n)[i].value == e->value)
 			return W_NOCHANGE;
-		*out = with_entry(ed, n, i, e);
+		*out = with_entry(ed, n, CM_COLLISION_DEPTH, i, e);
 		return *out ? W_NEWNODE : W_NOMEM;
 	}
 	struct splice s = splice_of(n);
@@ -304,7 +350,7 @@ static enum walk collision_set(struct cm_edit *ed, struct cm_node *n,
 	s.datamap = n->datamap + 1;
 	s.add_entry = e;
 	s.add_entry_at = n->datamap;
-	*out = rebuild(ed, n, &s);
+	*out = rebuild(ed, n, CM_COLLISION_DEPTH, &s);
 	if (*out == NULL)
 		return W_NOMEM;
 	ed->added = true;
@@ -328,7 +374,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 		if (cm_entry_matches(x, p)) {
 			if (x->value == e->value)
 				return W_NOCHANGE;
-			*out = with_entry(ed, n, i, e);
+			*out = with_entry(ed, n, depth, i, e);
 			return *out ? W_NEWNODE : W_NOMEM;
 		}
 		/* Another key owns this position: both move one level down. */
@@ -341,7 +387,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 		s.skip_entry = i;
 		s.add_child = sub;
 		s.add_child_at = cm_index(s.nodemap, bit);
-		*out = rebuild(ed, n, &s);
+		*out = rebuild(ed, n, depth, &s);
 		if (*out == NULL) {
 			cm_node_release(sub, ed->own);
 			return W_NOMEM;
@@ -361,9 +407,9 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 			*out = n;
 			return W_NEWNODE;
 		}
-		*out = with_child(ed, n, i, next);
+		*out = with_child(ed, n, depth, i, next);
 		if (*out == NULL) {
-			cm_node_release(next, ed->own);
+			drop_fresh(ed, next, child, depth + 1, p);
 			return W_NOMEM;
 		}
 		return W_NEWNODE;
@@ -372,7 +418,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 	s.datamap |= bit;
 	s.add_entry = e;
 	s.add_entry_at = cm_index(s.datamap, bit);
-	*out = rebuild(ed, n, &s);
+	*out = rebuild(ed, n, depth, &s);
 	if (*out == NULL)
 		return W_NOMEM;
 	ed->added = true;
@@ -401,7 +447,7 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 			}
 			s.datamap = n->datamap - 1;
 			s.skip_entry = i;
-			*out = rebuild(ed, n, &s);
+			*out = rebuild(ed, n, depth, &s);
 			return *out ? W_NEWNODE : W_NOMEM;
 		}
 		return W_NOCHANGE;
@@ -422,7 +468,7 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 		}
 		s.datamap &= ~bit;
 		s.skip_entry = i;
-		*out = rebuild(ed, n, &s);
+		*out = rebuild(ed, n, depth, &s);
 		return *out ? W_NEWNODE : W_NOMEM;
 	}
 
@@ -447,16 +493,16 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 		s.skip_child = i;
 		s.add_entry = single;
 		s.add_entry_at = cm_index(s.datamap, bit);
-		*out = rebuild(ed, n, &s);
+		*out = rebuild(ed, n, depth, &s);
 		return *out ? W_NEWNODE : W_NOMEM;
 	case W_NEWNODE:
 		if (next == child) {
 			*out = n;
 			return W_NEWNODE;
 		}
-		*out = with_child(ed, n, i, next);
+		*out = with_child(ed, n, depth, i, next);
 		if (*out == NULL) {
-			cm_node_release(next, ed->own);
+			drop_fresh(ed, next, child, depth + 1, p);
 			return W_NOMEM;
 		}
 		return W_NEWNODE;
@@ -469,6 +515,7 @@ enum cm_edit_result cm_edit_set(struct cm_edit *ed, struct cm_node *root,
 				const struct cm_entry *e, struct cm_node **out)
 {
 	ed->added = false;
+	ed->lent = ed->copied = 0;
 	*out = root;
 	switch (set_walk(ed, root, 0, p, e, out)) {
 	case W_NEWNODE:
@@ -476,6 +523,7 @@ enum cm_edit_result cm_edit_set(struct cm_edit *ed, struct cm_node *root,
 	case W_NOMEM:
 		*out = root;
 		ed->added = false;
+		ed->lent = ed->copied = 0;
 		return CM_EDIT_NOMEM;
 	default:
 		*out = root;
@@ -490,6 +538,7 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 	struct cm_entry single;
 
 	ed->removed = false;
+	ed->lent = ed->copied = 0;
 	*out = root;
 	switch (del_walk(ed, root, 0, p, out, &single)) {
 	case W_NEWNODE:
@@ -497,6 +546,7 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 	case W_NOMEM:
 		*out = root;
 		ed->removed = false;
+		ed->lent = ed->copied = 0;
 		return CM_EDIT_NOMEM;
 	default:	/* the root never answers W_SINGLE */
 		*out = root;

@@ -17,6 +17,16 @@ struct cm_edit {
 	const struct cowmap *map;	/* the hash that placed the keys */
 	const struct cm_owner *own;
 	bool draft;	/* nodes made by this edit belong to a transaction */
+	/*
+	 * Lending (lib/lend.c): the copies of the path nodes at depths below
+	 * lend_depth take over the old node's references to the slots they
+	 * keep instead of adding their own; the old node keeps only its slot
+	 * on the key's path.  Only for a version about to be retired that
+	 * alone holds those nodes.  0: copies retain, as usual.
+	 */
+	unsigned lend_depth;
+	unsigned lent;	/* out: how many path levels were copied lending */
+	unsigned copied;	/* out: how many path levels were copied */
 	bool added;	/* out: set inserted a new key */
 	bool removed;	/* out: del removed a key */
 };

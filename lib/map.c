@@ -23,7 +23,12 @@ void cm_map_init(struct cowmap *m, const struct cowmap *like,
 	m->magic = CM_MAP_MAGIC;
 	m->root = root;
 	m->count = count;
-	cm_debug_check_trie(m);
+	m->lent_hash = m->fresh_hash = 0;
+	m->lent_levels = m->fresh_levels = 0;
+	/* @like is the version @m was derived from, unless it has @root
+	 * (a commit: @like is @m) or none (cowmap_new()'s prototype). */
+	cm_debug_check_trie(m, like->root != NULL && like->root != root ? like
+									 : NULL);
 }
 
 struct cowmap *cowmap_new(const struct cowmap_options *opts)
@@ -73,7 +78,15 @@ struct cowmap *cowmap_retain(const struct cowmap *m)
 	}
 	struct cowmap *mut = (struct cowmap *)(uintptr_t)m;
 
-	atomic_fetch_add_explicit(&mut->refs, 1, memory_order_relaxed);
+	/* Acquire: a lent version's lent_* fields (lib/lend.c). */
+	unsigned old = atomic_fetch_add_explicit(&mut->refs, 1,
+						 memory_order_acquire);
+
+	if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT &&
+	    !(atomic_fetch_or_explicit(&mut->refs, CM_REFS_RETURNED,
+				       memory_order_acq_rel) &
+	      CM_REFS_RETURNED))
+		cm_lend_return(mut);
 	return mut;
 }
 
@@ -87,10 +100,16 @@ void cowmap_release(struct cowmap *m)
 		return;
 	}
 #endif
-	if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_release) != 1)
+	unsigned old = atomic_fetch_sub_explicit(&m->refs, 1,
+						 memory_order_release);
+
+	if ((old & CM_REFS_COUNT) != 1)
 		return;
 	atomic_thread_fence(memory_order_acquire);
-	cm_node_release(m->root, &m->own);
+	if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT)
+		cm_lend_free(m);	/* its path lent what it held */
+	else
+		cm_node_release(m->root, &m->own);
 	m->magic = CM_DEAD_MAGIC;
 #ifdef COWMAP_DEBUG
 	cm_free_quarantined(m);	/* so a second release is caught */
@@ -118,8 +137,13 @@ void cm_map_lookup(const struct cowmap *m, const void *key, size_t len,
  * hand the new root to the shell.
  */
 struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
-			     void *value)
+			     void *value, unsigned *lend)
 {
+	unsigned lend_depth = lend != NULL ? *lend : 0;
+
+	if (lend != NULL)
+		*lend = 0;
+
 	const struct cm_probe *p = &l->probe;
 	struct cm_entry e;
 	struct cm_node *root;
@@ -141,7 +165,8 @@ struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
 		return NULL;
 	}
 
-	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false };
+	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false,
+			      .lend_depth = lend_depth };
 	enum cm_edit_result r = cm_edit_set(&ed, m->root, p, &e, &root);
 
 	cm_entry_discard(&e);	/* the trie holds its own reference */
@@ -151,12 +176,21 @@ struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
 		return NULL;
 	}
 	cm_map_init(next, m, root, m->count + (ed.added ? 1 : 0));
+	next->fresh_hash = p->hash;
+	next->fresh_levels = ed.copied;
+	if (lend != NULL)
+		*lend = ed.lent;
 	return next;
 }
 
-struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l)
+struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
+			     unsigned *lend)
 {
+	unsigned lend_depth = lend != NULL ? *lend : 0;
 	struct cm_node *root;
+
+	if (lend != NULL)
+		*lend = 0;
 
 	if (cm_lookup_outcome(m, l, true, NULL) == 0)
 		return cowmap_retain(m);
@@ -168,7 +202,8 @@ struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l)
 		return NULL;
 	}
 
-	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false };
+	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false,
+			      .lend_depth = lend_depth };
 
 	if (cm_edit_del(&ed, m->root, &l->probe, &root) != CM_EDIT_CHANGED) {
 		cm_free(next);
@@ -176,6 +211,10 @@ struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l)
 		return NULL;
 	}
 	cm_map_init(next, m, root, m->count - 1);
+	next->fresh_hash = l->probe.hash;
+	next->fresh_levels = ed.copied;
+	if (lend != NULL)
+		*lend = ed.lent;
 	return next;
 }
 
@@ -189,7 +228,7 @@ struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
 		return NULL;
 	}
 	cm_map_lookup(m, key, len, &l);
-	return cm_map_set_at(m, &l, value);
+	return cm_map_set_at(m, &l, value, NULL);
 }
 
 struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
@@ -201,5 +240,5 @@ struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
 		return NULL;
 	}
 	cm_map_lookup(m, key, len, &l);
-	return cm_map_del_at(m, &l);
+	return cm_map_del_at(m, &l, NULL);
 }

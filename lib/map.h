@@ -17,7 +17,7 @@
  * chase, and a version needs no second reference count.
  */
 struct cowmap {
-	atomic_uint refs;
+	atomic_uint refs;	/* count, and the CM_REFS_* lending flags */
 	uint32_t magic;		/* CM_MAP_MAGIC while alive (checked in debug) */
 	size_t count;
 	struct cm_node *root;	/* never NULL: an empty map has an empty root */
@@ -26,7 +26,24 @@ struct cowmap {
 	uint64_t (*hash)(const void *key, size_t len, uint64_t seed, void *ctx);
 	struct cm_owner own;	/* value_free and ctx */
 	size_t max_entries;
+	/* Set before CM_REFS_LENT is, never changed after (lib/lend.c). */
+	uint64_t lent_hash;	/* the path whose nodes lent their slots */
+	unsigned lent_levels;	/* how many of them, from the root */
+	/* The nodes the update that made this version copied: the first
+	 * fresh_levels of fresh_hash's path (0 if not made by one update). */
+	unsigned fresh_levels;
+	uint64_t fresh_hash;
 };
+
+/*
+ * A retired version whose path nodes lent their references to the
+ * successor's copies (lib/lend.c) carries CM_REFS_LENT in refs; the first
+ * cowmap_retain() after that sets CM_REFS_RETURNED and takes the
+ * references back.  The rest of refs is the count.
+ */
+#define CM_REFS_LENT (1u << 31)
+#define CM_REFS_RETURNED (1u << 30)
+#define CM_REFS_COUNT (CM_REFS_RETURNED - 1)
 
 #define CM_MAP_MAGIC 0x636f776du	/* "cowm" */
 #define CM_DEAD_MAGIC 0xdeadc0deu
@@ -133,10 +150,40 @@ static inline int cm_lookup_outcome(const struct cowmap *m,
 	return 1;
 }
 
-/* cowmap_set() and cowmap_del() of a key @l looked up in @m. */
+/*
+ * cowmap_set() and cowmap_del() of a key @l looked up in @m.  @lend: NULL,
+ * or in: how many levels of the key's path may be copied lending (from
+ * cm_lend_levels()), out: how many were (0 unless a new version came
+ * back); the caller must then cm_lend_mark() @m.
+ */
 struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
-			     void *value);
-struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l);
+			     void *value, unsigned *lend);
+struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
+			     unsigned *lend);
+
+/*
+ * Lending (lib/lend.c).  A single-key update of the version a cell is
+ * about to retire copies the path; the copies may take over the old path
+ * nodes' references instead of adding their own, when nothing but the
+ * retired version holds those nodes.  Then neither the writer's copy nor
+ * the grace-period callback's free touches the hundred or so reference
+ * counts of the children: the callback frees the old path nodes and the
+ * slot each kept on the key's path, and nothing else.
+ *
+ * cm_lend_levels - how many nodes of @p's path, from the root, @m alone
+ *   holds (so many levels an update may copy lending); 0 unless @m's
+ *   only reference is its holder's.  Call with writers excluded.
+ * cm_lend_mark - after the update: @m lent its first @levels path nodes
+ *   to the new version.  If a reader retained @m meanwhile, the
+ *   references are returned at once; otherwise the first cowmap_retain()
+ *   to come returns them (cm_lend_return), or, if none comes before the
+ *   grace period ends, the last release frees only what @m kept
+ *   (cm_lend_free).
+ */
+unsigned cm_lend_levels(const struct cowmap *m, const struct cm_probe *p);
+void cm_lend_mark(struct cowmap *m, uint64_t hash, unsigned levels);
+void cm_lend_return(struct cowmap *m);
+void cm_lend_free(struct cowmap *m);
 
 /* Do two versions hash the same key to the same place? */
 static inline bool cm_same_layout(const struct cowmap *a, const struct cowmap *b)
@@ -149,10 +196,15 @@ static inline bool cm_same_layout(const struct cowmap *a, const struct cowmap *b
 #ifdef COWMAP_DEBUG
 /* Debug builds: check every trie invariant after each write, and report
  * misuse (a released version, a finished transaction) on stderr. */
-void cm_debug_check_trie(const struct cowmap *m);
+void cm_debug_check_trie(const struct cowmap *m, const struct cowmap *base);
 void cm_debug_report(const char *call, const char *what);
 #else
-static inline void cm_debug_check_trie(const struct cowmap *m) { (void)m; }
+static inline void cm_debug_check_trie(const struct cowmap *m,
+				       const struct cowmap *base)
+{
+	(void)m;
+	(void)base;
+}
 #endif
 
 #endif

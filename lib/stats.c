@@ -77,12 +77,15 @@ static uint64_t low_bits(uint64_t x, unsigned bits)
 /*
  * Checks the node whose hashes start with @prefix's first @depth chunks;
  * returns the number of entries under it.  Unless @full, subtrees shared
- * with another version (refs > 1) were checked when they were made and are
- * skipped, so a check after a write costs about the path it copied.
+ * with another version were checked when they were made and are skipped,
+ * so a check after a write costs about the path it copied: those with
+ * refs > 1, and those that @base (the node at the same place in the
+ * version this one was derived from, or NULL) holds too - a copy that
+ * took over the old node's references (lib/lend.c) leaves them at 1.
  */
 static size_t check_node(const struct cowmap *m, const struct cm_node *n,
-			 unsigned depth, uint64_t prefix, bool is_root,
-			 bool full)
+			 const struct cm_node *base, unsigned depth,
+			 uint64_t prefix, bool is_root, bool full)
 {
 	uint64_t mask = depth >= 13 ? UINT64_MAX
 				    : (UINT64_C(1) << (depth * CM_BITS)) - 1;
@@ -141,13 +144,20 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 		uint64_t child_prefix = (prefix & mask) |
 					((uint64_t)pos << (depth * CM_BITS));
 		const struct cm_node *child = cm_children(n)[k++];
+		const struct cm_node *base_child = NULL;
+		uint32_t bit = UINT32_C(1) << pos;
 
-		if (!full && atomic_load(cm_node_refs(child)) > 1) {
+		if (base != NULL && base->kind == CM_BITMAP &&
+		    (base->nodemap & bit))
+			base_child = cm_children(base)[cm_index(base->nodemap,
+								bit)];
+		if (!full && (atomic_load(cm_node_refs(child)) > 1 ||
+			      child == base_child)) {
 			total += 2;	/* checked when it was made */
 			continue;
 		}
-		size_t below = check_node(m, child, depth + 1, child_prefix,
-					  false, full);
+		size_t below = check_node(m, child, base_child, depth + 1,
+					  child_prefix, false, full);
 
 		invariant(below >= 2, "subtree with fewer than two entries");
 		total += below;
@@ -155,10 +165,11 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 	return total;
 }
 
-void cm_debug_check_trie(const struct cowmap *m)
+void cm_debug_check_trie(const struct cowmap *m, const struct cowmap *base)
 {
 	bool full = m->count <= 4096;
-	size_t seen = check_node(m, m->root, 0, 0, true, full);
+	size_t seen = check_node(m, m->root, base ? base->root : NULL, 0, 0,
+				 true, full);
 
 	if (full)
 		invariant(seen == m->count, "entry count differs from the trie");

@@ -1355,7 +1355,10 @@ END_TEST
  * holding the grace period open: after every step both must report the
  * same pending bytes and nodes.  Values are owned by the maps, so entries
  * are boxed and replaced leaves count too; the steps replace, insert
- * (splitting entries into new nodes) and delete (collapsing them).
+ * (splitting entries into new nodes) and delete (collapsing them).  A
+ * snapshot of a's version is held across each write: it keeps the write
+ * from lending the old path to the new version (lib/lend.c), which would
+ * leave the two cells with different reference counts to compare.
  */
 START_TEST(stats_pending_of_lone_writes_matches_a_full_walk)
 {
@@ -1389,8 +1392,10 @@ START_TEST(stats_pending_of_lone_writes_matches_a_full_walk)
 		size_t len = kfmt(key, sizeof(key), "k", k);
 		struct cowmap *cur = cowmap_cell_snapshot(b), *next;
 		bool del = present[k] && step % 3 == 0;
+		struct cowmap *hold = cowmap_cell_snapshot(a);
 
 		ck_assert_ptr_nonnull(cur);
+		ck_assert_ptr_nonnull(hold);
 		if (del) {
 			ck_assert_int_eq(cowmap_cell_del(a, key, len), 1);
 			next = cowmap_del(cur, key, len);
@@ -1402,6 +1407,7 @@ START_TEST(stats_pending_of_lone_writes_matches_a_full_walk)
 		present[k] = !del;
 		ck_assert_ptr_nonnull(next);
 		cowmap_release(cur);
+		cowmap_release(hold);
 		ck_assert_int_eq(cowmap_cell_publish(b, next), 0);
 
 		struct cowmap_cell_stats sa = cell_stats(a), sb = cell_stats(b);
@@ -1422,6 +1428,148 @@ START_TEST(stats_pending_of_lone_writes_matches_a_full_walk)
 	tf_online(tf);
 	cowmap_cell_free(a);
 	cowmap_cell_free(b);
+	end(tf);
+}
+END_TEST
+
+/*
+ * Lending (lib/lend.c): a lone write copies the old version's path nodes
+ * by taking over their references, and a reader that still holds the old
+ * version in its critical section may retain it afterwards, which must
+ * give the references back.  Keys are 8-byte numbers hashed to themselves,
+ * so that writes in a row share path prefixes and lend more than the
+ * root.  A reader loads the version, the writer replaces, inserts and
+ * deletes keys under it, the reader retains it late, the writer goes on,
+ * and then the kept version must be whole and every value freed exactly
+ * once when it has to be.
+ */
+static uint64_t identity_hash(const void *key, size_t len, uint64_t seed,
+			      void *ctx)
+{
+	uint64_t h = 0;
+
+	(void)seed;
+	(void)ctx;
+	memcpy(&h, key, len < sizeof(h) ? len : sizeof(h));
+	return h;
+}
+
+struct late {
+	const struct tf_flavor *tf;
+	struct cowmap_cell *c;
+	atomic_int loaded, go, retained;
+	struct cowmap *kept;
+};
+
+static void *late_retainer_main(void *arg)
+{
+	struct late *l = arg;
+	const struct cowmap *m;
+
+	tf_register(l->tf);
+	tf_read_lock(l->tf);
+	m = cowmap_cell_load(l->c);
+	atomic_store(&l->loaded, 1);
+	while (!atomic_load(&l->go))
+		nap_ms(1);
+	l->kept = cowmap_retain(m);	/* long after m was retired */
+	tf_read_unlock(l->tf);
+	tf_quiescent(l->tf);
+	atomic_store(&l->retained, 1);
+	tf_unregister(l->tf);
+	return NULL;
+}
+
+/* Key j of row r: rows differ in the first chunk only, so keys of a row
+ * share the root's child and, below it, whole path prefixes. */
+static uint64_t row_key(unsigned r, unsigned j)
+{
+	return (uint64_t)j << 10 | r;
+}
+
+static void lend_write(struct cowmap_cell *c, unsigned r, unsigned j,
+		       struct tval **slot, bool del)
+{
+	uint64_t k = row_key(r, j);
+
+	if (del) {
+		ck_assert_int_eq(cowmap_cell_del(c, &k, sizeof(k)), 1);
+		*slot = NULL;
+	} else {
+		*slot = tv_new();
+		ck_assert_int_eq(cowmap_cell_set(c, &k, sizeof(k), *slot), 0);
+	}
+}
+
+START_TEST(late_retain_of_a_lent_version_keeps_it_whole)
+{
+	enum { ROWS = 4, PER_ROW = 300 };
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	static struct tval *orig[ROWS][PER_ROW], *now[ROWS][PER_ROW];
+	struct cowmap *m;
+	struct cowmap_cell *c;
+	struct late l;
+	pthread_t th;
+
+	o.seed = 1;
+	o.hash = identity_hash;
+	m = cowmap_new(&o);
+	ck_assert_ptr_nonnull(m);
+	for (unsigned r = 0; r < ROWS; r++)
+		for (unsigned j = 0; j < PER_ROW; j++) {
+			uint64_t k = row_key(r, j);
+
+			orig[r][j] = now[r][j] = tv_new();
+			m = tu_set_replace(m, &k, sizeof(k), orig[r][j]);
+		}
+	c = cowmap_cell_new(m, tf->flavor);
+	ck_assert_ptr_nonnull(c);
+
+	memset(&l, 0, sizeof(l));
+	l.tf = tf;
+	l.c = c;
+	ck_assert_int_eq(pthread_create(&th, NULL, late_retainer_main, &l), 0);
+	while (!atomic_load(&l.loaded))
+		nap_ms(1);
+
+	/* Under the loaded version: runs of writes along one row. */
+	for (unsigned j = 0; j < 40; j++)
+		lend_write(c, j % 2, j, &now[j % 2][j], j % 5 == 4);
+	atomic_store(&l.go, 1);
+	while (!atomic_load(&l.retained))
+		nap_ms(1);
+	/* After the late retain: more of the same, over the same nodes. */
+	for (unsigned j = 0; j < 60; j++)
+		lend_write(c, j % 3, 40 + j, &now[j % 3][40 + j], j % 7 == 6);
+
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	tf_barrier(tf);	/* every retired version's callback has run */
+
+	/* The kept version is the original, whole. */
+	ck_assert_ptr_nonnull(l.kept);
+	ck_assert_uint_eq(cowmap_size(l.kept), ROWS * PER_ROW);
+	for (unsigned r = 0; r < ROWS; r++)
+		for (unsigned j = 0; j < PER_ROW; j++) {
+			uint64_t k = row_key(r, j);
+			void *v = NULL;
+
+			ck_assert_int_eq(cowmap_get(l.kept, &k, sizeof(k), &v),
+					 1);
+			ck_assert_ptr_eq(v, orig[r][j]);
+			ck_assert_int_eq(tv_freed(orig[r][j]), 0);
+		}
+	cowmap_release(l.kept);
+	tf_barrier(tf);
+
+	/* Replaced values freed exactly once; current ones not at all. */
+	for (unsigned r = 0; r < ROWS; r++)
+		for (unsigned j = 0; j < PER_ROW; j++)
+			ck_assert_int_eq(tv_freed(orig[r][j]),
+					 orig[r][j] != now[r][j]);
+	cowmap_cell_free(c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
 	end(tf);
 }
 END_TEST
@@ -1758,6 +1906,103 @@ START_TEST(fault_cell_set)
 		REPORT("fault_cell_set %s: %ld failure points\n", tf_name_of(_i), n);
 	}
 	fault_fix_fini(&f);
+}
+END_TEST
+
+/*
+ * A lone write that copies a deep path lending (lib/lend.c), failing at
+ * each allocation in turn: the copies already made below the failure took
+ * over references they do not own, so undoing them must drop only what
+ * each one added.  Keys are numbers hashed to themselves and share their
+ * low 15 bits, so the path runs four levels deep; a first write along it
+ * makes those levels fresh, so the second one lends all four.
+ */
+static void *deep_get(const struct tf_flavor *tf, struct cowmap_cell *c,
+		      uint64_t k)
+{
+	struct cowmap *s = cowmap_cell_snapshot(c);
+	void *v = NULL;
+
+	(void)tf;
+	ck_assert_ptr_nonnull(s);
+	if (cowmap_get(s, &k, sizeof(k), &v) != 1)
+		v = NULL;
+	cowmap_release(s);
+	return v;
+}
+
+START_TEST(fault_lent_path_copy)
+{
+	enum { KEYS = 64, ROUNDS = 2 };
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	static struct tval *vals[KEYS];
+	struct cowmap *m;
+	struct cowmap_cell *c;
+	long n;
+
+	o.seed = 1;
+	o.hash = identity_hash;
+	m = cowmap_new(&o);
+	ck_assert_ptr_nonnull(m);
+	for (unsigned j = 0; j < KEYS; j++) {
+		uint64_t k = (uint64_t)j << 15 | 0x421;
+
+		vals[j] = tv_new();
+		m = tu_set_replace(m, &k, sizeof(k), vals[j]);
+	}
+	c = cowmap_cell_new(m, tf->flavor);
+	ck_assert_ptr_nonnull(c);
+
+	/* Round 0 replaces key 1, round 1 deletes key 2, each after a
+	 * successful write to key 0 along the same path. */
+	for (int round = 0; round < ROUNDS; round++) {
+		uint64_t k0 = 0x421, k = (uint64_t)(1 + round) << 15 | 0x421;
+		struct tval *nv0 = tv_new();
+
+		ck_assert_int_eq(cowmap_cell_set(c, &k0, sizeof(k0), nv0), 0);
+		vals[0] = nv0;
+		for (n = 0; n < FAULT_MAX; n++) {
+			uint64_t pub = cell_stats(c).published;
+			struct tval *nv = tv_new();
+			long base;
+			int r;
+
+			tf_barrier(tf);
+			base = live_settled();
+			cm_test_fail_after(n);
+			r = round == 0 ? cowmap_cell_set(c, &k, sizeof(k), nv)
+				       : cowmap_cell_del(c, &k, sizeof(k));
+			cm_test_fail_after(-1);
+			if (r >= 0) {
+				ck_assert_int_eq(r, round == 0 ? 0 : 1);
+				ck_assert_ptr_eq(deep_get(tf, c, k),
+						 round == 0 ? (void *)nv : NULL);
+				tf_barrier(tf);
+				ck_assert_int_eq(tv_freed(vals[1 + round]), 1);
+				vals[1 + round] = round == 0 ? nv : NULL;
+				break;
+			}
+			ck_assert_int_eq(r, -ENOMEM);
+			ck_assert_uint_eq(cell_stats(c).published, pub);
+			for (unsigned j = 0; j < KEYS; j++) {
+				uint64_t kj = (uint64_t)j << 15 | 0x421;
+
+				ck_assert_ptr_eq(deep_get(tf, c, kj), vals[j]);
+				if (vals[j] != NULL)
+					ck_assert_int_eq(tv_freed(vals[j]), 0);
+			}
+			CHECK_NO_LEAK(tf, base, "failed lent path copy");
+		}
+		ck_assert_int_gt(n, 3);	/* it failed at several levels */
+		ck_assert_int_lt(n, FAULT_MAX);
+	}
+	cowmap_cell_free(c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_msg(tv_freed(&tv_pool[i]) <= 1,
+			      "value %u freed %d times", i,
+			      tv_freed(&tv_pool[i]));
+	end(tf);
 }
 END_TEST
 
@@ -2431,6 +2676,8 @@ Suite *cell_suite(void)
 			    0, TF_COUNT);
 	tcase_add_loop_test(tc, stats_pending_of_lone_writes_matches_a_full_walk,
 			    0, TF_COUNT);
+	tcase_add_loop_test(tc, late_retain_of_a_lent_version_keeps_it_whole,
+			    0, TF_COUNT);
 	tcase_add_loop_test(tc, stats_published_counts_each_publish, 0,
 			    TF_COUNT);
 	tcase_add_loop_test(tc, stats_bad_args_einval, 0, TF_COUNT);
@@ -2444,6 +2691,7 @@ Suite *cell_suite(void)
 	tcase_add_loop_test(tc, fault_update, 0, TF_COUNT);
 	tcase_add_loop_test(tc, fault_cell_set, 0, TF_COUNT);
 	tcase_add_loop_test(tc, fault_cell_del, 0, TF_COUNT);
+	tcase_add_loop_test(tc, fault_lent_path_copy, 0, TF_COUNT);
 	tcase_add_loop_test(tc,
 			    fault_lone_noop_and_refused_answered_without_allocating,
 			    0, TF_COUNT);
