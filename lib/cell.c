@@ -6,7 +6,9 @@
  * ends, because the cell drops its own reference to a replaced version
  * only from a call_rcu() callback, i.e. after a grace period.  Nothing
  * else a reader touches is ever freed earlier: every node reachable from
- * that version is held by it.
+ * that version is held by it or, where a lone write made the successor
+ * take over its references (lib/lend.c), by that successor, which is
+ * retired later and so freed after a later grace period still.
  *
  * Writers: one mutex per cell serialises them.  A publish stores the new
  * version with release order (so its nodes are visible before its address
