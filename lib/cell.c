@@ -6,9 +6,9 @@
  * ends, because the cell drops its own reference to a replaced version
  * only from a call_rcu() callback, i.e. after a grace period.  Nothing
  * else a reader touches is ever freed earlier: every node reachable from
- * that version is held by it or, where a lone write made the successor
- * take over its references (lib/lend.c), by that successor, which is
- * retired later and so freed after a later grace period still.
+ * that version is held by it or, where a lone write made the successor's
+ * root take over its root's references (lib/lend.c), by that successor,
+ * which is retired later and so freed after a later grace period still.
  *
  * Writers: one mutex per cell serialises them.  A publish stores the new
  * version with release order (so its nodes are visible before its address
@@ -382,13 +382,13 @@ static struct cowmap *cur_of(struct cowmap_cell *c)
 /*
  * One request alone, which the look-up @l could not answer: a persistent
  * update is cheaper than a transaction.  @cur is retired right after, so
- * the copies of the path nodes only it holds take over their references
- * (lib/lend.c) instead of adding to every child's count.
+ * if only it holds its root, the root's copy takes over the root's
+ * references (lib/lend.c) instead of adding to every child's count.
  */
 static struct cowmap *apply_one(struct cowmap *cur, const struct cm_lookup *l,
 				struct cell_request *q)
 {
-	unsigned lend = cm_lend_levels(cur, &l->probe);
+	bool lend = cm_lend_root_ok(cur);
 	struct cowmap *next;
 
 	if (q->is_del) {
@@ -398,8 +398,8 @@ static struct cowmap *apply_one(struct cowmap *cur, const struct cm_lookup *l,
 		next = cm_map_set_at(cur, l, q->value, &lend);
 		q->result = next == NULL ? -errno : 0;
 	}
-	if (next != NULL && next != cur)
-		cm_lend_mark(cur, l->probe.hash, lend);
+	if (next != NULL && next != cur && lend)
+		cm_lend_mark(cur, l->probe.hash);
 	return next;
 }
 

@@ -21,7 +21,6 @@
  */
 #include "edit.h"
 
-#include "alloc.h"
 #include "map.h"
 
 #include <limits.h>
@@ -47,7 +46,9 @@ struct splice {
  * node belongs to this transaction alone: it is spliced where it is if the
  * result fits, and otherwise, since its (draft) parent drops it as soon as
  * the successor is in place, its entries and children are moved instead,
- * and @n is left empty so that dropping it frees only its shell.
+ * and @n is left empty so that dropping it frees only its shell.  A copy
+ * of the root that lends (lib/lend.c) takes over @n's references without
+ * touching @n, which readers may still be walking.
  * That saves a retain and a release per slot on every insert of a bulk
  * load.  Emptying @n is an in-place change made after the allocation, and
  * nothing above a draft allocates (see the invariants above), so a failure
@@ -112,7 +113,7 @@ static struct cm_node *rebuild(struct cm_edit *ed, struct cm_node *n,
 {
 	bool coll = n->kind == CM_COLLISION;
 	bool move = ed->draft && n->draft;
-	bool lend = !ed->draft && depth < ed->lend_depth;
+	bool lend = !ed->draft && depth == 0 && ed->lend_root;
 	unsigned ne = coll ? s->datamap : cm_popcount(s->datamap);
 	unsigned nc = cm_popcount(s->nodemap);
 
@@ -133,10 +134,8 @@ static struct cm_node *rebuild(struct cm_edit *ed, struct cm_node *n,
 	bool retain = !move && !lend;
 	unsigned from = 0;
 
-	if (!ed->draft && depth + 1 > ed->copied)
-		ed->copied = depth + 1;
-	if (lend && depth + 1 > ed->lent)
-		ed->lent = depth + 1;
+	if (lend)
+		ed->lent_root = true;
 	for (unsigned to = 0; to < ne; to++) {
 		if (s->add_entry != NULL && to == s->add_entry_at) {
 			dst_e[to] = *s->add_entry;
@@ -222,43 +221,6 @@ static struct cm_node *with_child(struct cm_edit *ed, struct cm_node *n,
 	s.add_child = child;
 	s.add_child_at = i;
 	return rebuild(ed, n, depth, &s);
-}
-
-/*
- * Undo a fresh successor @fresh of @old (depth @depth) after a failure
- * further up.  A copy made lending owns only its slot on the key's path:
- * drop that (the fresh copy below, made lending too or not, or the new
- * entry, or the pair of a split) and free the shell; anything else is an
- * ordinary node that owns all it holds.
- */
-static void drop_fresh(struct cm_edit *ed, struct cm_node *fresh,
-		       const struct cm_node *old, unsigned depth,
-		       const struct cm_probe *p)
-{
-	if (ed->draft || depth >= ed->lend_depth) {
-		cm_node_release(fresh, ed->own);
-		return;
-	}
-
-	uint32_t bit = cm_bit(p->hash, depth);
-
-	if (fresh->datamap & bit) {
-		cm_entry_release(&cm_node_entries(
-					 fresh)[cm_index(fresh->datamap, bit)],
-				 ed->own);
-	} else if (fresh->nodemap & bit) {
-		struct cm_node *below =
-			cm_children(fresh)[cm_index(fresh->nodemap, bit)];
-
-		if (old->nodemap & bit)	/* the copy of old's child */
-			drop_fresh(ed, below,
-				   cm_children(old)[cm_index(old->nodemap,
-							     bit)],
-				   depth + 1, p);
-		else			/* the pair a split made */
-			cm_node_release(below, ed->own);
-	}
-	cm_free(fresh);
 }
 
 /*
@@ -409,7 +371,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 		}
 		*out = with_child(ed, n, depth, i, next);
 		if (*out == NULL) {
-			drop_fresh(ed, next, child, depth + 1, p);
+			cm_node_release(next, ed->own);
 			return W_NOMEM;
 		}
 		return W_NEWNODE;
@@ -502,7 +464,7 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 		}
 		*out = with_child(ed, n, depth, i, next);
 		if (*out == NULL) {
-			drop_fresh(ed, next, child, depth + 1, p);
+			cm_node_release(next, ed->own);
 			return W_NOMEM;
 		}
 		return W_NEWNODE;
@@ -515,7 +477,7 @@ enum cm_edit_result cm_edit_set(struct cm_edit *ed, struct cm_node *root,
 				const struct cm_entry *e, struct cm_node **out)
 {
 	ed->added = false;
-	ed->lent = ed->copied = 0;
+	ed->lent_root = false;
 	*out = root;
 	switch (set_walk(ed, root, 0, p, e, out)) {
 	case W_NEWNODE:
@@ -523,7 +485,7 @@ enum cm_edit_result cm_edit_set(struct cm_edit *ed, struct cm_node *root,
 	case W_NOMEM:
 		*out = root;
 		ed->added = false;
-		ed->lent = ed->copied = 0;
+		ed->lent_root = false;
 		return CM_EDIT_NOMEM;
 	default:
 		*out = root;
@@ -538,7 +500,7 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 	struct cm_entry single;
 
 	ed->removed = false;
-	ed->lent = ed->copied = 0;
+	ed->lent_root = false;
 	*out = root;
 	switch (del_walk(ed, root, 0, p, out, &single)) {
 	case W_NEWNODE:
@@ -546,7 +508,7 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 	case W_NOMEM:
 		*out = root;
 		ed->removed = false;
-		ed->lent = ed->copied = 0;
+		ed->lent_root = false;
 		return CM_EDIT_NOMEM;
 	default:	/* the root never answers W_SINGLE */
 		*out = root;

@@ -18,15 +18,13 @@ struct cm_edit {
 	const struct cm_owner *own;
 	bool draft;	/* nodes made by this edit belong to a transaction */
 	/*
-	 * Lending (lib/lend.c): the copies of the path nodes at depths below
-	 * lend_depth take over the old node's references to the slots they
-	 * keep instead of adding their own; the old node keeps only its slot
-	 * on the key's path.  Only for a version about to be retired that
-	 * alone holds those nodes.  0: copies retain, as usual.
+	 * Lending (lib/lend.c): the copy of the root takes over the old
+	 * root's references to the slots it keeps instead of adding its own,
+	 * and the old root keeps only its slot on the key's path.  Only for
+	 * a version about to be retired that alone holds its root.
 	 */
-	unsigned lend_depth;
-	unsigned lent;	/* out: how many path levels were copied lending */
-	unsigned copied;	/* out: how many path levels were copied */
+	bool lend_root;
+	bool lent_root;	/* out: the root was copied lending */
 	bool added;	/* out: set inserted a new key */
 	bool removed;	/* out: del removed a key */
 };

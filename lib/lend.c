@@ -1,21 +1,21 @@
 /*
- * lend.c - a retired version lends its path to its successor.
+ * lend.c - a retired version lends its root's references to its successor.
  *
  * A single-key update copies the nodes on the key's path, and each copy
- * takes a reference on every child and boxed entry it keeps: on a
- * 1M-entry map some hundred atomic increments, on lines all over the
- * trie.  When the cell retires the old version a grace period later, the
- * callback drops all of them again.  Both sides touch a hundred cold
- * lines to leave every count where it was.
+ * takes a reference on every child and boxed entry it keeps; when the
+ * cell retires the old version a grace period later, the callback drops
+ * them all again.  The root is the widest of those nodes (32 children on
+ * a large map), and its children are the nodes every update touches, so
+ * those counts kept passing between the writer's core and the core of
+ * liburcu's call_rcu thread, only to end where they started.
  *
- * When the old version is about to be retired and nothing but it holds
- * the first few nodes of the path (each with one reference, from its
- * parent, and the version itself with one, from the cell), the copies of
- * those nodes take over the old nodes' references instead: the old node
- * keeps only its slot on the key's path (the next old node, or the entry
- * the update replaced or split).  The old nodes are not changed - readers
- * may be walking them until the grace period ends.  The version records
- * what it lent (lent_hash, lent_levels) and carries CM_REFS_LENT.
+ * When the version being retired is held by nothing but the cell (count
+ * one) and its root by nothing but the version, the copy of the root
+ * takes over the old root's references instead: the old root keeps only
+ * its slot on the key's path (the old child there, or the entry the
+ * update replaced or split), and no count is touched.  The old root is
+ * not changed - readers may be walking it until the grace period ends.
+ * The version records the key (lent_hash) and carries CM_REFS_LENT.
  *
  * Until the grace period ends a reader may still retain the old version
  * (cowmap_cell_snapshot(), or cowmap_retain() in the critical section
@@ -26,124 +26,91 @@
  * safe because it runs inside a read-side critical section that started
  * before the version was retired: the successors that now hold the lent
  * children cannot be freed before that section ends.  If nobody retains
- * the version, its last release (the cell's, in the callback) frees only
- * the lent nodes' shells and the slot each kept.
+ * the version, its last release (the cell's, in the callback) frees the
+ * old root's shell and its path slot, and nothing else.
  *
  * The race between the writer deciding to lend and a reader retaining
  * is settled on the count itself: the writer sets CM_REFS_LENT only by a
  * compare-and-swap from exactly one reference.  A reader that got in
  * first makes it fail, and the writer returns the references itself.
  *
- * Which nodes may lend.  A count of one is not enough.  The children a
- * lent node handed over are still in its slots, uncounted, and a late
- * return will count them again: a node that is such a child may look
- * held once now and be held twice a moment later.  Were it lent in turn,
- * the callback would free it under the version that took it back.  So
- * only nodes nobody can hold uncounted lend: the root (a root is never
- * anybody's child), and below it the nodes the update that made the
- * version copied (fresh_hash, fresh_levels), which no older version
- * points to.  In practice that is the root and, when two updates in a
- * row share a path prefix, a little more: a third of the children a
- * single-key update on a 1M-key map used to retain.
+ * Why only the root.  A node below it can be held without its version
+ * being retained: any update derived from the version (cowmap_set() in a
+ * reader's critical section, say) retains the root's children, not the
+ * version; and a child of a lent root is still in the old root's slots,
+ * uncounted, where a late return will count it again.  Either way a
+ * lower node that looked held once could be held twice by the time the
+ * callback freed it.  A root is nobody's child, and only a transaction
+ * retains one, after retaining its version.  (A review found the first
+ * case, the stress test the second, in a version that lent more levels.)
  */
 #include "map.h"
 
 #include "alloc.h"
 
-/* Only bitmap levels lend; collision nodes are always copied. */
-unsigned cm_lend_levels(const struct cowmap *m, const struct cm_probe *p)
+bool cm_lend_root_ok(const struct cowmap *m)
 {
-	if (atomic_load_explicit(&m->refs, memory_order_relaxed) != 1)
-		return 0;
-
-	const struct cm_node *n = m->root;
-	unsigned depth = 0;
-
-	while (depth < CM_COLLISION_DEPTH &&
-	       atomic_load_explicit(cm_node_refs(n), memory_order_relaxed) ==
-		       1) {
-		uint32_t bit = cm_bit(p->hash, depth);
-
-		depth++;
-		/* The next node is fresh if the last update copied it: it
-		 * went the same way and copied that deep. */
-		if (!(n->nodemap & bit) || depth >= m->fresh_levels ||
-		    bit != cm_bit(m->fresh_hash, depth - 1))
-			break;
-		n = cm_children(n)[cm_index(n->nodemap, bit)];
-	}
-	return depth;
+	/* Acquire: if the root's count just fell to one, what its other
+	 * holder did with it happens before the callback frees it. */
+	return atomic_load_explicit(&m->refs, memory_order_acquire) == 1 &&
+	       atomic_load_explicit(cm_node_refs(m->root),
+				    memory_order_acquire) == 1;
 }
 
-/* The path slot of @n at @depth: a child, an entry, or neither. */
-static struct cm_node *path_child(const struct cm_node *n, uint64_t hash,
-				  unsigned depth)
-{
-	uint32_t bit = cm_bit(hash, depth);
-
-	return n->nodemap & bit ? cm_children(n)[cm_index(n->nodemap, bit)]
-				: NULL;
-}
-
-static const struct cm_entry *path_entry(const struct cm_node *n,
-					 uint64_t hash, unsigned depth)
-{
-	uint32_t bit = cm_bit(hash, depth);
-
-	return n->datamap & bit
-		       ? &cm_node_entries(n)[cm_index(n->datamap, bit)]
-		       : NULL;
-}
-
-void cm_lend_mark(struct cowmap *m, uint64_t hash, unsigned levels)
+void cm_lend_mark(struct cowmap *m, uint64_t hash)
 {
 	unsigned one = 1;
 
-	if (levels == 0)
-		return;
 	m->lent_hash = hash;
-	m->lent_levels = levels;
-	/* Release: whoever sees the flag sees the fields. */
+	/* Release: whoever sees the flag sees lent_hash. */
 	if (!atomic_compare_exchange_strong_explicit(
 		    &m->refs, &one, 1 | CM_REFS_LENT, memory_order_acq_rel,
 		    memory_order_acquire))
 		cm_lend_return(m);	/* a reader retained it meanwhile */
 }
 
+/* The old root's slot on the lent key's path: a child, an entry, or
+ * neither (the update inserted at an empty position). */
+static struct cm_node *kept_child(const struct cowmap *m)
+{
+	uint32_t bit = cm_bit(m->lent_hash, 0);
+	const struct cm_node *r = m->root;
+
+	return r->nodemap & bit ? cm_children(r)[cm_index(r->nodemap, bit)]
+				: NULL;
+}
+
+static const struct cm_entry *kept_entry(const struct cowmap *m)
+{
+	uint32_t bit = cm_bit(m->lent_hash, 0);
+	const struct cm_node *r = m->root;
+
+	return r->datamap & bit
+		       ? &cm_node_entries(r)[cm_index(r->datamap, bit)]
+		       : NULL;
+}
+
 void cm_lend_return(struct cowmap *m)
 {
-	const struct cm_node *n = m->root;
-	uint64_t hash = m->lent_hash;
+	const struct cm_node *r = m->root, *keep = kept_child(m);
+	const struct cm_entry *keep_e = kept_entry(m);
+	unsigned ne = cm_entry_count(r), nc = cm_child_count(r);
 
-	for (unsigned depth = 0; depth < m->lent_levels; depth++) {
-		const struct cm_node *keep = path_child(n, hash, depth);
-		const struct cm_entry *keep_e = path_entry(n, hash, depth);
-		unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
-
-		for (unsigned i = 0; i < ne; i++)
-			if (&cm_node_entries(n)[i] != keep_e)
-				cm_entry_retain(&cm_node_entries(n)[i]);
-		for (unsigned i = 0; i < nc; i++)
-			if (cm_children(n)[i] != keep)
-				cm_node_retain(cm_children(n)[i]);
-		n = keep;
-	}
+	for (unsigned i = 0; i < ne; i++)
+		if (&cm_node_entries(r)[i] != keep_e)
+			cm_entry_retain(&cm_node_entries(r)[i]);
+	for (unsigned i = 0; i < nc; i++)
+		if (cm_children(r)[i] != keep)
+			cm_node_retain(cm_children(r)[i]);
 }
 
 void cm_lend_free(struct cowmap *m)
 {
-	struct cm_node *n = m->root;
-	uint64_t hash = m->lent_hash;
+	struct cm_node *keep = kept_child(m);
+	const struct cm_entry *keep_e = kept_entry(m);
 
-	for (unsigned depth = 0; depth < m->lent_levels; depth++) {
-		struct cm_node *keep = path_child(n, hash, depth);
-		const struct cm_entry *keep_e = path_entry(n, hash, depth);
-
-		if (keep_e != NULL)
-			cm_entry_release(keep_e, &m->own);
-		if (keep != NULL && depth + 1 == m->lent_levels)
-			cm_node_release(keep, &m->own);
-		cm_free(n);
-		n = keep;
-	}
+	if (keep_e != NULL)
+		cm_entry_release(keep_e, &m->own);
+	cm_node_release(keep, &m->own);	/* NULL is ignored */
+	cm_free(m->root);
 }

@@ -23,8 +23,7 @@ void cm_map_init(struct cowmap *m, const struct cowmap *like,
 	m->magic = CM_MAP_MAGIC;
 	m->root = root;
 	m->count = count;
-	m->lent_hash = m->fresh_hash = 0;
-	m->lent_levels = m->fresh_levels = 0;
+	m->lent_hash = 0;
 	/* @like is the version @m was derived from, unless it has @root
 	 * (a commit: @like is @m) or none (cowmap_new()'s prototype). */
 	cm_debug_check_trie(m, like->root != NULL && like->root != root ? like
@@ -78,7 +77,7 @@ struct cowmap *cowmap_retain(const struct cowmap *m)
 	}
 	struct cowmap *mut = (struct cowmap *)(uintptr_t)m;
 
-	/* Acquire: a lent version's lent_* fields (lib/lend.c). */
+	/* Acquire: a lent version's lent_hash (lib/lend.c). */
 	unsigned old = atomic_fetch_add_explicit(&mut->refs, 1,
 						 memory_order_acquire);
 
@@ -107,7 +106,7 @@ void cowmap_release(struct cowmap *m)
 		return;
 	atomic_thread_fence(memory_order_acquire);
 	if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT)
-		cm_lend_free(m);	/* its path lent what it held */
+		cm_lend_free(m);	/* its root lent what it held */
 	else
 		cm_node_release(m->root, &m->own);
 	m->magic = CM_DEAD_MAGIC;
@@ -137,12 +136,12 @@ void cm_map_lookup(const struct cowmap *m, const void *key, size_t len,
  * hand the new root to the shell.
  */
 struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
-			     void *value, unsigned *lend)
+			     void *value, bool *lend)
 {
-	unsigned lend_depth = lend != NULL ? *lend : 0;
+	bool lend_root = lend != NULL && *lend;
 
 	if (lend != NULL)
-		*lend = 0;
+		*lend = false;
 
 	const struct cm_probe *p = &l->probe;
 	struct cm_entry e;
@@ -166,7 +165,7 @@ struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
 	}
 
 	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false,
-			      .lend_depth = lend_depth };
+			      .lend_root = lend_root };
 	enum cm_edit_result r = cm_edit_set(&ed, m->root, p, &e, &root);
 
 	cm_entry_discard(&e);	/* the trie holds its own reference */
@@ -176,21 +175,19 @@ struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
 		return NULL;
 	}
 	cm_map_init(next, m, root, m->count + (ed.added ? 1 : 0));
-	next->fresh_hash = p->hash;
-	next->fresh_levels = ed.copied;
 	if (lend != NULL)
-		*lend = ed.lent;
+		*lend = ed.lent_root;
 	return next;
 }
 
 struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
-			     unsigned *lend)
+			     bool *lend)
 {
-	unsigned lend_depth = lend != NULL ? *lend : 0;
+	bool lend_root = lend != NULL && *lend;
 	struct cm_node *root;
 
 	if (lend != NULL)
-		*lend = 0;
+		*lend = false;
 
 	if (cm_lookup_outcome(m, l, true, NULL) == 0)
 		return cowmap_retain(m);
@@ -203,7 +200,7 @@ struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
 	}
 
 	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false,
-			      .lend_depth = lend_depth };
+			      .lend_root = lend_root };
 
 	if (cm_edit_del(&ed, m->root, &l->probe, &root) != CM_EDIT_CHANGED) {
 		cm_free(next);
@@ -211,10 +208,8 @@ struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
 		return NULL;
 	}
 	cm_map_init(next, m, root, m->count - 1);
-	next->fresh_hash = l->probe.hash;
-	next->fresh_levels = ed.copied;
 	if (lend != NULL)
-		*lend = ed.lent;
+		*lend = ed.lent_root;
 	return next;
 }
 

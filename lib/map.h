@@ -26,18 +26,14 @@ struct cowmap {
 	uint64_t (*hash)(const void *key, size_t len, uint64_t seed, void *ctx);
 	struct cm_owner own;	/* value_free and ctx */
 	size_t max_entries;
-	/* Set before CM_REFS_LENT is, never changed after (lib/lend.c). */
-	uint64_t lent_hash;	/* the path whose nodes lent their slots */
-	unsigned lent_levels;	/* how many of them, from the root */
-	/* The nodes the update that made this version copied: the first
-	 * fresh_levels of fresh_hash's path (0 if not made by one update). */
-	unsigned fresh_levels;
-	uint64_t fresh_hash;
+	/* The key whose update the root lent its slots to: set before
+	 * CM_REFS_LENT is, never changed after (lib/lend.c). */
+	uint64_t lent_hash;
 };
 
 /*
- * A retired version whose path nodes lent their references to the
- * successor's copies (lib/lend.c) carries CM_REFS_LENT in refs; the first
+ * A retired version whose root lent its references to the successor's
+ * root (lib/lend.c) carries CM_REFS_LENT in refs; the first
  * cowmap_retain() after that sets CM_REFS_RETURNED and takes the
  * references back.  The rest of refs is the count.
  */
@@ -152,36 +148,35 @@ static inline int cm_lookup_outcome(const struct cowmap *m,
 
 /*
  * cowmap_set() and cowmap_del() of a key @l looked up in @m.  @lend: NULL,
- * or in: how many levels of the key's path may be copied lending (from
- * cm_lend_levels()), out: how many were (0 unless a new version came
- * back); the caller must then cm_lend_mark() @m.
+ * or in: whether the root may be copied lending (cm_lend_root_ok()),
+ * out: whether it was (false unless a new version came back); the caller
+ * must then cm_lend_mark() @m.
  */
 struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
-			     void *value, unsigned *lend);
+			     void *value, bool *lend);
 struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
-			     unsigned *lend);
+			     bool *lend);
 
 /*
  * Lending (lib/lend.c).  A single-key update of the version a cell is
- * about to retire copies the path; the copies may take over the old path
- * nodes' references instead of adding their own, when nothing but the
- * retired version holds those nodes.  Then neither the writer's copy nor
- * the grace-period callback's free touches the hundred or so reference
- * counts of the children: the callback frees the old path nodes and the
- * slot each kept on the key's path, and nothing else.
+ * about to retire copies the root; when nothing but that version holds
+ * the root, the copy may take over the root's references to its children
+ * and entries instead of adding its own.  Then neither the writer's copy
+ * nor the grace-period callback's free touches those counts: the callback
+ * frees the old root's shell and the slot it kept on the key's path.
  *
- * cm_lend_levels - how many nodes of @p's path, from the root, @m alone
- *   holds (so many levels an update may copy lending); 0 unless @m's
- *   only reference is its holder's.  Call with writers excluded.
- * cm_lend_mark - after the update: @m lent its first @levels path nodes
- *   to the new version.  If a reader retained @m meanwhile, the
- *   references are returned at once; otherwise the first cowmap_retain()
- *   to come returns them (cm_lend_return), or, if none comes before the
- *   grace period ends, the last release frees only what @m kept
- *   (cm_lend_free).
+ * cm_lend_root_ok - may an update of @m copy its root lending?  Only if
+ *   @m's only reference is its holder's and @m alone holds its root.
+ *   Call with writers excluded.
+ * cm_lend_mark - after the update of the key hashing to @hash: @m's root
+ *   lent its slots to the new version.  If a reader retained @m
+ *   meanwhile, the references are returned at once; otherwise the first
+ *   cowmap_retain() to come returns them (cm_lend_return), or, if none
+ *   comes before the grace period ends, the last release frees only what
+ *   @m kept (cm_lend_free).
  */
-unsigned cm_lend_levels(const struct cowmap *m, const struct cm_probe *p);
-void cm_lend_mark(struct cowmap *m, uint64_t hash, unsigned levels);
+bool cm_lend_root_ok(const struct cowmap *m);
+void cm_lend_mark(struct cowmap *m, uint64_t hash);
 void cm_lend_return(struct cowmap *m);
 void cm_lend_free(struct cowmap *m);
 

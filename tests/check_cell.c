@@ -1433,15 +1433,18 @@ START_TEST(stats_pending_of_lone_writes_matches_a_full_walk)
 END_TEST
 
 /*
- * Lending (lib/lend.c): a lone write copies the old version's path nodes
- * by taking over their references, and a reader that still holds the old
+ * Lending (lib/lend.c): a lone write copies the old version's root by
+ * taking over its references, and a reader that still holds the old
  * version in its critical section may retain it afterwards, which must
  * give the references back.  Keys are 8-byte numbers hashed to themselves,
- * so that writes in a row share path prefixes and lend more than the
- * root.  A reader loads the version, the writer replaces, inserts and
- * deletes keys under it, the reader retains it late, the writer goes on,
- * and then the kept version must be whole and every value freed exactly
- * once when it has to be.
+ * so that writes in a row go down the same paths (a version that lent
+ * more than its root failed here under ASan).  A reader loads the
+ * version, the writer replaces, inserts and deletes keys under it, the
+ * reader retains it late (or derives a version from it with cowmap_set,
+ * which retains the root's children but not the version: a version that
+ * lent a level below its root failed that under ASan too), the writer
+ * goes on, and then the kept version must be whole and every value freed
+ * exactly once when it has to be.
  */
 static uint64_t identity_hash(const void *key, size_t len, uint64_t seed,
 			      void *ctx)
@@ -1458,6 +1461,9 @@ struct late {
 	const struct tf_flavor *tf;
 	struct cowmap_cell *c;
 	atomic_int loaded, go, retained;
+	bool derive;		/* derive from the version instead */
+	uint64_t derive_key;
+	void *derive_value;
 	struct cowmap *kept;
 };
 
@@ -1472,7 +1478,13 @@ static void *late_retainer_main(void *arg)
 	atomic_store(&l->loaded, 1);
 	while (!atomic_load(&l->go))
 		nap_ms(1);
-	l->kept = cowmap_retain(m);	/* long after m was retired */
+	/* Long after m was retired: retain it, or derive a version from it
+	 * without retaining it (which copies its root and retains the
+	 * root's children, but not m). */
+	l->kept = l->derive ? cowmap_set(m, &l->derive_key,
+					 sizeof(l->derive_key),
+					 l->derive_value)
+			    : cowmap_retain(m);
 	tf_read_unlock(l->tf);
 	tf_quiescent(l->tf);
 	atomic_store(&l->retained, 1);
@@ -1501,12 +1513,13 @@ static void lend_write(struct cowmap_cell *c, unsigned r, unsigned j,
 	}
 }
 
-START_TEST(late_retain_of_a_lent_version_keeps_it_whole)
+static void late_use_of_a_lent_version(int flavor, bool derive)
 {
 	enum { ROWS = 4, PER_ROW = 300 };
-	const struct tf_flavor *tf = begin(_i);
+	const struct tf_flavor *tf = begin(flavor);
 	struct cowmap_options o = tv_opts();
 	static struct tval *orig[ROWS][PER_ROW], *now[ROWS][PER_ROW];
+	static struct tval *at_load[ROWS][PER_ROW];
 	struct cowmap *m;
 	struct cowmap_cell *c;
 	struct late l;
@@ -1525,17 +1538,25 @@ START_TEST(late_retain_of_a_lent_version_keeps_it_whole)
 		}
 	c = cowmap_cell_new(m, tf->flavor);
 	ck_assert_ptr_nonnull(c);
+	/* The version the reader loads is made by a write down row 0. */
+	lend_write(c, 0, PER_ROW - 1, &now[0][PER_ROW - 1], false);
+	memcpy(at_load, now, sizeof(at_load));
 
 	memset(&l, 0, sizeof(l));
 	l.tf = tf;
 	l.c = c;
+	l.derive = derive;
+	/* A new key in a row the writes below leave alone: the derived
+	 * root keeps the loaded version's row-0 child, which they copy. */
+	l.derive_key = row_key(3, PER_ROW + 5);
+	l.derive_value = derive ? tv_new() : NULL;
 	ck_assert_int_eq(pthread_create(&th, NULL, late_retainer_main, &l), 0);
 	while (!atomic_load(&l.loaded))
 		nap_ms(1);
 
-	/* Under the loaded version: runs of writes along one row. */
+	/* Under the loaded version: runs of writes down row 0, then 1. */
 	for (unsigned j = 0; j < 40; j++)
-		lend_write(c, j % 2, j, &now[j % 2][j], j % 5 == 4);
+		lend_write(c, j / 20, j, &now[j / 20][j], j % 5 == 4);
 	atomic_store(&l.go, 1);
 	while (!atomic_load(&l.retained))
 		nap_ms(1);
@@ -1546,9 +1567,9 @@ START_TEST(late_retain_of_a_lent_version_keeps_it_whole)
 	ck_assert_int_eq(pthread_join(th, NULL), 0);
 	tf_barrier(tf);	/* every retired version's callback has run */
 
-	/* The kept version is the original, whole. */
+	/* The kept version is the loaded one (and the derived key), whole. */
 	ck_assert_ptr_nonnull(l.kept);
-	ck_assert_uint_eq(cowmap_size(l.kept), ROWS * PER_ROW);
+	ck_assert_uint_eq(cowmap_size(l.kept), ROWS * PER_ROW + derive);
 	for (unsigned r = 0; r < ROWS; r++)
 		for (unsigned j = 0; j < PER_ROW; j++) {
 			uint64_t k = row_key(r, j);
@@ -1556,8 +1577,8 @@ START_TEST(late_retain_of_a_lent_version_keeps_it_whole)
 
 			ck_assert_int_eq(cowmap_get(l.kept, &k, sizeof(k), &v),
 					 1);
-			ck_assert_ptr_eq(v, orig[r][j]);
-			ck_assert_int_eq(tv_freed(orig[r][j]), 0);
+			ck_assert_ptr_eq(v, at_load[r][j]);
+			ck_assert_int_eq(tv_freed(at_load[r][j]), 0);
 		}
 	cowmap_release(l.kept);
 	tf_barrier(tf);
@@ -1571,6 +1592,17 @@ START_TEST(late_retain_of_a_lent_version_keeps_it_whole)
 	for (unsigned i = 0; i < tv_used; i++)
 		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
 	end(tf);
+}
+
+START_TEST(late_retain_of_a_lent_version_keeps_it_whole)
+{
+	late_use_of_a_lent_version(_i, false);
+}
+END_TEST
+
+START_TEST(late_derive_from_a_lent_version_keeps_it_whole)
+{
+	late_use_of_a_lent_version(_i, true);
 }
 END_TEST
 
@@ -1910,12 +1942,11 @@ START_TEST(fault_cell_set)
 END_TEST
 
 /*
- * A lone write that copies a deep path lending (lib/lend.c), failing at
- * each allocation in turn: the copies already made below the failure took
- * over references they do not own, so undoing them must drop only what
- * each one added.  Keys are numbers hashed to themselves and share their
- * low 15 bits, so the path runs four levels deep; a first write along it
- * makes those levels fresh, so the second one lends all four.
+ * A lone write that lends its root (lib/lend.c), failing at each
+ * allocation in turn down a four-level path (keys are numbers hashed to
+ * themselves and share their low 15 bits): nothing visible changes,
+ * nothing leaks, no value is freed, and the write that finally succeeds
+ * frees exactly the value it replaced.
  */
 static void *deep_get(const struct tf_flavor *tf, struct cowmap_cell *c,
 		      uint64_t k)
@@ -2677,6 +2708,8 @@ Suite *cell_suite(void)
 	tcase_add_loop_test(tc, stats_pending_of_lone_writes_matches_a_full_walk,
 			    0, TF_COUNT);
 	tcase_add_loop_test(tc, late_retain_of_a_lent_version_keeps_it_whole,
+			    0, TF_COUNT);
+	tcase_add_loop_test(tc, late_derive_from_a_lent_version_keeps_it_whole,
 			    0, TF_COUNT);
 	tcase_add_loop_test(tc, stats_published_counts_each_publish, 0,
 			    TF_COUNT);
