@@ -122,7 +122,10 @@ struct cowmap *cowmap_new(const struct cowmap_options *opts);
  * cowmap_retain - take another reference to the same version.
  * Returns @m.  Safe from any thread holding a reference (or inside the RCU
  * read-side critical section that loaded @m; see cowmap_cell_snapshot()).
- * NULL returns NULL with errno EINVAL.
+ * NULL returns NULL with errno EINVAL.  Usually one atomic increment; the
+ * first retain of a version a cell has just replaced by a single-key
+ * write also takes back the references its root lent to the new version,
+ * some dozens of increments.
  */
 COWMAP_API
 struct cowmap *cowmap_retain(const struct cowmap *m);
