@@ -41,20 +41,6 @@ struct splice {
 };
 
 /*
- * Build @n's successor described by @s.  A node shared with other versions
- * keeps its contents, so the copy retains everything it copies.  A draft
- * node belongs to this transaction alone: it is spliced where it is if the
- * result fits, and otherwise, since its (draft) parent drops it as soon as
- * the successor is in place, its entries and children are moved instead,
- * and @n is left empty so that dropping it frees only its shell.  A copy
- * of the root that lends (lib/lend.c) takes over @n's references without
- * touching @n, which readers may still be walking.
- * That saves a retain and a release per slot on every insert of a bulk
- * load.  Emptying @n is an in-place change made after the allocation, and
- * nothing above a draft allocates (see the invariants above), so a failure
- * still changes nothing.
- */
-/*
  * Splice a draft node where it is, when the result fits its allocation:
  * in a transaction, a split (an entry gives way to a child, two words
  * fewer) or a delete then costs no allocation and no copy of the node,
@@ -108,6 +94,20 @@ static void splice_in_place(const struct cm_edit *ed, struct cm_node *n,
 		cm_node_release(gone_child, ed->own);
 }
 
+/*
+ * Build @n's successor described by @s.  A node shared with other versions
+ * keeps its contents, so the copy retains everything it copies.  A draft
+ * node belongs to this transaction alone: it is spliced where it is if the
+ * result fits, and otherwise, since its (draft) parent drops it as soon as
+ * the successor is in place, its entries and children are moved instead,
+ * and @n is left empty so that dropping it frees only its shell.  That
+ * saves a retain and a release per slot on every insert of a bulk load.
+ * Emptying @n is an in-place change made after the allocation, and nothing
+ * above a draft allocates (see the invariants above), so a failure still
+ * changes nothing.  A copy of the root (@depth 0) that lends (lib/lend.c)
+ * takes over @n's references without touching @n, which readers may still
+ * be walking.
+ */
 static struct cm_node *rebuild(struct cm_edit *ed, struct cm_node *n,
 			       unsigned depth, const struct splice *s)
 {
@@ -228,7 +228,7 @@ static struct cm_node *with_child(struct cm_edit *ed, struct cm_node *n,
  * of its hash, enough for the first CM_FRAG_BITS / CM_BITS levels; below
  * them the key is hashed again (*full caches the result).
  */
-static unsigned entry_chunk(struct cm_edit *ed, const struct cm_entry *x,
+static unsigned entry_chunk(const struct cm_edit *ed, const struct cm_entry *x,
 			    unsigned depth, uint64_t *full, bool *have_full)
 {
 	if ((depth + 1) * CM_BITS <= CM_FRAG_BITS)
@@ -246,7 +246,7 @@ static unsigned entry_chunk(struct cm_edit *ed, const struct cm_entry *x,
  * nodes down to where their chunks part (or a collision node when their
  * full hashes are equal).
  */
-static struct cm_node *make_pair(struct cm_edit *ed,
+static struct cm_node *make_pair(const struct cm_edit *ed,
 				 const struct cm_entry *x,
 				 const struct cm_entry *y, uint64_t hy,
 				 unsigned depth)
