@@ -130,16 +130,13 @@ static void sole_owned_path(const struct cm_node *n, uint64_t hash,
 		}
 
 		uint32_t bit = cm_bit(hash, depth);
+		const struct cm_entry *e = cm_slot_entry(n, bit);
 
-		if (n->datamap & bit) {
-			count_sole_leaf(&cm_node_entries(
-						n)[cm_index(n->datamap, bit)],
-					bytes);
+		if (e != NULL) {
+			count_sole_leaf(e, bytes);
 			return;
 		}
-		n = n->nodemap & bit
-			    ? cm_children(n)[cm_index(n->nodemap, bit)]
-			    : NULL;
+		n = cm_slot_child(n, bit);
 	}
 }
 
@@ -392,13 +389,13 @@ static struct cowmap *apply_one(struct cowmap *cur, const struct cm_lookup *l,
 	struct cowmap *next;
 
 	if (q->is_del) {
-		next = cm_map_del_at(cur, l, &lend);
+		next = cm_map_del_at(cur, l, lend);
 		q->result = next == NULL ? -errno : next != cur;
 	} else {
-		next = cm_map_set_at(cur, l, q->value, &lend);
+		next = cm_map_set_at(cur, l, q->value, lend);
 		q->result = next == NULL ? -errno : 0;
 	}
-	if (next != NULL && next != cur && lend)
+	if (lend && next != NULL && next != cur)
 		cm_lend_mark(cur, l->probe.hash);
 	return next;
 }

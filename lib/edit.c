@@ -104,16 +104,16 @@ static void splice_in_place(const struct cm_edit *ed, struct cm_node *n,
  * saves a retain and a release per slot on every insert of a bulk load.
  * Emptying @n is an in-place change made after the allocation, and nothing
  * above a draft allocates (see the invariants above), so a failure still
- * changes nothing.  A copy of the root (@depth 0) that lends (lib/lend.c)
- * takes over @n's references without touching @n, which readers may still
- * be walking.
+ * changes nothing.  A copy of the root that lends (lib/lend.c) takes
+ * over @n's references without touching @n, which readers may still be
+ * walking.
  */
-static struct cm_node *rebuild(struct cm_edit *ed, struct cm_node *n,
-			       unsigned depth, const struct splice *s)
+static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
+			       const struct splice *s)
 {
 	bool coll = n->kind == CM_COLLISION;
 	bool move = ed->draft && n->draft;
-	bool lend = !ed->draft && depth == 0 && ed->lend_root;
+	bool lend = n == ed->lend_root;
 	unsigned ne = coll ? s->datamap : cm_popcount(s->datamap);
 	unsigned nc = cm_popcount(s->nodemap);
 
@@ -134,8 +134,6 @@ static struct cm_node *rebuild(struct cm_edit *ed, struct cm_node *n,
 	bool retain = !move && !lend;
 	unsigned from = 0;
 
-	if (lend)
-		ed->lent_root = true;
 	for (unsigned to = 0; to < ne; to++) {
 		if (s->add_entry != NULL && to == s->add_entry_at) {
 			dst_e[to] = *s->add_entry;
@@ -182,9 +180,8 @@ static struct splice splice_of(const struct cm_node *n)
 }
 
 /* Entry @i replaced by @e; same shape, so a draft changes in place. */
-static struct cm_node *with_entry(struct cm_edit *ed, struct cm_node *n,
-				  unsigned depth, unsigned i,
-				  const struct cm_entry *e)
+static struct cm_node *with_entry(const struct cm_edit *ed, struct cm_node *n,
+				  unsigned i, const struct cm_entry *e)
 {
 	if (n->draft) {
 		struct cm_entry old = cm_node_entries(n)[i];
@@ -199,13 +196,12 @@ static struct cm_node *with_entry(struct cm_edit *ed, struct cm_node *n,
 	s.skip_entry = i;
 	s.add_entry = e;
 	s.add_entry_at = i;
-	return rebuild(ed, n, depth, &s);
+	return rebuild(ed, n, &s);
 }
 
 /* Child @i replaced by @child (a fresh reference); same shape. */
-static struct cm_node *with_child(struct cm_edit *ed, struct cm_node *n,
-				  unsigned depth, unsigned i,
-				  struct cm_node *child)
+static struct cm_node *with_child(const struct cm_edit *ed, struct cm_node *n,
+				  unsigned i, struct cm_node *child)
 {
 	if (n->draft) {
 		struct cm_node **kids = cm_children(n);
@@ -220,7 +216,7 @@ static struct cm_node *with_child(struct cm_edit *ed, struct cm_node *n,
 	s.skip_child = i;
 	s.add_child = child;
 	s.add_child_at = i;
-	return rebuild(ed, n, depth, &s);
+	return rebuild(ed, n, &s);
 }
 
 /*
@@ -304,7 +300,7 @@ static enum walk collision_set(struct cm_edit *ed, struct cm_node *n,
 			continue;
 		if (cm_node_entries(n)[i].value == e->value)
 			return W_NOCHANGE;
-		*out = with_entry(ed, n, CM_COLLISION_DEPTH, i, e);
+		*out = with_entry(ed, n, i, e);
 		return *out ? W_NEWNODE : W_NOMEM;
 	}
 	struct splice s = splice_of(n);
@@ -312,7 +308,7 @@ static enum walk collision_set(struct cm_edit *ed, struct cm_node *n,
 	s.datamap = n->datamap + 1;
 	s.add_entry = e;
 	s.add_entry_at = n->datamap;
-	*out = rebuild(ed, n, CM_COLLISION_DEPTH, &s);
+	*out = rebuild(ed, n, &s);
 	if (*out == NULL)
 		return W_NOMEM;
 	ed->added = true;
@@ -336,7 +332,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 		if (cm_entry_matches(x, p)) {
 			if (x->value == e->value)
 				return W_NOCHANGE;
-			*out = with_entry(ed, n, depth, i, e);
+			*out = with_entry(ed, n, i, e);
 			return *out ? W_NEWNODE : W_NOMEM;
 		}
 		/* Another key owns this position: both move one level down. */
@@ -349,7 +345,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 		s.skip_entry = i;
 		s.add_child = sub;
 		s.add_child_at = cm_index(s.nodemap, bit);
-		*out = rebuild(ed, n, depth, &s);
+		*out = rebuild(ed, n, &s);
 		if (*out == NULL) {
 			cm_node_release(sub, ed->own);
 			return W_NOMEM;
@@ -369,7 +365,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 			*out = n;
 			return W_NEWNODE;
 		}
-		*out = with_child(ed, n, depth, i, next);
+		*out = with_child(ed, n, i, next);
 		if (*out == NULL) {
 			cm_node_release(next, ed->own);
 			return W_NOMEM;
@@ -380,7 +376,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 	s.datamap |= bit;
 	s.add_entry = e;
 	s.add_entry_at = cm_index(s.datamap, bit);
-	*out = rebuild(ed, n, depth, &s);
+	*out = rebuild(ed, n, &s);
 	if (*out == NULL)
 		return W_NOMEM;
 	ed->added = true;
@@ -409,7 +405,7 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 			}
 			s.datamap = n->datamap - 1;
 			s.skip_entry = i;
-			*out = rebuild(ed, n, depth, &s);
+			*out = rebuild(ed, n, &s);
 			return *out ? W_NEWNODE : W_NOMEM;
 		}
 		return W_NOCHANGE;
@@ -430,7 +426,7 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 		}
 		s.datamap &= ~bit;
 		s.skip_entry = i;
-		*out = rebuild(ed, n, depth, &s);
+		*out = rebuild(ed, n, &s);
 		return *out ? W_NEWNODE : W_NOMEM;
 	}
 
@@ -455,14 +451,14 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 		s.skip_child = i;
 		s.add_entry = single;
 		s.add_entry_at = cm_index(s.datamap, bit);
-		*out = rebuild(ed, n, depth, &s);
+		*out = rebuild(ed, n, &s);
 		return *out ? W_NEWNODE : W_NOMEM;
 	case W_NEWNODE:
 		if (next == child) {
 			*out = n;
 			return W_NEWNODE;
 		}
-		*out = with_child(ed, n, depth, i, next);
+		*out = with_child(ed, n, i, next);
 		if (*out == NULL) {
 			cm_node_release(next, ed->own);
 			return W_NOMEM;
@@ -477,7 +473,6 @@ enum cm_edit_result cm_edit_set(struct cm_edit *ed, struct cm_node *root,
 				const struct cm_entry *e, struct cm_node **out)
 {
 	ed->added = false;
-	ed->lent_root = false;
 	*out = root;
 	switch (set_walk(ed, root, 0, p, e, out)) {
 	case W_NEWNODE:
@@ -485,8 +480,7 @@ enum cm_edit_result cm_edit_set(struct cm_edit *ed, struct cm_node *root,
 	case W_NOMEM:
 		*out = root;
 		ed->added = false;
-		ed->lent_root = false;
-		return CM_EDIT_NOMEM;
+			return CM_EDIT_NOMEM;
 	default:
 		*out = root;
 		return CM_EDIT_NOCHANGE;
@@ -500,7 +494,6 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 	struct cm_entry single;
 
 	ed->removed = false;
-	ed->lent_root = false;
 	*out = root;
 	switch (del_walk(ed, root, 0, p, out, &single)) {
 	case W_NEWNODE:
@@ -508,8 +501,7 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 	case W_NOMEM:
 		*out = root;
 		ed->removed = false;
-		ed->lent_root = false;
-		return CM_EDIT_NOMEM;
+			return CM_EDIT_NOMEM;
 	default:	/* the root never answers W_SINGLE */
 		*out = root;
 		ed->removed = false;

@@ -18,13 +18,13 @@ struct cm_edit {
 	const struct cm_owner *own;
 	bool draft;	/* nodes made by this edit belong to a transaction */
 	/*
-	 * Lending (lib/lend.c): the copy of the root takes over the old
-	 * root's references to the slots it keeps instead of adding its own,
-	 * and the old root keeps only its slot on the key's path.  Only for
-	 * a version about to be retired that alone holds its root.
+	 * Lending (lib/lend.c): a root whose copy takes over its references
+	 * to the slots it keeps instead of adding its own (the root keeps
+	 * only its slot on the key's path), or NULL.  Only the root of a
+	 * version about to be retired that alone holds it; a change always
+	 * copies the root, so if the edit changes anything, it lent.
 	 */
-	bool lend_root;
-	bool lent_root;	/* out: the root was copied lending */
+	const struct cm_node *lend_root;
 	bool added;	/* out: set inserted a new key */
 	bool removed;	/* out: del removed a key */
 };

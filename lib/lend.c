@@ -69,31 +69,12 @@ void cm_lend_mark(struct cowmap *m, uint64_t hash)
 		cm_lend_return(m);	/* a reader retained it meanwhile */
 }
 
-/* The old root's slot on the lent key's path: a child, an entry, or
- * neither (the update inserted at an empty position). */
-static struct cm_node *kept_child(const struct cowmap *m)
-{
-	uint32_t bit = cm_bit(m->lent_hash, 0);
-	const struct cm_node *r = m->root;
-
-	return r->nodemap & bit ? cm_children(r)[cm_index(r->nodemap, bit)]
-				: NULL;
-}
-
-static const struct cm_entry *kept_entry(const struct cowmap *m)
-{
-	uint32_t bit = cm_bit(m->lent_hash, 0);
-	const struct cm_node *r = m->root;
-
-	return r->datamap & bit
-		       ? &cm_node_entries(r)[cm_index(r->datamap, bit)]
-		       : NULL;
-}
-
 void cm_lend_return(struct cowmap *m)
 {
-	const struct cm_node *r = m->root, *keep = kept_child(m);
-	const struct cm_entry *keep_e = kept_entry(m);
+	/* The old root's slot on the lent key's path, which it kept. */
+	uint32_t bit = cm_bit(m->lent_hash, 0);
+	const struct cm_node *r = m->root, *keep = cm_slot_child(r, bit);
+	const struct cm_entry *keep_e = cm_slot_entry(r, bit);
 	unsigned ne = cm_entry_count(r), nc = cm_child_count(r);
 
 	for (unsigned i = 0; i < ne; i++)
@@ -106,11 +87,12 @@ void cm_lend_return(struct cowmap *m)
 
 void cm_lend_free(struct cowmap *m)
 {
-	struct cm_node *keep = kept_child(m);
-	const struct cm_entry *keep_e = kept_entry(m);
+	uint32_t bit = cm_bit(m->lent_hash, 0);
+	const struct cm_entry *keep_e = cm_slot_entry(m->root, bit);
 
+	/* Only the slot on the lent key's path is still the old root's. */
 	if (keep_e != NULL)
 		cm_entry_release(keep_e, &m->own);
-	cm_node_release(keep, &m->own);	/* NULL is ignored */
+	cm_node_release(cm_slot_child(m->root, bit), &m->own);	/* or NULL */
 	cm_free(m->root);
 }

@@ -136,13 +136,8 @@ void cm_map_lookup(const struct cowmap *m, const void *key, size_t len,
  * hand the new root to the shell.
  */
 struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
-			     void *value, bool *lend)
+			     void *value, bool lend)
 {
-	bool lend_root = lend != NULL && *lend;
-
-	if (lend != NULL)
-		*lend = false;
-
 	const struct cm_probe *p = &l->probe;
 	struct cm_entry e;
 	struct cm_node *root;
@@ -165,7 +160,7 @@ struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
 	}
 
 	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false,
-			      .lend_root = lend_root };
+			      .lend_root = lend ? m->root : NULL };
 	enum cm_edit_result r = cm_edit_set(&ed, m->root, p, &e, &root);
 
 	cm_entry_discard(&e);	/* the trie holds its own reference */
@@ -175,19 +170,13 @@ struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
 		return NULL;
 	}
 	cm_map_init(next, m, root, m->count + (ed.added ? 1 : 0));
-	if (lend != NULL)
-		*lend = ed.lent_root;
 	return next;
 }
 
 struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
-			     bool *lend)
+			     bool lend)
 {
-	bool lend_root = lend != NULL && *lend;
 	struct cm_node *root;
-
-	if (lend != NULL)
-		*lend = false;
 
 	if (cm_lookup_outcome(m, l, true, NULL) == 0)
 		return cowmap_retain(m);
@@ -200,7 +189,7 @@ struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
 	}
 
 	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false,
-			      .lend_root = lend_root };
+			      .lend_root = lend ? m->root : NULL };
 
 	if (cm_edit_del(&ed, m->root, &l->probe, &root) != CM_EDIT_CHANGED) {
 		cm_free(next);
@@ -208,8 +197,6 @@ struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
 		return NULL;
 	}
 	cm_map_init(next, m, root, m->count - 1);
-	if (lend != NULL)
-		*lend = ed.lent_root;
 	return next;
 }
 
@@ -223,7 +210,7 @@ struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
 		return NULL;
 	}
 	cm_map_lookup(m, key, len, &l);
-	return cm_map_set_at(m, &l, value, NULL);
+	return cm_map_set_at(m, &l, value, false);
 }
 
 struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
@@ -235,5 +222,5 @@ struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
 		return NULL;
 	}
 	cm_map_lookup(m, key, len, &l);
-	return cm_map_del_at(m, &l, NULL);
+	return cm_map_del_at(m, &l, false);
 }

@@ -147,15 +147,14 @@ static inline int cm_lookup_outcome(const struct cowmap *m,
 }
 
 /*
- * cowmap_set() and cowmap_del() of a key @l looked up in @m.  @lend: NULL,
- * or in: whether the root may be copied lending (cm_lend_root_ok()),
- * out: whether it was (false unless a new version came back); the caller
- * must then cm_lend_mark() @m.
+ * cowmap_set() and cowmap_del() of a key @l looked up in @m.  @lend: copy
+ * the root lending (only if cm_lend_root_ok(@m)); if a new version comes
+ * back, the root lent and the caller must cm_lend_mark() @m.
  */
 struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
-			     void *value, bool *lend);
+			     void *value, bool lend);
 struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
-			     bool *lend);
+			     bool lend);
 
 /*
  * Lending (lib/lend.c).  A single-key update of the version a cell is

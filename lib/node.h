@@ -224,6 +224,24 @@ static inline struct cm_entry *cm_node_entries(const struct cm_node *n)
 	return (struct cm_entry *)(uintptr_t)(cm_children(n) + cm_child_count(n));
 }
 
+/* What bitmap node @n holds at position @bit: its child or its entry
+ * there, or NULL.  (The walks inline the same indexing on their hot
+ * paths.) */
+static inline struct cm_node *cm_slot_child(const struct cm_node *n,
+					    uint32_t bit)
+{
+	return n->nodemap & bit ? cm_children(n)[cm_index(n->nodemap, bit)]
+				: NULL;
+}
+
+static inline struct cm_entry *cm_slot_entry(const struct cm_node *n,
+					     uint32_t bit)
+{
+	return n->datamap & bit
+		       ? &cm_node_entries(n)[cm_index(n->datamap, bit)]
+		       : NULL;
+}
+
 /* Children and entries of a node, in 8-byte words. */
 static inline uint32_t cm_words_for(unsigned entries, unsigned children)
 {
@@ -241,7 +259,6 @@ static inline size_t cm_node_bytes(const struct cm_node *n)
 {
 	return cm_node_bytes_of(n->words);
 }
-
 
 /* The node's reference count, after its last entry (see "Ownership"). */
 static inline atomic_uint *cm_node_refs(const struct cm_node *n)
@@ -397,11 +414,6 @@ static inline void cm_node_retain(struct cm_node *n)
 /* Drop a reference; the last one frees the node and releases what it holds. */
 void cm_node_release(struct cm_node *n, const struct cm_owner *own);
 
-/*
- * cm_node_find - the trie walk: the entry holding the probed key, or NULL.
- * Reads only immutable fields, so it is safe on any version from any
- * thread, inside RCU read-side critical sections included.
- */
 /* The probed key's entry in collision node @n, or NULL. */
 static inline const struct cm_entry *
 cm_collision_find(const struct cm_node *n, const struct cm_probe *p)
@@ -411,6 +423,12 @@ cm_collision_find(const struct cm_node *n, const struct cm_probe *p)
 			return &cm_node_entries(n)[i];
 	return NULL;
 }
+
+/*
+ * cm_node_find - the trie walk: the entry holding the probed key, or NULL.
+ * Reads only immutable fields, so it is safe on any version from any
+ * thread, inside RCU read-side critical sections included.
+ */
 
 static inline const struct cm_entry *cm_node_find(const struct cm_node *n,
 						  const struct cm_probe *p)

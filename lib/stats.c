@@ -144,13 +144,10 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 		uint64_t child_prefix = (prefix & mask) |
 					((uint64_t)pos << (depth * CM_BITS));
 		const struct cm_node *child = cm_children(n)[k++];
-		const struct cm_node *base_child = NULL;
-		uint32_t bit = UINT32_C(1) << pos;
-
-		if (base != NULL && base->kind == CM_BITMAP &&
-		    (base->nodemap & bit))
-			base_child = cm_children(base)[cm_index(base->nodemap,
-								bit)];
+		const struct cm_node *base_child =
+			base != NULL && base->kind == CM_BITMAP
+				? cm_slot_child(base, UINT32_C(1) << pos)
+				: NULL;
 		if (!full && (atomic_load(cm_node_refs(child)) > 1 ||
 			      child == base_child)) {
 			total += 2;	/* checked when it was made */
