@@ -119,6 +119,9 @@ struct impl {
 			  struct retire *r);
 };
 
+/* cowmap built with one cowmap_txn_set per key instead of one
+ * cowmap_txn_set_many (the "build" figure); destroy with impl_cowmap. */
+void *bench_cowmap_build_singly(struct kv *const *keys, size_t n);
 extern const struct impl impl_cowmap, impl_lfht, impl_ckhs, impl_ghash;
 #define BENCH_NIMPL 4
 extern const struct impl *const bench_impls[BENCH_NIMPL];

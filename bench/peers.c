@@ -151,7 +151,41 @@ struct cowmap_cell *bench_cowmap_cell(void *t)
 	return ((struct cm_table *)t)->cell;
 }
 
-static void *cm_build(struct kv *const *keys, size_t n)
+/* A table as users load one: the pairs in arrays, one batch. */
+static struct cowmap_txn *cm_load_batch(struct cowmap_txn *t,
+					struct kv *const *keys, size_t n)
+{
+	const void **kp = xmalloc(n * sizeof(*kp));
+	size_t *lens = xmalloc(n * sizeof(*lens));
+	void **values = xmalloc(n * sizeof(*values));
+
+	for (size_t i = 0; i < n; i++) {
+		kp[i] = keys[i]->key;
+		lens[i] = keys[i]->len;
+		values[i] = keys[i]->value;
+	}
+	if (cowmap_txn_set_many(t, n, kp, lens, values) < 0)
+		die("cowmap_txn_set_many failed");
+	free(kp);
+	free(lens);
+	free(values);
+	return t;
+}
+
+static struct cowmap_txn *cm_load_singly(struct cowmap_txn *t,
+					 struct kv *const *keys, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (cowmap_txn_set(t, keys[i]->key, keys[i]->len,
+				   keys[i]->value) < 0)
+			die("cowmap_txn_set failed");
+	return t;
+}
+
+static void *cm_build_with(struct kv *const *keys, size_t n,
+			   struct cowmap_txn *(*load)(struct cowmap_txn *,
+						      struct kv *const *,
+						      size_t))
 {
 	struct cowmap_options o = { .seed = BENCH_SEED };
 	struct cowmap *empty = cowmap_new(&o);
@@ -160,12 +194,8 @@ static void *cm_build(struct kv *const *keys, size_t n)
 	cowmap_release(empty);	/* the draft holds its own reference */
 	if (t == NULL)
 		die("cowmap_txn_begin failed");
-	for (size_t i = 0; i < n; i++)
-		if (cowmap_txn_set(t, keys[i]->key, keys[i]->len,
-				   keys[i]->value) < 0)
-			die("cowmap_txn_set failed");
 
-	struct cowmap *m = cowmap_txn_commit(t);
+	struct cowmap *m = cowmap_txn_commit(load(t, keys, n));
 	struct cm_table *ct = xmalloc(sizeof(*ct));
 
 	if (m == NULL || cowmap_size(m) != n)
@@ -174,6 +204,16 @@ static void *cm_build(struct kv *const *keys, size_t n)
 	if (ct->cell == NULL)
 		die("cowmap_cell_new failed");
 	return ct;
+}
+
+static void *cm_build(struct kv *const *keys, size_t n)
+{
+	return cm_build_with(keys, n, cm_load_batch);
+}
+
+void *bench_cowmap_build_singly(struct kv *const *keys, size_t n)
+{
+	return cm_build_with(keys, n, cm_load_singly);
 }
 
 static void cm_destroy(void *t)

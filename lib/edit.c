@@ -219,18 +219,13 @@ static struct cm_node *with_child(const struct cm_edit *ed, struct cm_node *n,
 	return rebuild(ed, n, &s);
 }
 
-/*
- * The chunk of @x's hash at @depth.  An entry keeps only CM_FRAG_BITS bits
- * of its hash, enough for the first CM_FRAG_BITS / CM_BITS levels; below
- * them the key is hashed again (*full caches the result).
- */
-static unsigned entry_chunk(const struct cm_edit *ed, const struct cm_entry *x,
-			    unsigned depth, uint64_t *full, bool *have_full)
+unsigned cm_entry_chunk(const struct cowmap *map, const struct cm_entry *x,
+			unsigned depth, uint64_t *full, bool *have_full)
 {
 	if ((depth + 1) * CM_BITS <= CM_FRAG_BITS)
 		return cm_chunk(cm_entry_frag(x), depth);
 	if (!*have_full) {
-		*full = cm_map_hash(ed->map, cm_entry_key(x), cm_entry_len(x));
+		*full = cm_map_hash(map, cm_entry_key(x), cm_entry_len(x));
 		*have_full = true;
 	}
 	return cm_chunk(*full, depth);
@@ -252,7 +247,8 @@ static struct cm_node *make_pair(const struct cm_edit *ed,
 	unsigned d = depth, cx = 0;
 
 	while (d < CM_COLLISION_DEPTH &&
-	       (cx = entry_chunk(ed, x, d, &hx, &have_hx)) == cm_chunk(hy, d))
+	       (cx = cm_entry_chunk(ed->map, x, d, &hx, &have_hx)) ==
+		       cm_chunk(hy, d))
 		d++;
 
 	struct cm_node *sub;

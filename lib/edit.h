@@ -52,6 +52,15 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 				const struct cm_probe *p,
 				struct cm_node **out);
 
+/*
+ * cm_entry_chunk - the chunk at @depth of the hash of @x, an entry of a
+ * trie of @map.  An entry keeps only CM_FRAG_BITS bits of its hash, enough
+ * for the first CM_FRAG_BITS / CM_BITS levels; below them the key is
+ * hashed again, once: *full caches the result (*have_full says it does).
+ */
+unsigned cm_entry_chunk(const struct cowmap *map, const struct cm_entry *x,
+			unsigned depth, uint64_t *full, bool *have_full);
+
 /* Clear the draft flag on every node of a committed transaction and trim
  * its spare words; returns the root, which may have moved. */
 struct cm_node *cm_edit_seal(struct cm_node *root);

@@ -16,6 +16,7 @@
 
 #include "alloc.h"
 #include "edit.h"
+#include "merge.h"
 
 #include <errno.h>
 
@@ -131,6 +132,72 @@ int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
 	txn_take_root(t, root);
 	t->count += ed.added ? 1 : 0;
 	return 0;
+}
+
+/* A batch took effect: values that later pairs of their keys replaced
+ * were given to the map and are dropped now, as by cowmap_txn_set(). */
+static void txn_free_replaced(const struct cowmap *m,
+			      const struct cm_item *items, size_t n)
+{
+	if (m->own.value_free == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (items[i].fate == CM_ITEM_REPLACED)
+			m->own.value_free(items[i].u.entry.value, m->own.ctx);
+}
+
+int cowmap_txn_set_many(struct cowmap_txn *t, size_t n,
+			const void *const keys[], const size_t lens[],
+			void *const values[])
+{
+	if (!txn_live(t, "cowmap_txn_set_many"))
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	if (keys == NULL || lens == NULL || values == NULL || n > UINT32_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (cm_check_key(keys[i], lens[i]) < 0)
+			return -EINVAL;
+	if (n > SIZE_MAX / sizeof(struct cm_item))
+		return -ENOMEM;
+
+	const struct cowmap *m = t->shell;
+	struct cm_item *items = cm_malloc(n * sizeof(*items));
+
+	if (items == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct cm_probe p;
+
+		cm_map_probe(m, &p, keys[i], lens[i]);
+		cm_item_init(&items[i], &p, values[i], (uint32_t)i);
+	}
+
+	struct cm_node *root;
+	size_t added;
+	int rc = 0;
+
+	switch (cm_merge(m, t->root, items, n, &root, &added)) {
+	case CM_EDIT_CHANGED:
+		if (m->max_entries != 0 && t->count + added > m->max_entries) {
+			cm_merge_unwind(root);
+			rc = -ENOSPC;
+			break;
+		}
+		txn_take_root(t, root);
+		t->count += added;
+		break;
+	case CM_EDIT_NOCHANGE:
+		break;
+	case CM_EDIT_NOMEM:
+		rc = -ENOMEM;
+		break;
+	}
+	if (rc == 0)
+		txn_free_replaced(m, items, n);
+	cm_free(items);
+	return rc;
 }
 
 int cowmap_txn_del(struct cowmap_txn *t, const void *key, size_t len)
