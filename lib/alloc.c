@@ -31,6 +31,11 @@ static int should_fail(void)
 	return 0;
 }
 
+bool cm_alloc_permitted(void)
+{
+	return !should_fail();
+}
+
 void *cm_malloc(size_t size)
 {
 	return should_fail() ? NULL : malloc(size);
@@ -53,13 +58,6 @@ void *cm_aligned_alloc(size_t align, size_t size)
 void cm_free(void *p)
 {
 	free(p);
-}
-
-void *cm_shrink(void *p, size_t size)
-{
-	void *q = realloc(p, size);
-
-	return q != NULL ? q : p;
 }
 
 static void *_Atomic quarantine[QUARANTINE_SLOTS];

@@ -9,6 +9,7 @@
 #ifndef COWMAP_ALLOC_H
 #define COWMAP_ALLOC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 void *cm_malloc(size_t size);
@@ -18,10 +19,9 @@ void *cm_calloc(size_t count, size_t size);
  * malloc() does not guarantee. */
 void *cm_aligned_alloc(size_t align, size_t size);
 void cm_free(void *p);
-/* Shrink @p (from cm_malloc) to @size bytes; returns the block, which may
- * have moved.  Never fails: if the heap cannot shrink it, @p stays as it
- * is.  Not an allocation: fault injection and counts ignore it. */
-void *cm_shrink(void *p, size_t size);
+/* For allocators layered on these (slab.c): count one allocation and say
+ * whether it may go ahead (false: fault injection makes it fail). */
+bool cm_alloc_permitted(void);
 
 /*
  * cm_free_quarantined - free @p later: it joins a fixed ring of recently

@@ -94,5 +94,5 @@ void cm_lend_free(struct cowmap *m)
 	if (keep_e != NULL)
 		cm_entry_release(keep_e, &m->own);
 	cm_node_release(cm_slot_child(m->root, bit), &m->own);	/* or NULL */
-	cm_free(m->root);
+	cm_node_free(m->root);
 }

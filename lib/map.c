@@ -57,7 +57,7 @@ struct cowmap *cowmap_new(const struct cowmap_options *opts)
 
 	if (m == NULL || root == NULL) {
 		cm_free(m);
-		cm_free(root);
+		cm_node_free(root);
 		errno = ENOMEM;
 		return NULL;
 	}

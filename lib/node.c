@@ -11,6 +11,7 @@
 #include "node.h"
 
 #include "alloc.h"
+#include "slab.h"
 
 static bool drop_ref(atomic_uint *refs)
 {
@@ -60,7 +61,7 @@ struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 			      unsigned children, bool draft)
 {
 	uint32_t words = cm_words_for(entries, children);
-	struct cm_node *n = cm_malloc(cm_node_bytes_of(words));
+	struct cm_node *n = cm_slab_alloc(cm_node_bytes_of(words));
 
 	if (n == NULL)
 		return NULL;
@@ -87,7 +88,13 @@ void cm_node_release(struct cm_node *n, const struct cm_owner *own)
 	/* Depth is bounded by CM_MAX_DEPTH, so recursion is bounded too. */
 	for (unsigned i = 0; i < nc; i++)
 		cm_node_release(kids[i], own);
-	cm_free(n);
+	cm_node_free(n);
+}
+
+void cm_node_free(struct cm_node *n)
+{
+	if (n != NULL)
+		cm_slab_free(n, cm_node_bytes(n));
 }
 
 struct cm_node *cm_node_trim(struct cm_node *n)
@@ -99,8 +106,12 @@ struct cm_node *cm_node_trim(struct cm_node *n)
 
 	unsigned refs = atomic_load_explicit(cm_node_refs(n),
 					     memory_order_relaxed);
+	struct cm_node *m = cm_slab_shrink(n, cm_node_bytes(n),
+					   cm_node_bytes_of(used));
 
-	n->words = used;
-	atomic_init(cm_node_refs(n), refs);
-	return cm_shrink(n, cm_node_bytes_of(used));
+	if (m == NULL)	/* no smaller block to be had: keep the spare words */
+		return n;
+	m->words = used;
+	atomic_init(cm_node_refs(m), refs);
+	return m;
 }

@@ -403,13 +403,17 @@ struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 			      unsigned children, bool draft);
 
 /* Give a draft node's spare words back, at commit: the node, perhaps
- * moved (its parent must be updated), with words fitting its contents. */
+ * moved (its parent must be updated), with words fitting its contents
+ * (or, if no smaller block could be had, @n as it was). */
 struct cm_node *cm_node_trim(struct cm_node *n);
 
 static inline void cm_node_retain(struct cm_node *n)
 {
 	atomic_fetch_add_explicit(cm_node_refs(n), 1, memory_order_relaxed);
 }
+
+/* Free @n's memory alone (what it holds is the caller's); NULL is fine. */
+void cm_node_free(struct cm_node *n);
 
 /* Drop a reference; the last one frees the node and releases what it holds. */
 void cm_node_release(struct cm_node *n, const struct cm_owner *own);

@@ -1,0 +1,39 @@
+/*
+ * slab.h - trie nodes packed by size, so that churn does not scatter them.
+ *
+ * Nodes up to CM_SLAB_MAX bytes come from 64 KiB slabs, one size class
+ * (a multiple of 16 bytes) per slab; larger ones (big collision nodes)
+ * come from malloc.  The size of a block is not stored: the caller passes
+ * the size it asked for, which a node knows from its words field.
+ *
+ * Fault injection and allocation counts treat every block as one
+ * allocation (alloc.h), wherever it comes from.  ASan builds take every
+ * block from malloc, so that the sanitizer sees each node; valgrind sees
+ * each block as a heap block through its client requests.
+ */
+#ifndef COWMAP_SLAB_H
+#define COWMAP_SLAB_H
+
+#include <stddef.h>
+
+#define CM_SLAB_MAX 1024
+
+/* @bytes bytes, or NULL (ENOMEM or an injected failure). */
+void *cm_slab_alloc(size_t bytes);
+
+/* Give back @p, allocated with @bytes bytes; NULL is ignored. */
+void cm_slab_free(void *p, size_t bytes);
+
+/*
+ * cm_slab_shrink - make @p (of @old_bytes) a block of @new_bytes: @p
+ * itself when both sizes share a class, else a new block holding the
+ * first @new_bytes bytes of @p, which is freed.  Returns NULL, leaving
+ * @p as it was, if no block could be had; never an injected failure.
+ */
+void *cm_slab_shrink(void *p, size_t old_bytes, size_t new_bytes);
+
+/* Test hook: the slabs allocated now, and the blocks handed out from
+ * them and not given back (both 0 where slabs are compiled out). */
+void cm_test_slab_census(size_t *slabs, size_t *blocks);
+
+#endif
