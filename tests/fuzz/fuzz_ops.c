@@ -1267,6 +1267,70 @@ static void op_txn_set(void)
 	check_draft(x, k.kid);
 }
 
+/*
+ * A batch: the pairs are decided one by one on a scratch copy of the
+ * draft's model, as successive txn_set calls would see it (so a value can
+ * be the key's current one, set earlier in the same batch), then the
+ * library must apply all of them or, failing, none.
+ */
+static void op_txn_set_many(void)
+{
+	struct txnst *x = txn_arg(rd());
+	unsigned n = rd() % (GET_MANY_MAX + 1);
+	const void *kp[GET_MANY_MAX];
+	size_t lens[GET_MANY_MAX];
+	void *values[GET_MANY_MAX];
+	int kids[GET_MANY_MAX];
+	uint32_t inst[GET_MANY_MAX];	/* 0: a no-op at its turn */
+
+	if (!x->live || !tokens_left())
+		return;
+
+	struct model sim = x->draft;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct keyarg k = key_arg(rd());
+		uint32_t tok = pick_value(rd(), &sim, k.kid, x->fam);
+		bool noop = sim.inst[k.kid] && insts[sim.inst[k.kid]].tok == tok;
+
+		kp[i] = k.ptr;
+		lens[i] = k.len;
+		values[i] = tok_ptr(tok);
+		kids[i] = k.kid;
+		inst[i] = noop ? 0 : new_instance(tok, x->fam);
+		if (!noop) {
+			sim.size += sim.inst[k.kid] == 0;
+			sim.inst[k.kid] = inst[i];	/* not held: scratch */
+		}
+	}
+
+	size_t lim = G.fam[x->fam].opts.max_entries;
+	bool full = lim != 0 && sim.size > lim;
+
+	trace("txn %d: set_many(%u pairs)%s", (int)(x - G.txn), n,
+	      full ? " over the limit" : "");
+	arm();
+	int rc = cowmap_txn_set_many(x->t, n, kp, lens, values);
+
+	disarm();
+	if (full) {
+		CHECK(rc == -ENOSPC, "txn_set_many over max_entries returned %d",
+		      rc);
+	} else if (rc < 0) {
+		check_failure(-rc, "cowmap_txn_set_many");
+	} else {
+		CHECK(rc == 0, "txn_set_many returned %d", rc);
+		for (unsigned i = 0; i < n; i++)
+			if (inst[i] != 0) {
+				model_put(&x->draft, kids[i], inst[i]);
+				x->changed = true;
+			}
+	}
+	for (unsigned i = 0; i < n; i++)
+		check_draft(x, kids[i]);
+	check_draft(x, 0);
+}
+
 static void op_txn_del(void)
 {
 	struct txnst *x = txn_arg(rd());
@@ -2096,7 +2160,7 @@ static const struct op ops[] = {
 	{ "txn_commit", op_txn_commit }, { "txn_abort", op_txn_abort },
 	{ "fail", op_fail },		{ "canon", op_canon },
 	{ "verify", op_verify },	{ "cell", op_cell },
-	{ "set", op_set },		{ "txn_set", op_txn_set },
+	{ "set", op_set },		{ "txn_set_many", op_txn_set_many },
 };
 #define OP_COUNT (sizeof(ops) / sizeof(ops[0]))
 

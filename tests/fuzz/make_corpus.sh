@@ -14,7 +14,8 @@
 #   0c txn_begin t s        0d txn_set t key val     0e txn_del t key
 #   0f txn_get t key        10 txn_commit t dst      11 txn_abort t
 #   12 fail k               13 canon s order flags   14 verify
-#   15 cell s n steps..     16 set (as 01)           17 txn_set (as 0d)
+#   15 cell s n steps..     16 set (as 01)           17 txn_set_many t n
+#                                                      (key val)..
 #
 # Cell steps (byte % 8): 0/1 set key val (bit 6: inside a read-side
 # section), 2 del key, 3 snapshot dst, 4 publish src how, 5 cas src how,
@@ -195,4 +196,29 @@ hex "$dir/cell-concurrent-limit" \
 	27 02 03 05 01 \
 	27 01 02 00 14 \
 	07 00 \
+	14
+
+# 11. Batches in transactions (owned values): repeated keys, current
+#     values, a batch over a draft that single sets changed, injected
+#     failures; then with one hash for all keys (a collision node) and a
+#     limit of 5 entries.
+hex "$dir/txn-set-many" \
+	01 00 \
+	00 00 00 \
+	03 00 08 01 02 03 04 05 06 07 08 \
+	0c 00 00 \
+	0d 00 10 00 \
+	17 00 0a 01 00 02 00 01 02 09 00 09 02 01 01 0a 03 0b 00 0c 00 01 00 \
+	10 00 01 \
+	0c 01 01 12 00 17 01 06 01 00 02 00 03 00 01 00 02 02 05 00 11 01 \
+	0c 00 00 12 03 17 00 04 0d 00 0e 00 0f 00 10 00 10 00 02 \
+	14
+hex "$dir/txn-set-many-collide" \
+	95 07 \
+	00 00 00 \
+	03 00 03 01 02 03 \
+	0c 00 00 \
+	17 00 06 04 00 05 00 04 02 06 00 01 00 07 00 \
+	17 00 02 04 00 05 00 \
+	10 00 01 \
 	14
