@@ -21,6 +21,12 @@ static bool drop_ref(atomic_uint *refs)
 	return true;
 }
 
+/* Leaves live in the node slabs too: a boxed key is read on every match. */
+static void leaf_free(struct cm_leaf *leaf)
+{
+	cm_slab_free(leaf, sizeof(*leaf) + leaf->len);
+}
+
 bool cm_entry_make(struct cm_entry *e, const struct cm_probe *p, void *value)
 {
 	memcpy(e, p->head, 16);
@@ -28,7 +34,7 @@ bool cm_entry_make(struct cm_entry *e, const struct cm_probe *p, void *value)
 	if (!p->boxed)
 		return true;
 
-	struct cm_leaf *leaf = cm_malloc(sizeof(*leaf) + p->len);
+	struct cm_leaf *leaf = cm_slab_alloc(sizeof(*leaf) + p->len);
 
 	if (leaf == NULL)
 		return false;
@@ -48,13 +54,13 @@ void cm_entry_release(const struct cm_entry *e, const struct cm_owner *own)
 		return;
 	if (own->value_free != NULL)
 		own->value_free(e->u.leaf->value, own->ctx);
-	cm_free(e->u.leaf);
+	leaf_free(e->u.leaf);
 }
 
 void cm_entry_discard(const struct cm_entry *e)
 {
 	if (cm_entry_boxed(e) && drop_ref(&e->u.leaf->refs))
-		cm_free(e->u.leaf);
+		leaf_free(e->u.leaf);
 }
 
 struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,

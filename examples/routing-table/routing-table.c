@@ -433,22 +433,49 @@ static int txn_set_route(struct cowmap_txn *t, uint32_t prefix,
 }
 
 /*
- * The first version: every route of the file and stamp 0, built with one
- * transaction.  Returns a new reference, or NULL with errno set.
+ * The first version: every route of the file and stamp 0.  The routes go
+ * in as one batch: cowmap_txn_set_many() sorts them by their place in the
+ * trie and builds each node once.  Returns a new reference, or NULL with
+ * errno set.
  */
 static struct cowmap *build_table(void)
 {
 	const struct cowmap_options opts = { .value_free = free_route };
+	size_t n = feed.count, cap = n ? n : 1;
+	uint32_t *keys = malloc(cap * sizeof(*keys));
+	const void **kp = malloc(cap * sizeof(*kp));
+	size_t *lens = malloc(cap * sizeof(*lens));
+	void **routes = calloc(cap, sizeof(*routes));
 	struct cowmap *empty = cowmap_new(&opts);
 	struct cowmap_txn *t = empty ? cowmap_txn_begin(empty) : NULL;
-	int rc = t ? 0 : -ENOMEM;
+	int rc = t && keys && kp && lens && routes ? 0 : -ENOMEM;
 
 	cowmap_release(empty);	/* the transaction holds its own reference */
-	for (size_t i = 0; rc >= 0 && i < feed.count; i++)
-		rc = txn_set_route(t, feed.route[i].prefix,
-				   &nexthops[feed.route[i].hop], 0);
-	if (rc >= 0)
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		struct route *r = malloc(sizeof(*r));
+
+		if (r == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		*r = (struct route){ .prefix = feed.route[i].prefix,
+				     .via = &nexthops[feed.route[i].hop] };
+		keys[i] = htonl(feed.route[i].prefix);	/* network order */
+		kp[i] = &keys[i];
+		lens[i] = sizeof(keys[i]);
+		routes[i] = r;
+	}
+	if (rc == 0)
+		rc = cowmap_txn_set_many(t, n, kp, lens, routes);
+	if (rc < 0 && routes != NULL)	/* on failure the routes are ours */
+		for (size_t i = 0; i < n; i++)
+			free(routes[i]);
+	if (rc == 0)
 		rc = txn_set_route(t, STAMP, NULL, 0);
+	free(keys);
+	free(kp);
+	free(lens);
+	free(routes);
 	if (rc < 0) {
 		cowmap_txn_abort(t);	/* frees the routes it took */
 		errno = -rc;

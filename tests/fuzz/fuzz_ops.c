@@ -1268,10 +1268,14 @@ static void op_txn_set(void)
 }
 
 /*
- * A batch: the pairs are decided one by one on a scratch copy of the
+ * A batch.  The pairs are chosen one by one on a scratch copy of the
  * draft's model, as successive txn_set calls would see it (so a value can
- * be the key's current one, set earlier in the same batch), then the
- * library must apply all of them or, failing, none.
+ * be the key's current one, set earlier in the same batch).  Then the
+ * library must apply all of them or, failing, none, and owes value_free
+ * as documented: per key, the last pair wins; if its value is not the one
+ * the key had, that one is released; and each other distinct value the
+ * key's pairs stored that is neither the final nor the previous value was
+ * given and replaced, so it is owed once.
  */
 static void op_txn_set_many(void)
 {
@@ -1281,7 +1285,7 @@ static void op_txn_set_many(void)
 	size_t lens[GET_MANY_MAX];
 	void *values[GET_MANY_MAX];
 	int kids[GET_MANY_MAX];
-	uint32_t inst[GET_MANY_MAX];	/* 0: a no-op at its turn */
+	uint32_t toks[GET_MANY_MAX];
 
 	if (!x->live || !tokens_left())
 		return;
@@ -1291,16 +1295,16 @@ static void op_txn_set_many(void)
 	for (unsigned i = 0; i < n; i++) {
 		struct keyarg k = key_arg(rd());
 		uint32_t tok = pick_value(rd(), &sim, k.kid, x->fam);
-		bool noop = sim.inst[k.kid] && insts[sim.inst[k.kid]].tok == tok;
 
 		kp[i] = k.ptr;
 		lens[i] = k.len;
 		values[i] = tok_ptr(tok);
 		kids[i] = k.kid;
-		inst[i] = noop ? 0 : new_instance(tok, x->fam);
-		if (!noop) {
+		toks[i] = tok;
+		if (!sim.inst[k.kid] || insts[sim.inst[k.kid]].tok != tok) {
 			sim.size += sim.inst[k.kid] == 0;
-			sim.inst[k.kid] = inst[i];	/* not held: scratch */
+			/* a scratch instance, never held */
+			sim.inst[k.kid] = new_instance(tok, x->fam);
 		}
 	}
 
@@ -1313,18 +1317,53 @@ static void op_txn_set_many(void)
 	int rc = cowmap_txn_set_many(x->t, n, kp, lens, values);
 
 	disarm();
-	if (full) {
+	if (full && rc != -ENOMEM) {
+		/* The count is known only once the batch is merged, so a
+		 * failure to merge may come first. */
 		CHECK(rc == -ENOSPC, "txn_set_many over max_entries returned %d",
 		      rc);
 	} else if (rc < 0) {
 		check_failure(-rc, "cowmap_txn_set_many");
 	} else {
 		CHECK(rc == 0, "txn_set_many returned %d", rc);
-		for (unsigned i = 0; i < n; i++)
-			if (inst[i] != 0) {
-				model_put(&x->draft, kids[i], inst[i]);
+		for (unsigned i = 0; i < n; i++) {
+			int kid = kids[i];
+			unsigned last = i;
+			bool first = true;
+
+			for (unsigned j = 0; j < i; j++)
+				first &= kids[j] != kid;
+			if (!first)
+				continue;	/* the key's pairs were done */
+			for (unsigned j = i + 1; j < n; j++)
+				if (kids[j] == kid)
+					last = j;
+
+			uint32_t fin = toks[last];
+			bool had = x->draft.inst[kid] != 0;
+			uint32_t prev = had ? insts[x->draft.inst[kid]].tok : 0;
+
+			for (unsigned j = i; j < last; j++) {
+				bool owed = kids[j] == kid && toks[j] != fin &&
+					    !(had && toks[j] == prev);
+
+				for (unsigned e = i; e < j && owed; e++)
+					owed = !(kids[e] == kid &&
+						 toks[e] == toks[j]);
+				if (owed) {	/* given, then replaced */
+					uint32_t gone = new_instance(toks[j],
+								     x->fam);
+
+					inst_ref(gone);
+					inst_unref(gone);
+				}
+			}
+			if (!had || fin != prev) {
+				model_put(&x->draft, kid,
+					  new_instance(fin, x->fam));
 				x->changed = true;
 			}
+		}
 	}
 	for (unsigned i = 0; i < n; i++)
 		check_draft(x, kids[i]);
