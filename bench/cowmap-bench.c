@@ -28,6 +28,7 @@
 #include <cowmap.h>
 
 #include "bench.h"
+#include "slab.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -154,7 +155,9 @@ size_t heap_in_use(void)
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
 	struct mallinfo2 mi = mallinfo2();
 
-	return mi.uordblks + mi.hblkhd;
+	/* cowmap's node slabs are mapped outside malloc: count them whole
+	 * (free blocks in them included). */
+	return mi.uordblks + mi.hblkhd + cm_slab_bytes();
 #else
 	return 0;
 #endif

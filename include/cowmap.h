@@ -410,6 +410,12 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *    lock held at fork() stays held in the child.  Only the forking
  *    thread exists in the child, so other threads of the parent must not
  *    be registered readers the child waits for (see tests/check_fork.c).
+ *    The library's own fork handlers (its node allocator's locks) are
+ *    registered when it is loaded, so a pthread_atfork() handler of the
+ *    program that calls call_rcu_before_fork() runs before them, as it
+ *    must: the call_rcu thread may be freeing nodes.  A program that
+ *    registers such a handler before the library is loaded (dlopen()
+ *    later) must call call_rcu_before_fork() itself instead.
  *  - Before unloading the library or exiting with deferred frees pending,
  *    cowmap_cell_free() every cell (it waits with rcu_barrier()).
  */

@@ -11,26 +11,37 @@
  * built, 12,000-15,000 after 100k-170k single-key writes, so a lookup
  * that fitted in the TLB no longer did.  With one size class per slab,
  * a freed node's place is taken by the next node of its size and the
- * same writes leave the nodes on 2,300-2,900 pages.  A slab also saves
+ * same writes leave the nodes on 2,300-3,100 pages.  A slab also saves
  * malloc's per-block header: a 44-byte node takes 48 bytes, not 64.
  *
- * Structure: class c holds blocks of 16 * (c + 1) bytes.  A slab is 64 KiB,
- * aligned to its size so that a block finds its slab by masking its
- * address; it starts with a header and hands out blocks from a bump
- * pointer, then from the list of blocks given back to it.  Each class
- * keeps the slabs that have room on a list and allocates from the first,
- * so allocation stays in few slabs; a slab that was full and gets a block
- * back joins the end.  A slab whose last block comes back is returned to
- * malloc unless it is the only one of its class with room (one spare per
- * class keeps a map of a single node from allocating and freeing a slab
- * on every change).
+ * Structure: class c holds blocks of 16 * (c + 1) bytes.  A slab is 64 KiB
+ * of its own mapping, aligned to its size so that a block finds its slab
+ * by masking its address; it starts with a header and hands out blocks
+ * from a bump pointer, then from the list of blocks given back to it.
+ * Each class keeps the slabs that have room on a list and allocates from
+ * the first, so allocation stays in few slabs; a slab that was full and
+ * gets a block back joins the end.  A slab whose last block comes back is
+ * unmapped unless it is the only one of its class with room (one spare
+ * per class keeps a map of a single node from mapping and unmapping a
+ * slab on every change).  Slabs are mapped, not taken from malloc: an
+ * aligned 64 KiB block from glibc costs twice its size in address space
+ * and leaves unusable holes in the heap.
  *
  * Locking: one mutex per class.  Blocks are allocated by writers and
  * freed by whoever drops the last reference, often the call_rcu thread,
- * so the two meet on a class lock for a few instructions.  Readers never
- * come here.  Fork handlers hold every class lock across fork(), so a
- * child never inherits a lock taken by a thread that does not exist in
- * it.
+ * so the two meet on a class lock for a few instructions; mapping and
+ * unmapping happen outside it.  Readers never come here.  Fork handlers
+ * hold every class lock across fork(), so a child never inherits a lock
+ * taken by a thread that does not exist in it.  They are registered when
+ * the library is loaded, before anything the program registers, so they
+ * run after the program's prepare handlers (such as one that pauses
+ * liburcu's call_rcu thread, which may be freeing nodes).
+ *
+ * Checkers: ASan builds compile the slabs out, and under valgrind (or with
+ * COWMAP_SLABS=0 in the environment) every block comes from malloc, so
+ * that the checker sees each node as a heap block of its own: inside a
+ * slab a freed node's place is reused at once, which hides a use after
+ * free.  The choice is made once, before the first block.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -47,6 +58,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SLABS 0
@@ -59,19 +71,10 @@
 #define SLABS 1
 #endif
 
-#if SLABS && defined(HAVE_VALGRIND_MEMCHECK_H)
-#include <valgrind/memcheck.h>
+#if SLABS && defined(HAVE_VALGRIND_VALGRIND_H)
+#include <valgrind/valgrind.h>
 #else
-/* Without valgrind's header the requests do nothing (but use their
- * arguments, so that no parameter goes unused). */
-#define VALGRIND_MALLOCLIKE_BLOCK(addr, size, rz, zeroed)                    \
-	((void)(addr), (void)(size))
-#define VALGRIND_FREELIKE_BLOCK(addr, rz) ((void)(addr))
-#define VALGRIND_MAKE_MEM_NOACCESS(addr, len) ((void)(addr), (void)(len))
-#define VALGRIND_MAKE_MEM_UNDEFINED(addr, len) ((void)(addr), (void)(len))
-#define VALGRIND_MAKE_MEM_DEFINED(addr, len) ((void)(addr), (void)(len))
-#define VALGRIND_RESIZEINPLACE_BLOCK(addr, old, new, rz)                     \
-	((void)(addr), (void)(old), (void)(new))
+#define RUNNING_ON_VALGRIND 0
 #endif
 
 #define SLAB_BYTES ((size_t)64 * 1024)
@@ -99,6 +102,7 @@ struct slab_class {
 static struct slab_class classes[NCLASSES];
 static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 static atomic_bool classes_ready;	/* set once by classes_init() */
+static bool use_slabs;			/* decided once by classes_init() */
 
 static size_t class_size(unsigned cls)
 {
@@ -124,10 +128,27 @@ static void fork_done(void)
 
 static void classes_init(void)
 {
+	const char *env = getenv("COWMAP_SLABS");
+
+	use_slabs = SLABS && !RUNNING_ON_VALGRIND &&
+		    !(env != NULL && strcmp(env, "0") == 0);
 	for (unsigned c = 0; c < NCLASSES; c++)
 		pthread_mutex_init(&classes[c].lock, NULL);
 	pthread_atfork(fork_prepare, fork_done, fork_done);
 	atomic_store_explicit(&classes_ready, true, memory_order_release);
+}
+
+/* At load: see "Locking" above for why the fork handlers go in early. */
+__attribute__((constructor)) static void classes_init_at_load(void)
+{
+	pthread_once(&classes_once, classes_init);
+}
+
+/* Slabs or malloc for a block of @bytes?  The first call decides. */
+static bool in_slab(size_t bytes)
+{
+	pthread_once(&classes_once, classes_init);
+	return use_slabs && bytes <= CM_SLAB_MAX;
 }
 
 static struct slab *slab_of(const void *p)
@@ -176,59 +197,68 @@ static void list_remove(struct slab_class *cl, struct slab *s)
 	s->listed = false;
 }
 
-/* A new empty slab of class @cls, or NULL; called with the class locked.
- * Not an allocation of its own for fault injection: the block it is
- * taken for was counted. */
+/*
+ * A new empty slab of class @cls, or NULL: 64 KiB mapped at a multiple of
+ * 64 KiB (twice that is mapped, and what lies outside the aligned part
+ * unmapped again).  Not an allocation of its own for fault injection: the
+ * block it is made for was counted.
+ */
 static struct slab *slab_new(unsigned cls)
 {
-	void *mem;
+	size_t len = 2 * SLAB_BYTES;
+	char *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	if (posix_memalign(&mem, SLAB_BYTES, SLAB_BYTES) != 0)
+	if (map == MAP_FAILED)
 		return NULL;
 
-	struct slab *s = mem;
+	char *mem = (char *)(((uintptr_t)map + SLAB_BYTES - 1) &
+			     ~(uintptr_t)(SLAB_BYTES - 1));
+
+	if (mem > map)
+		munmap(map, (size_t)(mem - map));
+	if (mem + SLAB_BYTES < map + len)
+		munmap(mem + SLAB_BYTES, (size_t)(map + len - mem - SLAB_BYTES));
+
+	struct slab *s = (struct slab *)(void *)mem;
 
 	s->given_back = NULL;
-	s->bump = (char *)mem + SLAB_HEADER;
+	s->bump = mem + SLAB_HEADER;
 	s->live = 0;
 	s->cls = (uint16_t)cls;
 	s->listed = false;
-	VALGRIND_MAKE_MEM_NOACCESS(s->bump, SLAB_BYTES - SLAB_HEADER);
-	classes[cls].slabs++;
 	return s;
 }
 
-/* Called with the class unlocked: its count was taken down already. */
 static void slab_delete(struct slab *s)
 {
-	VALGRIND_MAKE_MEM_UNDEFINED((char *)s + SLAB_HEADER,
-				    SLAB_BYTES - SLAB_HEADER);
-	free(s);
+	munmap(s, SLAB_BYTES);
 }
 
 /* A block of class @cls (counted already), or NULL. */
-static void *class_alloc(unsigned cls, size_t bytes)
+static void *class_alloc(unsigned cls)
 {
 	struct slab_class *cl = &classes[cls];
 	size_t size = class_size(cls);
 	void *p;
 
-	pthread_once(&classes_once, classes_init);
 	pthread_mutex_lock(&cl->lock);
 
 	struct slab *s = cl->first;
 
 	if (s == NULL) {
+		/* Map outside the lock; another thread may list a slab
+		 * meanwhile, and then both are there to use. */
+		pthread_mutex_unlock(&cl->lock);
 		s = slab_new(cls);
-		if (s == NULL) {
-			pthread_mutex_unlock(&cl->lock);
+		if (s == NULL)
 			return NULL;
-		}
+		pthread_mutex_lock(&cl->lock);
+		cl->slabs++;
 		list_push(cl, s, true);
 	}
 	if (s->given_back != NULL) {
 		p = s->given_back;
-		VALGRIND_MAKE_MEM_DEFINED(p, sizeof(void *));
 		s->given_back = *(void **)p;
 	} else {
 		p = s->bump;
@@ -239,24 +269,23 @@ static void *class_alloc(unsigned cls, size_t bytes)
 	if (!slab_has_room(s, size))
 		list_remove(cl, s);
 	pthread_mutex_unlock(&cl->lock);
-	VALGRIND_MALLOCLIKE_BLOCK(p, bytes, 0, 0);
 	return p;
 }
 
 void *cm_slab_alloc(size_t bytes)
 {
-	if (!SLABS || bytes > CM_SLAB_MAX)
+	if (!in_slab(bytes))
 		return cm_malloc(bytes);
 	if (!cm_alloc_permitted())
 		return NULL;
-	return class_alloc(class_of(bytes), bytes);
+	return class_alloc(class_of(bytes));
 }
 
 void cm_slab_free(void *p, size_t bytes)
 {
 	if (p == NULL)
 		return;
-	if (!SLABS || bytes > CM_SLAB_MAX) {
+	if (!in_slab(bytes)) {
 		cm_free(p);
 		return;
 	}
@@ -264,11 +293,8 @@ void cm_slab_free(void *p, size_t bytes)
 	struct slab *s = slab_of(p), *empty = NULL;
 	struct slab_class *cl = &classes[s->cls];
 
-	VALGRIND_FREELIKE_BLOCK(p, 0);
 	pthread_mutex_lock(&cl->lock);
-	VALGRIND_MAKE_MEM_UNDEFINED(p, sizeof(void *));
 	*(void **)p = s->given_back;
-	VALGRIND_MAKE_MEM_NOACCESS(p, sizeof(void *));
 	s->given_back = p;
 	s->live--;
 	cl->blocks--;
@@ -286,17 +312,14 @@ void cm_slab_free(void *p, size_t bytes)
 
 void *cm_slab_shrink(void *p, size_t old_bytes, size_t new_bytes)
 {
-	bool old_slab = SLABS && old_bytes <= CM_SLAB_MAX;
-	bool new_slab = SLABS && new_bytes <= CM_SLAB_MAX;
+	bool old_slab = in_slab(old_bytes), new_slab = in_slab(new_bytes);
 
 	if (!old_slab && !new_slab)
 		return realloc(p, new_bytes);
-	if (old_slab && new_slab && class_of(old_bytes) == class_of(new_bytes)) {
-		VALGRIND_RESIZEINPLACE_BLOCK(p, old_bytes, new_bytes, 0);
+	if (old_slab && new_slab && class_of(old_bytes) == class_of(new_bytes))
 		return p;
-	}
 
-	void *q = new_slab ? class_alloc(class_of(new_bytes), new_bytes)
+	void *q = new_slab ? class_alloc(class_of(new_bytes))
 			   : malloc(new_bytes);
 
 	if (q == NULL)
@@ -309,8 +332,8 @@ void *cm_slab_shrink(void *p, size_t old_bytes, size_t new_bytes)
 void cm_test_slab_census(size_t *slabs, size_t *blocks)
 {
 	*slabs = *blocks = 0;
-	if (!SLABS ||
-	    !atomic_load_explicit(&classes_ready, memory_order_acquire))
+	if (!atomic_load_explicit(&classes_ready, memory_order_acquire) ||
+	    !use_slabs)
 		return;
 	for (unsigned c = 0; c < NCLASSES; c++) {
 		pthread_mutex_lock(&classes[c].lock);
@@ -320,12 +343,20 @@ void cm_test_slab_census(size_t *slabs, size_t *blocks)
 	}
 }
 
-/* At exit, give the spare slabs back, so that leak checkers see only the
+size_t cm_slab_bytes(void)
+{
+	size_t slabs, blocks;
+
+	cm_test_slab_census(&slabs, &blocks);
+	return slabs * SLAB_BYTES;
+}
+
+/* At exit, unmap the spare slabs, so that leak checkers see only the
  * blocks still in use. */
 __attribute__((destructor)) static void slabs_drain(void)
 {
-	if (!SLABS ||
-	    !atomic_load_explicit(&classes_ready, memory_order_acquire))
+	if (!atomic_load_explicit(&classes_ready, memory_order_acquire) ||
+	    !use_slabs)
 		return;
 	for (unsigned c = 0; c < NCLASSES; c++) {
 		struct slab_class *cl = &classes[c];

@@ -1,15 +1,16 @@
 /*
  * slab.h - trie nodes packed by size, so that churn does not scatter them.
  *
- * Nodes up to CM_SLAB_MAX bytes come from 64 KiB slabs, one size class
- * (a multiple of 16 bytes) per slab; larger ones (big collision nodes)
- * come from malloc.  The size of a block is not stored: the caller passes
- * the size it asked for, which a node knows from its words field.
+ * Nodes and leaves up to CM_SLAB_MAX bytes come from 64 KiB slabs, one
+ * size class (a multiple of 16 bytes) per slab; larger ones (big
+ * collision nodes, long keys) come from malloc.  The size of a block is
+ * not stored: the caller passes the size it asked for, which a node knows
+ * from its words field and a leaf from its key length.
  *
  * Fault injection and allocation counts treat every block as one
- * allocation (alloc.h), wherever it comes from.  ASan builds take every
- * block from malloc, so that the sanitizer sees each node; valgrind sees
- * each block as a heap block through its client requests.
+ * allocation (alloc.h), wherever it comes from.  ASan builds, runs under
+ * valgrind and runs with COWMAP_SLABS=0 take every block from malloc, so
+ * that a memory checker sees each node (lib/slab.c says why).
  */
 #ifndef COWMAP_SLAB_H
 #define COWMAP_SLAB_H
@@ -31,6 +32,10 @@ void cm_slab_free(void *p, size_t bytes);
  * @p as it was, if no block could be had; never an injected failure.
  */
 void *cm_slab_shrink(void *p, size_t old_bytes, size_t new_bytes);
+
+/* Bytes mapped for slabs now (0 where every block comes from malloc):
+ * the part of the library's heap that malloc statistics do not see. */
+size_t cm_slab_bytes(void);
 
 /* Test hook: the slabs allocated now, and the blocks handed out from
  * them and not given back (both 0 where slabs are compiled out). */
