@@ -409,6 +409,87 @@ START_TEST(a_child_can_fork_again)
 }
 END_TEST
 
+/*
+ * liburcu's fork calls from pthread_atfork() handlers, registered by the
+ * program (after the library was loaded), while the call_rcu thread is
+ * busy freeing retired versions.  The library's own prepare handler takes
+ * its node allocator's locks; it must run after the program's, which
+ * pauses the call_rcu thread first, or fork() waits for a thread that
+ * waits for a lock the prepare handler holds (Check's timeout then fails
+ * the test).  A slow value_free keeps the call_rcu thread inside its
+ * callbacks, freeing leaves and nodes, nearly all the time.
+ */
+static void slow_value_free(void *value, void *ctx)
+{
+	(void)value;
+	(void)ctx;
+	usleep(200);
+}
+
+/* Static (and volatile, so the store is kept), so that a leak checker in
+ * a child, which exits without freeing what it inherited, finds the cell. */
+static struct cowmap_cell *volatile atfork_cell;
+
+START_TEST(fork_from_atfork_handlers_while_callbacks_free)
+{
+	struct cowmap_options o = { .seed = 9, .value_free = slow_value_free };
+	struct cowmap_cell *c;
+
+	ck_assert_int_eq(pthread_atfork(urcu_memb_call_rcu_before_fork,
+					urcu_memb_call_rcu_after_fork_parent,
+					urcu_memb_call_rcu_after_fork_child),
+			 0);
+	urcu_memb_register_thread();
+	c = atfork_cell = cowmap_cell_new(cowmap_new(&o), NULL);
+	ck_assert_ptr_nonnull(c);
+	for (unsigned round = 0; round < 40; round++) {
+		char key[16];
+		size_t len;
+		pid_t pid;
+		int status;
+
+		/* Retired versions for the call_rcu thread to free. */
+		for (unsigned i = 0; i < 300; i++) {
+			key_of(i % 1000, key, &len);
+			ck_assert_int_eq(cowmap_cell_set(c, key, len,
+							 (void *)(uintptr_t)(
+								 8 * (i + 1))),
+					 0);
+		}
+		fflush(NULL);
+		pid = fork();
+		if (pid == 0) {
+			const struct cowmap_options plain = { .seed = 9 };
+			struct cowmap *m = cowmap_new(&plain);
+
+			alarm(30);
+			for (unsigned i = 0; m != NULL && i < 500; i++) {
+				struct cowmap *next;
+
+				key_of(i, key, &len);
+				next = cowmap_set(m, key, len, (void *)8);
+				cowmap_release(m);
+				m = next;
+			}
+			int ok = m != NULL && cowmap_size(m) == 500;
+
+			cowmap_release(m);
+			_exit(ok ? 0 : 1);
+		}
+		ck_assert_int_gt(pid, 0);
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			      "child of round %u: %s %d", round,
+			      WIFEXITED(status) ? "exit status" : "signal",
+			      WIFEXITED(status) ? WEXITSTATUS(status)
+						: WTERMSIG(status));
+	}
+	cowmap_cell_free(c);
+	atfork_cell = NULL;
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
 Suite *fork_suite(void)
 {
 	Suite *s = suite_create("fork");
@@ -417,6 +498,7 @@ Suite *fork_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, parent_and_child_keep_using_a_cell_after_fork);
 	tcase_add_test(tc, a_child_can_fork_again);
+	tcase_add_test(tc, fork_from_atfork_handlers_while_callbacks_free);
 	suite_add_tcase(s, tc);
 	return s;
 }
