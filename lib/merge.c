@@ -169,11 +169,13 @@ static void settle_loser(const struct merge *mg, struct cm_item *items,
 
 /*
  * Sort the @k items in place by their hash chunk at @depth, so that every
- * bucket is one run; returns the set of chunks present.  Long ranges take
- * an American flag sort (a counting pass, then each item swapped straight
- * into its bucket), short ones an insertion sort.
+ * bucket is one run, and count the items of each bucket in @count; returns
+ * the set of chunks present.  Long ranges take an American flag sort (a
+ * counting pass, then each item swapped straight into its bucket), short
+ * ones an insertion sort.
  */
-static uint32_t sort_by_chunk(struct cm_item *items, size_t k, unsigned depth)
+static uint32_t sort_by_chunk(struct cm_item *items, size_t k, unsigned depth,
+			      size_t count[32])
 {
 	uint32_t present = 0;
 
@@ -183,6 +185,9 @@ static uint32_t sort_by_chunk(struct cm_item *items, size_t k, unsigned depth)
 			unsigned c = cm_chunk(t.hash, depth);
 			size_t j = i;
 
+			if (!(present >> c & 1))
+				count[c] = 0;
+			count[c]++;
 			present |= UINT32_C(1) << c;
 			for (; j > 0 && cm_chunk(items[j - 1].hash, depth) > c;
 			     j--)
@@ -192,8 +197,9 @@ static uint32_t sort_by_chunk(struct cm_item *items, size_t k, unsigned depth)
 		return present;
 	}
 
-	size_t count[32] = { 0 }, next[32], end[32], at = 0;
+	size_t next[32], end[32], at = 0;
 
+	memset(count, 0, 32 * sizeof(count[0]));
 	for (size_t i = 0; i < k; i++)
 		count[cm_chunk(items[i].hash, depth)]++;
 	for (unsigned c = 0; c < 32; c++) {
@@ -207,7 +213,10 @@ static uint32_t sort_by_chunk(struct cm_item *items, size_t k, unsigned depth)
 		unsigned c = (unsigned)__builtin_ctz(todo);
 
 		/* Every bucket below c is complete, so what stands in the
-		 * unsorted rest of bucket c belongs at c or above. */
+		 * unsorted rest of bucket c belongs at c or above.  A
+		 * misplaced item is carried round its cycle, each item it
+		 * displaces taken along, until one for bucket c turns up:
+		 * every item moves once. */
 		while (next[c] < end[c]) {
 			unsigned to = cm_chunk(items[next[c]].hash, depth);
 
@@ -215,10 +224,17 @@ static uint32_t sort_by_chunk(struct cm_item *items, size_t k, unsigned depth)
 				next[c]++;
 				continue;
 			}
-			struct cm_item t = items[next[to]];
 
-			items[next[to]++] = items[next[c]];
-			items[next[c]] = t;
+			struct cm_item carried = items[next[c]];
+
+			do {
+				struct cm_item displaced = items[next[to]];
+
+				items[next[to]++] = carried;
+				carried = displaced;
+				to = cm_chunk(carried.hash, depth);
+			} while (to != c);
+			items[next[c]++] = carried;
 		}
 	}
 	return present;
@@ -333,7 +349,8 @@ static enum merged merge_node(struct merge *mg, unsigned depth,
 	if (depth == CM_COLLISION_DEPTH)
 		return merge_collision(mg, items, k, old, x, out);
 
-	uint32_t buckets = sort_by_chunk(items, k, depth);
+	size_t count[32];	/* valid for the chunks in buckets */
+	uint32_t buckets = sort_by_chunk(items, k, depth, count);
 	size_t next = 0;	/* the first item of the next bucket */
 	uint32_t old_data = old != NULL ? old->datamap : 0;
 	uint32_t old_kids = old != NULL ? old->nodemap : 0;
@@ -361,9 +378,7 @@ static enum merged merge_node(struct merge *mg, unsigned depth,
 		enum merged r;
 
 		if (buckets & bit)
-			while (next + bk < k &&
-			       cm_chunk(b[bk].hash, depth) == pos)
-				bk++;
+			bk = count[pos];
 		next += bk;
 		if (old_kids & bit) {
 			struct cm_node *child =

@@ -41,7 +41,8 @@
  * COWMAP_SLABS=0 in the environment) every block comes from malloc, so
  * that the checker sees each node as a heap block of its own: inside a
  * slab a freed node's place is reused at once, which hides a use after
- * free.  The choice is made once, before the first block.
+ * free.  COWMAP_SLABS=1 keeps the slabs under valgrind, for profiling
+ * with callgrind.  The choice is made once, before the first block.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -130,8 +131,11 @@ static void classes_init(void)
 {
 	const char *env = getenv("COWMAP_SLABS");
 
-	use_slabs = SLABS && !RUNNING_ON_VALGRIND &&
-		    !(env != NULL && strcmp(env, "0") == 0);
+	/* COWMAP_SLABS=1 keeps them under valgrind (for callgrind). */
+	if (env != NULL && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0))
+		use_slabs = SLABS && env[0] == '1';
+	else
+		use_slabs = SLABS && !RUNNING_ON_VALGRIND;
 	for (unsigned c = 0; c < NCLASSES; c++)
 		pthread_mutex_init(&classes[c].lock, NULL);
 	pthread_atfork(fork_prepare, fork_done, fork_done);
