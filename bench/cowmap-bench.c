@@ -154,10 +154,13 @@ size_t heap_in_use(void)
 {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
 	struct mallinfo2 mi = mallinfo2();
+	size_t mapped, in_use;
 
-	/* cowmap's node slabs are mapped outside malloc: count them whole
-	 * (free blocks in them included). */
-	return mi.uordblks + mi.hblkhd + cm_slab_bytes();
+	/* cowmap's node slabs are mapped outside malloc: count the blocks
+	 * in use, as uordblks counts malloc's (free space in slabs, like
+	 * free chunks in malloc's arenas, is not counted). */
+	cm_slab_usage(&mapped, &in_use);
+	return mi.uordblks + mi.hblkhd + in_use;
 #else
 	return 0;
 #endif

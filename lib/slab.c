@@ -347,12 +347,18 @@ void cm_test_slab_census(size_t *slabs, size_t *blocks)
 	}
 }
 
-size_t cm_slab_bytes(void)
+void cm_slab_usage(size_t *mapped, size_t *in_use)
 {
-	size_t slabs, blocks;
-
-	cm_test_slab_census(&slabs, &blocks);
-	return slabs * SLAB_BYTES;
+	*mapped = *in_use = 0;
+	if (!atomic_load_explicit(&classes_ready, memory_order_acquire) ||
+	    !use_slabs)
+		return;
+	for (unsigned c = 0; c < NCLASSES; c++) {
+		pthread_mutex_lock(&classes[c].lock);
+		*mapped += classes[c].slabs * SLAB_BYTES;
+		*in_use += classes[c].blocks * class_size(c);
+		pthread_mutex_unlock(&classes[c].lock);
+	}
 }
 
 /* At exit, unmap the spare slabs, so that leak checkers see only the

@@ -33,9 +33,14 @@ void cm_slab_free(void *p, size_t bytes);
  */
 void *cm_slab_shrink(void *p, size_t old_bytes, size_t new_bytes);
 
-/* Bytes mapped for slabs now (0 where every block comes from malloc):
- * the part of the library's heap that malloc statistics do not see. */
-size_t cm_slab_bytes(void);
+/*
+ * The slabs' share of the library's heap, which malloc statistics do not
+ * see: *mapped, the bytes mapped for slabs; *in_use, the bytes of the
+ * blocks handed out (each counted at its class size), the figure that
+ * compares with malloc's bytes in use.  Both 0 where every block comes
+ * from malloc.
+ */
+void cm_slab_usage(size_t *mapped, size_t *in_use);
 
 /* Test hook: the slabs allocated now, and the blocks handed out from
  * them and not given back (both 0 where slabs are compiled out). */
