@@ -229,13 +229,15 @@ int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
  * except that it is all or nothing, and that a large batch costs far
  * less: the pairs are sorted by their place in the trie and every node
  * they reach is built once, at its final size, rather than once for each
- * key that lands in it.  With value_free, each distinct value that a
- * key's earlier pairs stored is passed to it once, unless the key ends
- * with that value (pair by pair, a pointer stored, replaced and stored
- * again would be freed and then kept: a use after free).  Loading a whole table is the case it is for; a
+ * key that lands in it.  Loading a whole table is the case it is for; a
  * few keys gain nothing over cowmap_txn_set().  It needs 40 bytes per
  * pair of temporary memory, freed before it returns (split a batch that
  * should use less).
+ *
+ * With value_free, each distinct value that a key's earlier pairs stored
+ * is passed to it once, unless the key ends with that value.  (Pair by
+ * pair, a pointer stored, replaced and stored again would be freed and
+ * then kept: a use after free.)
  *
  * Returns 0, or -ENOMEM, -ENOSPC (the draft would hold more than
  * max_entries), -EINVAL (NULL arrays with @n > 0, an invalid key, more
