@@ -15,22 +15,23 @@
  * malloc's per-block header: a 44-byte node takes 48 bytes, not 64.
  *
  * Structure: class c holds blocks of 16 * (c + 1) bytes.  A slab is 64 KiB
- * of its own mapping, aligned to its size so that a block finds its slab
- * by masking its address; it starts with a header and hands out blocks
- * from a bump pointer, then from the list of blocks given back to it.
- * Each class keeps the slabs that have room on a list and allocates from
- * the first, so allocation stays in few slabs; a slab that was full and
- * gets a block back joins the end.  A slab whose last block comes back is
- * unmapped unless it is the only one of its class with room (one spare
- * per class keeps a map of a single node from mapping and unmapping a
- * slab on every change).  Slabs are mapped, not taken from malloc: an
- * aligned 64 KiB block from glibc costs twice its size in address space
- * and leaves unusable holes in the heap.
+ * aligned to its size, so that a block finds its slab by masking its
+ * address; it starts with a header and hands out blocks from a bump
+ * pointer, then from the list of blocks given back to it.  Each class
+ * keeps the slabs that have room on a list and allocates from the first,
+ * so allocation stays in few slabs; a slab that was full and gets a block
+ * back joins the end.  A slab whose last block comes back gives its pages
+ * back to the system unless it is the only one of its class with room
+ * (one spare per class keeps a map of a single node from making and
+ * dropping a slab on every change).  Slabs are carved from mapped regions
+ * (see "Where slabs come from" below), not taken from malloc: an aligned
+ * 64 KiB block from glibc costs twice its size in address space and
+ * leaves unusable holes in the heap.
  *
  * Locking: one mutex per class.  Blocks are allocated by writers and
  * freed by whoever drops the last reference, often the call_rcu thread,
- * so the two meet on a class lock for a few instructions; mapping and
- * unmapping happen outside it.  Readers never come here.  Fork handlers
+ * so the two meet on a class lock for a few instructions; making and
+ * dropping slabs happen outside it.  Readers never come here.  Fork handlers
  * hold every class lock across fork(), so a child never inherits a lock
  * taken by a thread that does not exist in it.  They are registered when
  * the library is loaded, before anything the program registers, so they
@@ -105,6 +106,27 @@ static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 static atomic_bool classes_ready;	/* set once by classes_init() */
 static bool use_slabs;			/* decided once by classes_init() */
 
+/*
+ * Where slabs come from.  Mapping each slab on its own would cost one
+ * kernel mapping per 64 KiB (the aligned piece of a larger mapping sits
+ * between holes, so neighbours never merge), and a process may have only
+ * vm.max_map_count (65,530 by default) of them: about 4 GiB of nodes.  So
+ * slabs are carved from 4 MiB regions, one mapping each, and a slab that
+ * is no longer needed gives its pages back (MADV_DONTNEED) and goes on a
+ * list of free slabs for any class to reuse.  Regions keep their address
+ * space; the memory goes back to the system.  One mutex, taken only to
+ * make or give up a slab, never with a class lock held.
+ */
+#define REGION_BYTES ((size_t)4 * 1024 * 1024)
+
+struct free_slab {
+	struct free_slab *next;
+};
+
+static pthread_mutex_t region_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct free_slab *free_slabs;	/* pages given back, reusable */
+static char *region_next, *region_end;	/* the unused part of a region */
+
 static size_t class_size(unsigned cls)
 {
 	return GRAIN * ((size_t)cls + 1);
@@ -119,10 +141,12 @@ static void fork_prepare(void)
 {
 	for (unsigned c = 0; c < NCLASSES; c++)
 		pthread_mutex_lock(&classes[c].lock);
+	pthread_mutex_lock(&region_lock);
 }
 
 static void fork_done(void)
 {
+	pthread_mutex_unlock(&region_lock);
 	for (unsigned c = NCLASSES; c-- > 0;)
 		pthread_mutex_unlock(&classes[c].lock);
 }
@@ -201,28 +225,53 @@ static void list_remove(struct slab_class *cl, struct slab *s)
 	s->listed = false;
 }
 
-/*
- * A new empty slab of class @cls, or NULL: 64 KiB mapped at a multiple of
- * 64 KiB (twice that is mapped, and what lies outside the aligned part
- * unmapped again).  Not an allocation of its own for fault injection: the
- * block it is made for was counted.
- */
+/* 64 KiB at a multiple of 64 KiB, or NULL; called with region_lock. */
+static void *slab_memory(void)
+{
+	if (free_slabs != NULL) {
+		struct free_slab *f = free_slabs;
+
+		free_slabs = f->next;
+		return f;
+	}
+	if (region_next == region_end) {
+		/* One slab's worth more than a region, to align it. */
+		size_t len = REGION_BYTES + SLAB_BYTES;
+		char *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (map == MAP_FAILED)
+			return NULL;
+
+		char *start = (char *)(((uintptr_t)map + SLAB_BYTES - 1) &
+				       ~(uintptr_t)(SLAB_BYTES - 1));
+
+		if (start > map)
+			munmap(map, (size_t)(start - map));
+		if (start + REGION_BYTES < map + len)
+			munmap(start + REGION_BYTES,
+			       (size_t)(map + len - start - REGION_BYTES));
+		region_next = start;
+		region_end = start + REGION_BYTES;
+	}
+
+	void *mem = region_next;
+
+	region_next += SLAB_BYTES;
+	return mem;
+}
+
+/* A new empty slab of class @cls, or NULL.  Not an allocation of its own
+ * for fault injection: the block it is made for was counted. */
 static struct slab *slab_new(unsigned cls)
 {
-	size_t len = 2 * SLAB_BYTES;
-	char *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	pthread_mutex_lock(&region_lock);
 
-	if (map == MAP_FAILED)
+	char *mem = slab_memory();
+
+	pthread_mutex_unlock(&region_lock);
+	if (mem == NULL)
 		return NULL;
-
-	char *mem = (char *)(((uintptr_t)map + SLAB_BYTES - 1) &
-			     ~(uintptr_t)(SLAB_BYTES - 1));
-
-	if (mem > map)
-		munmap(map, (size_t)(mem - map));
-	if (mem + SLAB_BYTES < map + len)
-		munmap(mem + SLAB_BYTES, (size_t)(map + len - mem - SLAB_BYTES));
 
 	struct slab *s = (struct slab *)(void *)mem;
 
@@ -234,9 +283,16 @@ static struct slab *slab_new(unsigned cls)
 	return s;
 }
 
+/* Give an empty slab's pages back and keep its place for a later slab. */
 static void slab_delete(struct slab *s)
 {
-	munmap(s, SLAB_BYTES);
+	struct free_slab *f = (struct free_slab *)(void *)s;
+
+	madvise(s, SLAB_BYTES, MADV_DONTNEED);	/* reads as zeros after */
+	pthread_mutex_lock(&region_lock);
+	f->next = free_slabs;
+	free_slabs = f;
+	pthread_mutex_unlock(&region_lock);
 }
 
 /* A block of class @cls (counted already), or NULL. */

@@ -35,7 +35,7 @@ void *cm_slab_shrink(void *p, size_t old_bytes, size_t new_bytes);
 
 /*
  * The slabs' share of the library's heap, which malloc statistics do not
- * see: *mapped, the bytes mapped for slabs; *in_use, the bytes of the
+ * see: *mapped, the bytes of the slabs in use; *in_use, the bytes of the
  * blocks handed out (each counted at its class size), the figure that
  * compares with malloc's bytes in use.  Both 0 where every block comes
  * from malloc.

@@ -1,7 +1,7 @@
 /*
  * check_slab.c - the node allocator (lib/slab.c) on its own: blocks of
- * every size are distinct and keep their contents, empty slabs go back to
- * malloc, shrinking keeps what it must, allocation failures are injected
+ * every size are distinct and keep their contents, empty slabs are given
+ * back, slabs share a few kernel mappings, shrinking keeps what it must, allocation failures are injected
  * like any other, blocks may be freed by another thread than the one that
  * allocated them, and a fork while another thread allocates leaves the
  * child able to allocate.
@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -84,7 +85,7 @@ START_TEST(blocks_of_every_size_are_distinct_and_keep_their_bytes)
 }
 END_TEST
 
-START_TEST(empty_slabs_go_back_to_malloc)
+START_TEST(empty_slabs_are_given_back)
 {
 	enum { N = 20000 };	/* about 20 slabs of 64-byte blocks */
 	void **p = malloc(N * sizeof(*p));
@@ -107,6 +108,58 @@ START_TEST(empty_slabs_go_back_to_malloc)
 		/* One spare may stay for the class. */
 		ck_assert_uint_le(census_slabs(), slabs0 + 1);
 	}
+	free(p);
+}
+END_TEST
+
+/* Lines of /proc/self/maps: the process's kernel mappings. */
+static long mappings(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	long n = 0;
+	int c;
+
+	if (f == NULL)
+		return -1;
+	while ((c = getc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+/* A mapping per slab would cap the nodes of a process at about 4 GiB
+ * (vm.max_map_count); slabs come from 4 MiB regions instead. */
+START_TEST(many_slabs_take_few_mappings)
+{
+	enum { N = 300000 };	/* 64-byte blocks: about 300 slabs */
+	void **p = malloc(N * sizeof(*p));
+	long before = mappings();
+	size_t slabs0 = census_slabs();
+
+	ck_assert_ptr_nonnull(p);
+	for (size_t i = 0; i < N; i++) {
+		p[i] = cm_slab_alloc(64);
+		ck_assert_ptr_nonnull(p[i]);
+	}
+
+	long after = mappings();
+	size_t slabs = census_slabs() - slabs0;
+
+	if (census_slabs() > 0 && before > 0) {
+		ck_assert_uint_ge(slabs, 290);
+		ck_assert_msg(after - before <= 40,
+			      "%zu slabs took %ld more mappings", slabs,
+			      after - before);
+	}
+	for (size_t i = 0; i < N; i++)
+		cm_slab_free(p[i], 64);
+	/* Given back and made again: no new mappings either. */
+	for (size_t i = 0; i < N; i++)
+		p[i] = cm_slab_alloc(64);
+	if (census_slabs() > 0 && before > 0)
+		ck_assert_int_le(mappings() - before, 40);
+	for (size_t i = 0; i < N; i++)
+		cm_slab_free(p[i], 64);
 	free(p);
 }
 END_TEST
@@ -277,7 +330,8 @@ static Suite *slab_suite(void)
 
 	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, blocks_of_every_size_are_distinct_and_keep_their_bytes);
-	tcase_add_test(tc, empty_slabs_go_back_to_malloc);
+	tcase_add_test(tc, empty_slabs_are_given_back);
+	tcase_add_test(tc, many_slabs_take_few_mappings);
 	tcase_add_test(tc, shrink_keeps_the_prefix_and_moves_only_across_classes);
 	tcase_add_test(tc, allocations_fail_when_injected_and_are_counted);
 	tcase_add_test(tc, blocks_freed_by_another_thread_come_back_whole);
