@@ -11,7 +11,7 @@
  * built, 12,000-15,000 after 100k-170k single-key writes, so a lookup
  * that fitted in the TLB no longer did.  With one size class per slab,
  * a freed node's place is taken by the next node of its size and the
- * same writes leave the nodes on 2,300-3,100 pages.  A slab also saves
+ * same writes leave the nodes on 2,000-2,600 pages.  A slab also saves
  * malloc's per-block header: a 44-byte node takes 48 bytes, not 64.
  *
  * Structure: class c holds blocks of 16 * (c + 1) bytes.  A slab is 64 KiB
