@@ -389,9 +389,11 @@ void *cm_slab_shrink(void *p, size_t old_bytes, size_t new_bytes)
 	return q;
 }
 
-void cm_test_slab_census(size_t *slabs, size_t *blocks)
+/* Slabs, blocks handed out and their bytes, over every class (all 0 where
+ * every block comes from malloc). */
+static void tally(size_t *slabs, size_t *blocks, size_t *bytes)
 {
-	*slabs = *blocks = 0;
+	*slabs = *blocks = *bytes = 0;
 	if (!atomic_load_explicit(&classes_ready, memory_order_acquire) ||
 	    !use_slabs)
 		return;
@@ -399,26 +401,28 @@ void cm_test_slab_census(size_t *slabs, size_t *blocks)
 		pthread_mutex_lock(&classes[c].lock);
 		*slabs += classes[c].slabs;
 		*blocks += classes[c].blocks;
+		*bytes += classes[c].blocks * class_size(c);
 		pthread_mutex_unlock(&classes[c].lock);
 	}
+}
+
+void cm_test_slab_census(size_t *slabs, size_t *blocks)
+{
+	size_t bytes;
+
+	tally(slabs, blocks, &bytes);
 }
 
 void cm_slab_usage(size_t *mapped, size_t *in_use)
 {
-	*mapped = *in_use = 0;
-	if (!atomic_load_explicit(&classes_ready, memory_order_acquire) ||
-	    !use_slabs)
-		return;
-	for (unsigned c = 0; c < NCLASSES; c++) {
-		pthread_mutex_lock(&classes[c].lock);
-		*mapped += classes[c].slabs * SLAB_BYTES;
-		*in_use += classes[c].blocks * class_size(c);
-		pthread_mutex_unlock(&classes[c].lock);
-	}
+	size_t slabs, blocks;
+
+	tally(&slabs, &blocks, in_use);
+	*mapped = slabs * SLAB_BYTES;
 }
 
-/* At exit, unmap the spare slabs, so that leak checkers see only the
- * blocks still in use. */
+/* At exit, give the spare slabs' pages back, so that only the blocks
+ * still in use remain. */
 __attribute__((destructor)) static void slabs_drain(void)
 {
 	if (!atomic_load_explicit(&classes_ready, memory_order_acquire) ||
