@@ -12,7 +12,8 @@
  *
  *     byte 0   flags: bit 0  family 0 and 1 own their values (value_free)
  *                     bit 1  family 2 owns its values
- *                     bits 2-4  hash mode (enum hash_mode, modulo HM_COUNT)
+ *                     bits 2-7  hash mode: (byte >> 2) modulo HM_COUNT
+ *                               (enum hash_mode), so bits 5-7 count too
  *                     bits 5-7  max_entries of families 0 and 2
  *                               (0 = unlimited, else one of limits[])
  *     byte 1   hash parameter (the constant, mask width or group size)

@@ -23,8 +23,9 @@
 # (threads, requests, delete mask, first key); f8..ff arm a failure.
 #
 # Header: flags (bit 0 families 0/1 own values, bit 1 family 2 owns,
-# bits 2-4 hash mode: 0 SipHash, 1 one hash for all, 2 low bits only,
-# 3 high bits only, 4 groups, 5 table; bits 5-7 max_entries index), then
+# hash mode (flags >> 2) % 6, so bits 5-7 count too: 0 SipHash, 1 one hash
+# for all, 2 low bits only, 3 high bits only, 4 groups, 5 table; bits 5-7
+# also give the max_entries index), then
 # the hash parameter, then (mode 5 only) 32 bytes of per-key hashes.
 
 set -eu
