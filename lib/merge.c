@@ -69,18 +69,33 @@ struct lone {
 	bool have_full;
 };
 
+/* The probe an unplaced item's key would have, for the matching and
+ * entry-making helpers of node.h. */
+static void item_probe(const struct cm_item *it, struct cm_probe *p)
+{
+	p->hash = it->hash;
+	p->boxed = it->boxed;
+	if (it->boxed) {
+		p->key = it->u.box.key;
+		p->len = (uint32_t)it->u.box.len;
+		p->tag = cm_tag(it->hash, CM_LEN_BOXED);
+		p->head[0] = p->head[1] = 0;
+	} else {
+		p->key = NULL;	/* an inline key is matched by its head */
+		p->head[0] = it->u.in.head[0];
+		p->head[1] = it->u.in.head[1];
+		memcpy(&p->tag, p->head, sizeof(p->tag));
+		p->len = p->tag & 15u;
+	}
+}
+
 /* Does entry @e hold @it's key? */
 static bool item_matches(const struct cm_entry *e, const struct cm_item *it)
 {
-	uint64_t h[2];
+	struct cm_probe p;
 
-	if (it->boxed)
-		return cm_entry_boxed(e) &&
-		       e->tag == cm_tag(it->hash, CM_LEN_BOXED) &&
-		       cm_leaf_same_key(e->u.leaf, it->u.box.key,
-					(uint32_t)it->u.box.len);
-	cm_entry_head(e, h);
-	return ((h[0] ^ it->u.in.head[0]) | (h[1] ^ it->u.in.head[1])) == 0;
+	item_probe(it, &p);
+	return cm_entry_matches(e, &p);
 }
 
 /* Do two unplaced items hold the same key? */
@@ -103,15 +118,10 @@ static bool items_same_key(const struct cm_item *a, const struct cm_item *b)
 static bool item_place(struct cm_item *it)
 {
 	if (it->boxed) {
-		struct cm_probe p = {
-			.hash = it->hash,
-			.key = it->u.box.key,
-			.len = (uint32_t)it->u.box.len,
-			.boxed = true,
-			.tag = cm_tag(it->hash, CM_LEN_BOXED),
-		};
+		struct cm_probe p;
 		struct cm_entry e;
 
+		item_probe(it, &p);
 		if (!cm_entry_make(&e, &p, it->u.box.value))
 			return false;
 		it->u.entry = e;
