@@ -149,6 +149,8 @@ static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
 
 	struct cm_node **src = cm_children(n), **dst = cm_children(m);
 
+	if (retain)
+		cm_prefetch_refs(src, cm_child_count(n));
 	from = 0;
 	for (unsigned to = 0; to < nc; to++) {
 		if (s->add_child != NULL && to == s->add_child_at) {

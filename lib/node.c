@@ -89,6 +89,7 @@ void cm_node_release(struct cm_node *n, const struct cm_owner *own)
 	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
 	struct cm_node **kids = cm_children(n);
 
+	cm_prefetch_refs(kids, nc);
 	for (unsigned i = 0; i < ne; i++)
 		cm_entry_release(&cm_node_entries(n)[i], own);
 	/* Depth is bounded by CM_MAX_DEPTH, so recursion is bounded too. */

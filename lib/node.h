@@ -412,6 +412,24 @@ static inline void cm_node_retain(struct cm_node *n)
 	atomic_fetch_add_explicit(cm_node_refs(n), 1, memory_order_relaxed);
 }
 
+/*
+ * Bring the reference counts of @n children into this core's cache, for
+ * writing, before they are counted one by one.  Each count sits at the end
+ * of its node (after its slots, away from the words readers load), so
+ * finding it means reading the node's header first: two misses per child,
+ * and the locked add or subtract that follows lets no later miss start
+ * while it waits.  Asking for every line first lets the misses overlap; a
+ * path copy or free of a 32-child node then waits for memory about once
+ * instead of 64 times.
+ */
+static inline void cm_prefetch_refs(struct cm_node *const *kids, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		__builtin_prefetch(kids[i], 0, 3);
+	for (unsigned i = 0; i < n; i++)
+		__builtin_prefetch(cm_node_refs(kids[i]), 1, 3);
+}
+
 /* Free @n's memory alone (what it holds is the caller's); NULL is fine. */
 void cm_node_free(struct cm_node *n);
 
