@@ -85,7 +85,8 @@ struct retired {
  */
 static bool held_once(const atomic_uint *refs)
 {
-	return atomic_load_explicit(refs, memory_order_relaxed) == 1;
+	return (atomic_load_explicit(refs, memory_order_relaxed) &
+		CM_REFS_COUNT) == 1;
 }
 
 static void count_sole_leaf(const struct cm_entry *e, size_t *bytes)
@@ -386,17 +387,18 @@ static struct cowmap *apply_one(struct cowmap *cur, const struct cm_lookup *l,
 				struct cell_request *q)
 {
 	bool lend = cm_lend_root_ok(cur);
+	unsigned lent = 0;
 	struct cowmap *next;
 
 	if (q->is_del) {
-		next = cm_map_del_at(cur, l, lend);
+		next = cm_map_del_at(cur, l, lend, &lent);
 		q->result = next == NULL ? -errno : next != cur;
 	} else {
-		next = cm_map_set_at(cur, l, q->value, lend);
+		next = cm_map_set_at(cur, l, q->value, lend, &lent);
 		q->result = next == NULL ? -errno : 0;
 	}
 	if (lend && next != NULL && next != cur)
-		cm_lend_mark(cur, l->probe.hash);
+		cm_lend_mark(cur, l->probe.hash, lent);
 	return next;
 }
 

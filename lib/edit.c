@@ -104,16 +104,15 @@ static void splice_in_place(const struct cm_edit *ed, struct cm_node *n,
  * saves a retain and a release per slot on every insert of a bulk load.
  * Emptying @n is an in-place change made after the allocation, and nothing
  * above a draft allocates (see the invariants above), so a failure still
- * changes nothing.  A copy of the root that lends (lib/lend.c) takes
- * over @n's references without touching @n, which readers may still be
- * walking.
+ * changes nothing.  A copy that lends (lib/lend.c) takes over @n's
+ * references without touching @n, which readers may still be walking.
  */
-static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
-			       const struct splice *s)
+static struct cm_node *rebuild(struct cm_edit *ed, struct cm_node *n,
+			       const struct splice *s, unsigned depth)
 {
 	bool coll = n->kind == CM_COLLISION;
 	bool move = ed->draft && n->draft;
-	bool lend = n == ed->lend_root;
+	bool lend = depth < ed->lend_depth;
 	unsigned ne = coll ? s->datamap : cm_popcount(s->datamap);
 	unsigned nc = cm_popcount(s->nodemap);
 
@@ -133,6 +132,9 @@ static struct cm_node *rebuild(const struct cm_edit *ed, struct cm_node *n,
 	struct cm_entry *dst_e = cm_node_entries(m);
 	bool retain = !move && !lend;
 	unsigned from = 0;
+
+	if (lend && ed->lent <= depth)
+		ed->lent = depth + 1;	/* the deepest copy is made first */
 
 	for (unsigned to = 0; to < ne; to++) {
 		if (s->add_entry != NULL && to == s->add_entry_at) {
@@ -182,8 +184,9 @@ static struct splice splice_of(const struct cm_node *n)
 }
 
 /* Entry @i replaced by @e; same shape, so a draft changes in place. */
-static struct cm_node *with_entry(const struct cm_edit *ed, struct cm_node *n,
-				  unsigned i, const struct cm_entry *e)
+static struct cm_node *with_entry(struct cm_edit *ed, struct cm_node *n,
+				  unsigned depth, unsigned i,
+				  const struct cm_entry *e)
 {
 	if (n->draft) {
 		struct cm_entry old = cm_node_entries(n)[i];
@@ -198,12 +201,13 @@ static struct cm_node *with_entry(const struct cm_edit *ed, struct cm_node *n,
 	s.skip_entry = i;
 	s.add_entry = e;
 	s.add_entry_at = i;
-	return rebuild(ed, n, &s);
+	return rebuild(ed, n, &s, depth);
 }
 
 /* Child @i replaced by @child (a fresh reference); same shape. */
-static struct cm_node *with_child(const struct cm_edit *ed, struct cm_node *n,
-				  unsigned i, struct cm_node *child)
+static struct cm_node *with_child(struct cm_edit *ed, struct cm_node *n,
+				  unsigned depth, unsigned i,
+				  struct cm_node *child)
 {
 	if (n->draft) {
 		struct cm_node **kids = cm_children(n);
@@ -218,7 +222,7 @@ static struct cm_node *with_child(const struct cm_edit *ed, struct cm_node *n,
 	s.skip_child = i;
 	s.add_child = child;
 	s.add_child_at = i;
-	return rebuild(ed, n, &s);
+	return rebuild(ed, n, &s, depth);
 }
 
 unsigned cm_entry_chunk(const struct cowmap *map, const struct cm_entry *x,
@@ -293,12 +297,14 @@ static enum walk collision_set(struct cm_edit *ed, struct cm_node *n,
 			       const struct cm_probe *p,
 			       const struct cm_entry *e, struct cm_node **out)
 {
+	const unsigned depth = CM_COLLISION_DEPTH;
+
 	for (unsigned i = 0; i < n->datamap; i++) {
 		if (!cm_entry_matches(&cm_node_entries(n)[i], p))
 			continue;
 		if (cm_node_entries(n)[i].value == e->value)
 			return W_NOCHANGE;
-		*out = with_entry(ed, n, i, e);
+		*out = with_entry(ed, n, depth, i, e);
 		return *out ? W_NEWNODE : W_NOMEM;
 	}
 	struct splice s = splice_of(n);
@@ -306,11 +312,28 @@ static enum walk collision_set(struct cm_edit *ed, struct cm_node *n,
 	s.datamap = n->datamap + 1;
 	s.add_entry = e;
 	s.add_entry_at = n->datamap;
-	*out = rebuild(ed, n, &s);
+	*out = rebuild(ed, n, &s, depth);
 	if (*out == NULL)
 		return W_NOMEM;
 	ed->added = true;
 	return W_NEWNODE;
+}
+
+/* About to walk into @child at @depth: may its copy lend too? */
+static void extend_lending(struct cm_edit *ed, const struct cm_node *child,
+			   unsigned depth)
+{
+	if (ed->lend_depth == depth && cm_lend_node_ok(child))
+		ed->lend_depth = depth + 1;
+}
+
+/* Drop @next, the copy at @depth that a failed update leaves unused. */
+static void drop_copy(struct cm_edit *ed, struct cm_node *next,
+		      unsigned depth, const struct cm_probe *p)
+{
+	if (depth < ed->lent)
+		cm_lend_unwind(next, depth, ed->lent, p->hash);
+	cm_node_release(next, ed->own);
 }
 
 static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
@@ -330,7 +353,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 		if (cm_entry_matches(x, p)) {
 			if (x->value == e->value)
 				return W_NOCHANGE;
-			*out = with_entry(ed, n, i, e);
+			*out = with_entry(ed, n, depth, i, e);
 			return *out ? W_NEWNODE : W_NOMEM;
 		}
 		/* Another key owns this position: both move one level down. */
@@ -343,7 +366,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 		s.skip_entry = i;
 		s.add_child = sub;
 		s.add_child_at = cm_index(s.nodemap, bit);
-		*out = rebuild(ed, n, &s);
+		*out = rebuild(ed, n, &s, depth);
 		if (*out == NULL) {
 			cm_node_release(sub, ed->own);
 			return W_NOMEM;
@@ -355,6 +378,9 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 	if (n->nodemap & bit) {
 		unsigned i = cm_index(n->nodemap, bit);
 		struct cm_node *child = cm_children(n)[i], *next;
+
+		extend_lending(ed, child, depth + 1);
+
 		enum walk r = set_walk(ed, child, depth + 1, p, e, &next);
 
 		if (r != W_NEWNODE)
@@ -363,9 +389,9 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 			*out = n;
 			return W_NEWNODE;
 		}
-		*out = with_child(ed, n, i, next);
+		*out = with_child(ed, n, depth, i, next);
 		if (*out == NULL) {
-			cm_node_release(next, ed->own);
+			drop_copy(ed, next, depth + 1, p);
 			return W_NOMEM;
 		}
 		return W_NEWNODE;
@@ -374,7 +400,7 @@ static enum walk set_walk(struct cm_edit *ed, struct cm_node *n,
 	s.datamap |= bit;
 	s.add_entry = e;
 	s.add_entry_at = cm_index(s.datamap, bit);
-	*out = rebuild(ed, n, &s);
+	*out = rebuild(ed, n, &s, depth);
 	if (*out == NULL)
 		return W_NOMEM;
 	ed->added = true;
@@ -403,7 +429,7 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 			}
 			s.datamap = n->datamap - 1;
 			s.skip_entry = i;
-			*out = rebuild(ed, n, &s);
+			*out = rebuild(ed, n, &s, depth);
 			return *out ? W_NEWNODE : W_NOMEM;
 		}
 		return W_NOCHANGE;
@@ -424,7 +450,7 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 		}
 		s.datamap &= ~bit;
 		s.skip_entry = i;
-		*out = rebuild(ed, n, &s);
+		*out = rebuild(ed, n, &s, depth);
 		return *out ? W_NEWNODE : W_NOMEM;
 	}
 
@@ -433,6 +459,9 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 
 	unsigned i = cm_index(n->nodemap, bit);
 	struct cm_node *child = cm_children(n)[i], *next;
+
+	extend_lending(ed, child, depth + 1);
+
 	enum walk r = del_walk(ed, child, depth + 1, p, &next, single);
 
 	switch (r) {
@@ -449,16 +478,16 @@ static enum walk del_walk(struct cm_edit *ed, struct cm_node *n,
 		s.skip_child = i;
 		s.add_entry = single;
 		s.add_entry_at = cm_index(s.datamap, bit);
-		*out = rebuild(ed, n, &s);
+		*out = rebuild(ed, n, &s, depth);
 		return *out ? W_NEWNODE : W_NOMEM;
 	case W_NEWNODE:
 		if (next == child) {
 			*out = n;
 			return W_NEWNODE;
 		}
-		*out = with_child(ed, n, i, next);
+		*out = with_child(ed, n, depth, i, next);
 		if (*out == NULL) {
-			cm_node_release(next, ed->own);
+			drop_copy(ed, next, depth + 1, p);
 			return W_NOMEM;
 		}
 		return W_NEWNODE;
@@ -471,6 +500,7 @@ enum cm_edit_result cm_edit_set(struct cm_edit *ed, struct cm_node *root,
 				const struct cm_entry *e, struct cm_node **out)
 {
 	ed->added = false;
+	ed->lent = 0;
 	*out = root;
 	switch (set_walk(ed, root, 0, p, e, out)) {
 	case W_NEWNODE:
@@ -478,7 +508,8 @@ enum cm_edit_result cm_edit_set(struct cm_edit *ed, struct cm_node *root,
 	case W_NOMEM:
 		*out = root;
 		ed->added = false;
-			return CM_EDIT_NOMEM;
+		ed->lent = 0;
+		return CM_EDIT_NOMEM;
 	default:
 		*out = root;
 		return CM_EDIT_NOCHANGE;
@@ -492,6 +523,7 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 	struct cm_entry single;
 
 	ed->removed = false;
+	ed->lent = 0;
 	*out = root;
 	switch (del_walk(ed, root, 0, p, out, &single)) {
 	case W_NEWNODE:
@@ -499,7 +531,8 @@ enum cm_edit_result cm_edit_del(struct cm_edit *ed, struct cm_node *root,
 	case W_NOMEM:
 		*out = root;
 		ed->removed = false;
-			return CM_EDIT_NOMEM;
+		ed->lent = 0;
+		return CM_EDIT_NOMEM;
 	default:	/* the root never answers W_SINGLE */
 		*out = root;
 		ed->removed = false;

@@ -18,13 +18,17 @@ struct cm_edit {
 	const struct cm_owner *own;
 	bool draft;	/* nodes made by this edit belong to a transaction */
 	/*
-	 * Lending (lib/lend.c): a root whose copy takes over its references
-	 * to the slots it keeps instead of adding its own (the root keeps
-	 * only its slot on the key's path), or NULL.  Only the root of a
-	 * version about to be retired that alone holds it; a change always
-	 * copies the root, so if the edit changes anything, it lent.
+	 * Lending (lib/lend.c): the copies of the path's nodes at depths
+	 * below lend_depth take over the old node's references to the slots
+	 * they keep instead of adding their own (the old node keeps only its
+	 * slot on the key's path).  The caller sets 1 when the version is
+	 * about to be retired and alone holds its root, else 0; the walk
+	 * extends it down the path while each node is held by its parent
+	 * alone (cm_lend_node_ok()).  lent (out): how many levels' copies
+	 * lent, the root's included, on success.
 	 */
-	const struct cm_node *lend_root;
+	unsigned lend_depth;
+	unsigned lent;
 	bool added;	/* out: set inserted a new key */
 	bool removed;	/* out: del removed a key */
 };

@@ -1,48 +1,59 @@
 /*
- * lend.c - a retired version lends its root's references to its successor.
+ * lend.c - a retired path lends its references to the path that
+ * replaced it.
  *
  * A single-key update copies the nodes on the key's path, and each copy
- * takes a reference on every child and boxed entry it keeps; when the
- * cell retires the old version a grace period later, the callback drops
- * them all again.  The root is the widest of those nodes (32 children on
- * a large map), and its children are the nodes every update touches, so
- * those counts kept passing between the writer's core and the core of
- * liburcu's call_rcu thread, only to end where they started.
+ * would take a reference on every child and boxed entry it keeps; when
+ * the cell retires the old version a grace period later, the callback
+ * would drop them all again.  On a 1M-entry map that is some sixty
+ * counts per update, each on a line of its own, each written once by the
+ * writer's core and once by the core of liburcu's call_rcu thread, only
+ * to end where it started.  Lending skips both halves.
  *
- * When the version being retired is held by nothing but the cell (count
- * one) and its root by nothing but the version, the copy of the root
- * takes over the old root's references instead: the old root keeps only
- * its slot on the key's path (the old child there, or the entry the
- * update replaced or split), and no count is touched.  The old root is
- * not changed - readers may be walking it until the grace period ends.
- * The version records the key (lent_hash) and carries CM_REFS_LENT.
+ * What lends.  The cell's writer, updating the version V it is about to
+ * retire, when V is held by the cell alone (count one): V's root, and
+ * below it each node on the key's path that is held by its parent alone,
+ * as far down as that holds and the update copies (not collision nodes).
+ * Each such node's copy takes over the node's references instead of
+ * adding its own; the old node keeps only its slot on the key's path (the
+ * old child there, or the entry the update replaced or split), records
+ * that slot (lent_chunk) and carries CM_REFS_LENT.  V itself carries the
+ * flag for its root.  The old nodes are not changed otherwise - readers
+ * may be walking them until the grace period ends.
  *
- * Until the grace period ends a reader may still retain the old version
- * (cowmap_cell_snapshot(), or cowmap_retain() in the critical section
- * that loaded it), and from then on it must own everything it reaches
- * again.  So the first cowmap_retain() of a lent version returns the
- * references (CM_REFS_RETURNED, set once by whoever gets there first):
- * one increment per lent slot, the work the update skipped.  That is
- * safe because it runs inside a read-side critical section that started
- * before the version was retired: the successors that now hold the lent
- * children cannot be freed before that section ends.  If nobody retains
- * the version, its last release (the cell's, in the callback) frees the
- * old root's shell and its path slot, and nothing else.
+ * Who can reach a lent node afterwards.  Only someone who reaches it
+ * through V: a reader whose critical section loaded V before it was
+ * retired, or whoever such a reader gives a reference.  A reader may
+ * retain V (cowmap_retain, cowmap_cell_snapshot), or derive an update
+ * from V, which copies V's root and so retains the root's children but
+ * not V, and deeper copies retain deeper nodes.  Any of those references
+ * may outlive the grace period, and then so must everything the node
+ * reaches.  So the first retain of a lent node, or of a lent V, sets
+ * CM_REFS_RETURNED and counts the node's other slots again (one increment
+ * each, the work the update skipped), and since the node holds its path
+ * slot, it returns the lent node there too, and so on down the path.
+ * That is safe because it runs inside a read-side critical section that
+ * started before V was retired (or in the writer, before the successor
+ * can be retired): the successors that now hold the lent slots cannot be
+ * freed before it ends.  If nobody retains them, the last release (the
+ * cell's, in the callback) frees each lent node's shell and its path
+ * slot, and nothing else.
  *
- * The race between the writer deciding to lend and a reader retaining
- * is settled on the count itself: the writer sets CM_REFS_LENT only by a
- * compare-and-swap from exactly one reference.  A reader that got in
- * first makes it fail, and the writer returns the references itself.
+ * The race between the writer deciding to lend and a reader retaining is
+ * settled on each count: the writer sets CM_REFS_LENT only by a
+ * compare-and-swap from exactly one reference, and it goes from the
+ * bottom of the path up, V last.  A reader that got in first makes the
+ * swap fail, and the writer then counts that node's slots for the copy
+ * itself and returns the lent path under it.  Going up means that when a
+ * node is flagged, everything under it is settled: lent, or given back.
  *
- * Why only the root.  A node below it can be held without its version
- * being retained: any update derived from the version (cowmap_set() in a
- * reader's critical section, say) retains the root's children, not the
- * version; and a child of a lent root is still in the old root's slots,
- * uncounted, where a late return will count it again.  Either way a
- * lower node that looked held once could be held twice by the time the
- * callback freed it.  A root is nobody's child, and only a transaction
- * retains one, after retaining its version.  (A review found the first
- * case, the stress test the second, in a version that lent more levels.)
+ * Why every retain checks.  Each reference to a lent node is a way to
+ * reach its uncounted slots after the grace period, whichever path it
+ * came by: a derived update retaining a lent root's child, or a late
+ * return of one lent node counting a child that a later update has lent
+ * in turn.  So cm_node_retain() looks at the flags the add returns, a
+ * branch that is taken only on these nodes.  (Two reviews found those
+ * two cases in an earlier version that lent below the root without it.)
  */
 #include "map.h"
 
@@ -57,42 +68,122 @@ bool cm_lend_root_ok(const struct cowmap *m)
 				    memory_order_acquire) == 1;
 }
 
-void cm_lend_mark(struct cowmap *m, uint64_t hash)
+bool cm_lend_node_ok(const struct cm_node *n)
 {
-	unsigned one = 1;
+	return n->kind == CM_BITMAP && !n->draft &&
+	       atomic_load_explicit(cm_node_refs(n), memory_order_acquire) ==
+		       1;
+}
 
-	m->lent_hash = hash;
-	/* Release: whoever sees the flag sees lent_hash. */
+/* Count @n's slots except the one at @bit: what a copy that took them
+ * over had skipped. */
+static void retain_all_but(const struct cm_node *n, uint32_t bit)
+{
+	const struct cm_entry *keep_e = cm_slot_entry(n, bit);
+	const struct cm_node *keep = cm_slot_child(n, bit);
+	struct cm_node *const *kids = cm_children(n);
+	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
+
+	cm_prefetch_refs(kids, nc);
+	for (unsigned i = 0; i < ne; i++)
+		if (&cm_node_entries(n)[i] != keep_e)
+			cm_entry_retain(&cm_node_entries(n)[i]);
+	for (unsigned i = 0; i < nc; i++)
+		if (kids[i] != keep)
+			cm_node_retain(kids[i]);
+}
+
+/* Of the threads that find @n lent, the one that returns its slots. */
+static bool claim(struct cm_node *n)
+{
+	atomic_uint *refs = cm_node_refs(n);
+
+	/* Acquire (with the swap's release): lent_chunk, and the state of
+	 * the lent path below, which was settled first. */
+	if ((atomic_load_explicit(refs, memory_order_acquire) &
+	     (CM_REFS_LENT | CM_REFS_RETURNED)) != CM_REFS_LENT)
+		return false;
+	return !(atomic_fetch_or_explicit(refs, CM_REFS_RETURNED,
+					  memory_order_acq_rel) &
+		 CM_REFS_RETURNED);
+}
+
+/* @n's slots are counted again, and so are those of the lent nodes down
+ * its path slot, which @n keeps and so will reach as long as it lives. */
+static void give_back(struct cm_node *n)
+{
+	for (;;) {
+		uint32_t bit = UINT32_C(1) << n->lent_chunk;
+
+		retain_all_but(n, bit);
+		n = cm_slot_child(n, bit);
+		if (n == NULL || !claim(n))
+			return;
+	}
+}
+
+void cm_lend_claim(struct cm_node *n)
+{
+	if (claim(n))
+		give_back(n);
+}
+
+void cm_lend_free(struct cm_node *n, const struct cm_owner *own)
+{
+	uint32_t bit = UINT32_C(1) << n->lent_chunk;
+	const struct cm_entry *keep_e = cm_slot_entry(n, bit);
+
+	/* Only the slot on the lent key's path is still the old node's. */
+	if (keep_e != NULL)
+		cm_entry_release(keep_e, own);
+	cm_node_release(cm_slot_child(n, bit), own);	/* or NULL */
+	cm_node_free(n);
+}
+
+void cm_lend_mark(struct cowmap *m, uint64_t hash, unsigned levels)
+{
+	struct cm_node *path[CM_COLLISION_DEPTH];
+	unsigned one;
+
+	path[0] = m->root;
+	for (unsigned d = 1; d < levels; d++)
+		path[d] = cm_slot_child(path[d - 1], cm_bit(hash, d - 1));
+	for (unsigned d = 0; d < levels; d++)
+		path[d]->lent_chunk = (uint8_t)cm_chunk(hash, d);
+
+	/* Bottom up, so that a node is flagged only over a settled path. */
+	for (unsigned d = levels; d-- > 1;) {
+		one = 1;
+		/* Release: whoever sees the flag sees lent_chunk. */
+		if (!atomic_compare_exchange_strong_explicit(
+			    cm_node_refs(path[d]), &one, 1 | CM_REFS_LENT,
+			    memory_order_release, memory_order_relaxed))
+			give_back(path[d]);	/* a reader retained it */
+	}
+	one = 1;
 	if (!atomic_compare_exchange_strong_explicit(
-		    &m->refs, &one, 1 | CM_REFS_LENT, memory_order_acq_rel,
-		    memory_order_acquire))
+		    &m->refs, &one, 1 | CM_REFS_LENT, memory_order_release,
+		    memory_order_relaxed))
 		cm_lend_return(m);	/* a reader retained it meanwhile */
 }
 
 void cm_lend_return(struct cowmap *m)
 {
-	/* The old root's slot on the lent key's path, which it kept. */
-	uint32_t bit = cm_bit(m->lent_hash, 0);
-	const struct cm_node *r = m->root, *keep = cm_slot_child(r, bit);
-	const struct cm_entry *keep_e = cm_slot_entry(r, bit);
-	unsigned ne = cm_entry_count(r), nc = cm_child_count(r);
-
-	for (unsigned i = 0; i < ne; i++)
-		if (&cm_node_entries(r)[i] != keep_e)
-			cm_entry_retain(&cm_node_entries(r)[i]);
-	for (unsigned i = 0; i < nc; i++)
-		if (cm_children(r)[i] != keep)
-			cm_node_retain(cm_children(r)[i]);
+	give_back(m->root);
 }
 
-void cm_lend_free(struct cowmap *m)
+void cm_lend_free_version(struct cowmap *m)
 {
-	uint32_t bit = cm_bit(m->lent_hash, 0);
-	const struct cm_entry *keep_e = cm_slot_entry(m->root, bit);
+	cm_lend_free(m->root, &m->own);
+}
 
-	/* Only the slot on the lent key's path is still the old root's. */
-	if (keep_e != NULL)
-		cm_entry_release(keep_e, &m->own);
-	cm_node_release(cm_slot_child(m->root, bit), &m->own);	/* or NULL */
-	cm_node_free(m->root);
+void cm_lend_unwind(struct cm_node *copy, unsigned depth, unsigned levels,
+		    uint64_t hash)
+{
+	for (unsigned d = depth; d < levels && copy != NULL; d++) {
+		uint32_t bit = cm_bit(hash, d);
+
+		retain_all_but(copy, bit);
+		copy = cm_slot_child(copy, bit);
+	}
 }

@@ -23,7 +23,6 @@ void cm_map_init(struct cowmap *m, const struct cowmap *like,
 	m->magic = CM_MAP_MAGIC;
 	m->root = root;
 	m->count = count;
-	m->lent_hash = 0;
 	/* @like is the version @m was derived from, unless it has @root
 	 * (a commit: @like is @m) or none (cowmap_new()'s prototype). */
 	cm_debug_check_trie(m, like->root != NULL && like->root != root ? like
@@ -77,7 +76,7 @@ struct cowmap *cowmap_retain(const struct cowmap *m)
 	}
 	struct cowmap *mut = (struct cowmap *)(uintptr_t)m;
 
-	/* Acquire: a lent version's lent_hash (lib/lend.c). */
+	/* Acquire: a lent root's lent_chunk (lib/lend.c). */
 	unsigned old = atomic_fetch_add_explicit(&mut->refs, 1,
 						 memory_order_acquire);
 
@@ -106,7 +105,7 @@ void cowmap_release(struct cowmap *m)
 		return;
 	atomic_thread_fence(memory_order_acquire);
 	if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT)
-		cm_lend_free(m);	/* its root lent what it held */
+		cm_lend_free_version(m);	/* its root lent what it held */
 	else
 		cm_node_release(m->root, &m->own);
 	m->magic = CM_DEAD_MAGIC;
@@ -136,7 +135,7 @@ void cm_map_lookup(const struct cowmap *m, const void *key, size_t len,
  * hand the new root to the shell.
  */
 struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
-			     void *value, bool lend)
+			     void *value, bool lend, unsigned *lent)
 {
 	const struct cm_probe *p = &l->probe;
 	struct cm_entry e;
@@ -160,7 +159,7 @@ struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
 	}
 
 	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false,
-			      .lend_root = lend ? m->root : NULL };
+			      .lend_depth = lend ? 1 : 0 };
 	enum cm_edit_result r = cm_edit_set(&ed, m->root, p, &e, &root);
 
 	cm_entry_discard(&e);	/* the trie holds its own reference */
@@ -170,11 +169,13 @@ struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
 		return NULL;
 	}
 	cm_map_init(next, m, root, m->count + (ed.added ? 1 : 0));
+	if (lent != NULL)
+		*lent = ed.lent;
 	return next;
 }
 
 struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
-			     bool lend)
+			     bool lend, unsigned *lent)
 {
 	struct cm_node *root;
 
@@ -189,7 +190,7 @@ struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
 	}
 
 	struct cm_edit ed = { .map = m, .own = &m->own, .draft = false,
-			      .lend_root = lend ? m->root : NULL };
+			      .lend_depth = lend ? 1 : 0 };
 
 	if (cm_edit_del(&ed, m->root, &l->probe, &root) != CM_EDIT_CHANGED) {
 		cm_free(next);
@@ -197,6 +198,8 @@ struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
 		return NULL;
 	}
 	cm_map_init(next, m, root, m->count - 1);
+	if (lent != NULL)
+		*lent = ed.lent;
 	return next;
 }
 
@@ -210,7 +213,7 @@ struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
 		return NULL;
 	}
 	cm_map_lookup(m, key, len, &l);
-	return cm_map_set_at(m, &l, value, false);
+	return cm_map_set_at(m, &l, value, false, NULL);
 }
 
 struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
@@ -222,5 +225,5 @@ struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
 		return NULL;
 	}
 	cm_map_lookup(m, key, len, &l);
-	return cm_map_del_at(m, &l, false);
+	return cm_map_del_at(m, &l, false, NULL);
 }

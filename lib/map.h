@@ -26,20 +26,14 @@ struct cowmap {
 	uint64_t (*hash)(const void *key, size_t len, uint64_t seed, void *ctx);
 	struct cm_owner own;	/* value_free and ctx */
 	size_t max_entries;
-	/* The key whose update the root lent its slots to: set before
-	 * CM_REFS_LENT is, never changed after (lib/lend.c). */
-	uint64_t lent_hash;
 };
 
 /*
  * A retired version whose root lent its references to the successor's
- * root (lib/lend.c) carries CM_REFS_LENT in refs; the first
- * cowmap_retain() after that sets CM_REFS_RETURNED and takes the
+ * root (lib/lend.c) carries CM_REFS_LENT in refs (node.h's flags); the
+ * first cowmap_retain() after that sets CM_REFS_RETURNED and takes the
  * references back.  The rest of refs is the count.
  */
-#define CM_REFS_LENT (1u << 31)
-#define CM_REFS_RETURNED (1u << 30)
-#define CM_REFS_COUNT (CM_REFS_RETURNED - 1)
 
 #define CM_MAP_MAGIC 0x636f776du	/* "cowm" */
 #define CM_DEAD_MAGIC 0xdeadc0deu
@@ -148,36 +142,38 @@ static inline int cm_lookup_outcome(const struct cowmap *m,
 
 /*
  * cowmap_set() and cowmap_del() of a key @l looked up in @m.  @lend: copy
- * the root lending (only if cm_lend_root_ok(@m)); if a new version comes
- * back, the root lent and the caller must cm_lend_mark() @m.
+ * the path lending (only if cm_lend_root_ok(@m)); if a new version comes
+ * back, *@lent (unless NULL) levels of the path lent, the root's
+ * included, and the caller must cm_lend_mark() @m with them.
  */
 struct cowmap *cm_map_set_at(const struct cowmap *m, const struct cm_lookup *l,
-			     void *value, bool lend);
+			     void *value, bool lend, unsigned *lent);
 struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
-			     bool lend);
+			     bool lend, unsigned *lent);
 
 /*
  * Lending (lib/lend.c).  A single-key update of the version a cell is
- * about to retire copies the root; when nothing but that version holds
- * the root, the copy may take over the root's references to its children
- * and entries instead of adding its own.  Then neither the writer's copy
- * nor the grace-period callback's free touches those counts: the callback
- * frees the old root's shell and the slot it kept on the key's path.
+ * about to retire copies the key's path; where nothing but that version
+ * holds the root, and nothing but its parent holds a node below, the
+ * copy may take over the node's references to its children and entries
+ * instead of adding its own.  Then neither the writer's copy nor the
+ * grace-period callback's free touches those counts: the callback frees
+ * the old path's shells and the slots they kept on the key's path.
  *
  * cm_lend_root_ok - may an update of @m copy its root lending?  Only if
  *   @m's only reference is its holder's and @m alone holds its root.
  *   Call with writers excluded.
- * cm_lend_mark - after the update of the key hashing to @hash: @m's root
- *   lent its slots to the new version.  If a reader retained @m
- *   meanwhile, the references are returned at once; otherwise the first
- *   cowmap_retain() to come returns them (cm_lend_return), or, if none
- *   comes before the grace period ends, the last release frees only what
- *   @m kept (cm_lend_free).
+ * cm_lend_mark - after the update of the key hashing to @hash, whose
+ *   first @levels copies lent: flag the old nodes and @m.  Those a reader
+ *   retained meanwhile are given back at once; otherwise the first retain
+ *   to come gives them back (cm_lend_return for @m), or, if none comes
+ *   before the grace period ends, the last release frees only what each
+ *   kept (cm_lend_free_version).
  */
 bool cm_lend_root_ok(const struct cowmap *m);
-void cm_lend_mark(struct cowmap *m, uint64_t hash);
+void cm_lend_mark(struct cowmap *m, uint64_t hash, unsigned levels);
 void cm_lend_return(struct cowmap *m);
-void cm_lend_free(struct cowmap *m);
+void cm_lend_free_version(struct cowmap *m);
 
 /* Do two versions hash the same key to the same place? */
 static inline bool cm_same_layout(const struct cowmap *a, const struct cowmap *b)

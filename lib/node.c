@@ -13,12 +13,19 @@
 #include "alloc.h"
 #include "slab.h"
 
+/* Drop a reference: the count before, with its flags (node.h). */
+static unsigned drop_ref_flags(atomic_uint *refs)
+{
+	unsigned old = atomic_fetch_sub_explicit(refs, 1, memory_order_release);
+
+	if ((old & CM_REFS_COUNT) == 1)
+		atomic_thread_fence(memory_order_acquire);
+	return old;
+}
+
 static bool drop_ref(atomic_uint *refs)
 {
-	if (atomic_fetch_sub_explicit(refs, 1, memory_order_release) != 1)
-		return false;
-	atomic_thread_fence(memory_order_acquire);
-	return true;
+	return (drop_ref_flags(refs) & CM_REFS_COUNT) == 1;
 }
 
 /* Leaves live in the node slabs too: a boxed key is read on every match. */
@@ -75,6 +82,7 @@ struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 	atomic_init(cm_node_refs(n), 1);
 	n->kind = (uint8_t)kind;
 	n->draft = draft;
+	n->lent_chunk = 0;
 	n->reserved = 0;
 	n->datamap = kind == CM_COLLISION ? entries : 0;
 	n->nodemap = 0;
@@ -83,8 +91,17 @@ struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
 
 void cm_node_release(struct cm_node *n, const struct cm_owner *own)
 {
-	if (n == NULL || !drop_ref(cm_node_refs(n)))
+	if (n == NULL)
 		return;
+
+	unsigned old = drop_ref_flags(cm_node_refs(n));
+
+	if ((old & CM_REFS_COUNT) != 1)
+		return;
+	if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT) {
+		cm_lend_free(n, own);	/* it holds only the slot it kept */
+		return;
+	}
 
 	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
 	struct cm_node **kids = cm_children(n);

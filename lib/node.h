@@ -92,6 +92,12 @@
  * is allocated) says where the tail is.  A draft node that a transaction
  * shrinks in place keeps its allocation, with spare words between its last
  * entry and refs, until commit trims it (cm_node_trim()).
+ *
+ * A retired node whose copy took over its references (lib/lend.c) carries
+ * CM_REFS_LENT in refs and keeps only its slot at lent_chunk; the first
+ * retain after that (see cm_node_retain()) sets CM_REFS_RETURNED and
+ * counts the other slots again.  The rest of refs is the count, for nodes
+ * and versions alike.
  */
 #ifndef COWMAP_NODE_H
 #define COWMAP_NODE_H
@@ -110,6 +116,10 @@
 #define CM_MAX_DEPTH CM_COLLISION_DEPTH
 #define CM_INLINE_KEY 12
 #define CM_FRAG_BITS 28		/* hash bits kept in an entry's tag */
+
+#define CM_REFS_LENT (1u << 31)
+#define CM_REFS_RETURNED (1u << 30)
+#define CM_REFS_COUNT (CM_REFS_RETURNED - 1)
 #define CM_LEN_BOXED 15u	/* length code of a boxed entry */
 
 enum cm_node_kind { CM_BITMAP = 0, CM_COLLISION = 1 };
@@ -141,7 +151,8 @@ _Static_assert(offsetof(struct cm_entry, u) == 8 &&
 struct cm_node {
 	uint8_t kind;
 	uint8_t draft;
-	uint16_t reserved;
+	uint8_t lent_chunk;	/* with CM_REFS_LENT: the slot it kept */
+	uint8_t reserved;
 	uint32_t words;		/* children and entries, in 8-byte words */
 	uint32_t datamap;	/* collision node: number of entries */
 	uint32_t nodemap;
@@ -407,9 +418,35 @@ struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
  * (or, if no smaller block could be had, @n as it was). */
 struct cm_node *cm_node_trim(struct cm_node *n);
 
+/* Someone retained a lent node: count its slots again (lib/lend.c). */
+void cm_lend_claim(struct cm_node *n);
+
+/* The last reference to a lent node is gone: free it and the slot it
+ * kept (lib/lend.c). */
+void cm_lend_free(struct cm_node *n, const struct cm_owner *own);
+
+/* May an update's copy of @n, whose parent lends, lend too: is @n held by
+ * its parent alone (lib/lend.c)? */
+bool cm_lend_node_ok(const struct cm_node *n);
+
+/* A failed update drops @copy, made at @depth of the path of the key
+ * hashing to @hash, where the copies down to @levels lent: count what
+ * they took over, so that dropping them gives back only their own. */
+void cm_lend_unwind(struct cm_node *copy, unsigned depth, unsigned levels,
+		    uint64_t hash);
+
+/* Take a reference.  On a node that lent its slots (see "Ownership") the
+ * holder-to-be must first make the node own them again: it may outlive
+ * the successor that holds them now. */
 static inline void cm_node_retain(struct cm_node *n)
 {
-	atomic_fetch_add_explicit(cm_node_refs(n), 1, memory_order_relaxed);
+	unsigned old = atomic_fetch_add_explicit(cm_node_refs(n), 1,
+						 memory_order_relaxed);
+
+	if (__builtin_expect((old & (CM_REFS_LENT | CM_REFS_RETURNED)) ==
+				     CM_REFS_LENT,
+			     0))
+		cm_lend_claim(n);
 }
 
 /*

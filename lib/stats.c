@@ -92,7 +92,8 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 	unsigned ne = cm_entry_count(n), nc = cm_child_count(n);
 	size_t total = ne;
 
-	invariant(atomic_load(cm_node_refs(n)) >= 1, "node with no reference");
+	invariant((atomic_load(cm_node_refs(n)) & CM_REFS_COUNT) >= 1,
+		  "node with no reference");
 	invariant(!n->draft, "draft node in a version");
 	invariant(n->words == cm_words_for(ne, nc),
 		  "node size does not fit its contents (untrimmed draft?)");
@@ -148,7 +149,8 @@ static size_t check_node(const struct cowmap *m, const struct cm_node *n,
 			base != NULL && base->kind == CM_BITMAP
 				? cm_slot_child(base, UINT32_C(1) << pos)
 				: NULL;
-		if (!full && (atomic_load(cm_node_refs(child)) > 1 ||
+		if (!full && ((atomic_load(cm_node_refs(child)) &
+			       CM_REFS_COUNT) > 1 ||
 			      child == base_child)) {
 			total += 2;	/* checked when it was made */
 			continue;
