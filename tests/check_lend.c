@@ -1,0 +1,410 @@
+/*
+ * check_lend.c - lending a retired path (lib/lend.c), step by step.
+ *
+ * check_cell drives lending through a cell, where the interesting
+ * interleavings depend on timing.  Here the test plays every part itself,
+ * in one thread and in a chosen order: the writer's update that copies
+ * the path lending (cm_map_set_at / cm_map_del_at with lend), a reader
+ * that retains the old version or derives an update from it, before the
+ * old nodes are flagged (cm_lend_mark) or after, and the cell's release of
+ * the old version that the grace-period callback would make.  Then the
+ * successor goes too, and whatever the "reader" kept must still be whole:
+ * every key with its value, and no value freed while a version holds it.
+ * At the end every value has been freed exactly once and the node slabs
+ * hold what they held at the start.  The ASan and valgrind runs (nodes
+ * come from malloc there) catch any node that was freed while reachable.
+ *
+ * Keys are numbers hashed to themselves, so paths are chosen by the key:
+ * key j << 10 | r sits in row r (first chunk), whose node has one child
+ * (second chunk 0) above a node of 32 (third chunk j & 31) above nodes of
+ * entries (fourth chunk j >> 5).  A write to such a key copies 4 levels.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "map.h"
+#include "slab.h"
+#include "testutil.h"
+
+#define ROWS 4
+#define PER_ROW 300
+#define TIMEOUT 120
+
+static uint64_t row_key(unsigned r, unsigned j)
+{
+	return (uint64_t)j << 10 | r;
+}
+
+/* What the "reader" does with the old version, and when. */
+enum intruder {
+	NOBODY,
+	RETAIN,		/* cowmap_retain(old) */
+	DERIVE_SHALLOW,	/* cowmap_set(old, k) for a k that shares the root */
+	DERIVE_DEEP,	/* ... for a k that shares the key's path to level 3 */
+	DERIVE_DEL,	/* cowmap_del(old, k) of a key on the same path */
+	NINTRUDERS
+};
+
+struct world {
+	struct tu_free_log log;
+	struct cowmap_options opts;
+	struct tu_model *model;	/* what the current version holds */
+	size_t blocks_before;
+	uint64_t next_val;
+};
+
+static void world_begin(struct world *w)
+{
+	size_t slabs;
+
+	tu_free_log_init(&w->log);
+	w->opts = tu_opts(1, tu_hash_identity, &w->log);
+	w->model = tu_model_new();
+	cm_test_slab_census(&slabs, &w->blocks_before);
+	w->next_val = 1u << 20;
+}
+
+/* Every value passed to value_free exactly once, and nothing left. */
+static void world_end(struct world *w, size_t values_set)
+{
+	size_t slabs, blocks;
+
+	ck_assert_uint_eq(w->log.calls, values_set);
+	for (size_t i = 0; i < w->log.n; i++)
+		ck_assert_uint_eq(tu_free_log_count(&w->log, w->log.ptrs[i]),
+				  1);
+	cm_test_slab_census(&slabs, &blocks);
+	ck_assert_uint_eq(blocks, w->blocks_before);
+	tu_model_free(w->model);
+	tu_free_log_fini(&w->log);
+}
+
+static struct cowmap *build(struct world *w, size_t *values_set)
+{
+	struct cowmap *m = cowmap_new(&w->opts);
+
+	ck_assert_ptr_nonnull(m);
+	for (unsigned r = 0; r < ROWS; r++)
+		for (unsigned j = 0; j < PER_ROW; j++) {
+			struct tu_key k;
+
+			tu_key_make(&k, 8, row_key(r, j));
+			void *v = tu_val(w->next_val++);
+
+			m = tu_set_replace(m, k.bytes, k.len, v);
+			ck_assert_int_eq(tu_model_set(w->model, k.bytes, k.len,
+						      v, NULL),
+					 0);
+			++*values_set;
+		}
+	return m;
+}
+
+/* No value the model holds has been freed. */
+static void check_alive(const struct world *w, const struct tu_model *m)
+{
+	size_t pos = 0;
+	void *v;
+
+	while (tu_model_next(m, &pos, NULL, NULL, &v))
+		ck_assert_uint_eq(tu_free_log_count(&w->log, v), 0);
+}
+
+/*
+ * The writer's lone update of @old (as the cell makes it): key @id set to
+ * a new value, or deleted.  Returns the successor; *lent the levels that
+ * lent, *hash the key's hash.
+ */
+static struct cowmap *lend_update(struct world *w, struct cowmap *old,
+				  uint64_t id, bool del, unsigned *lent,
+				  uint64_t *hash, size_t *values_set)
+{
+	struct tu_key k;
+	struct cm_lookup l;
+	struct cowmap *next;
+
+	tu_key_make(&k, 8, id);
+	ck_assert(cm_lend_root_ok(old));
+	cm_map_lookup(old, k.bytes, k.len, &l);
+	if (del) {
+		next = cm_map_del_at(old, &l, true, lent);
+		ck_assert_int_eq(tu_model_del(w->model, k.bytes, k.len, NULL),
+				 1);
+	} else {
+		void *v = tu_val(w->next_val++);
+
+		next = cm_map_set_at(old, &l, v, true, lent);
+		tu_model_set(w->model, k.bytes, k.len, v, NULL);
+		++*values_set;
+	}
+	ck_assert_ptr_nonnull(next);
+	ck_assert_ptr_ne(next, old);
+	*hash = l.probe.hash;
+	return next;
+}
+
+/* The "reader's" move on @old; its model (what it must keep) in *kept. */
+static struct cowmap *intrude(struct world *w, enum intruder who,
+			      const struct cowmap *old,
+			      const struct tu_model *old_model,
+			      struct tu_model **kept, size_t *values_set)
+{
+	struct tu_key k;
+	struct cowmap *held;
+	void *v = tu_val(w->next_val++);
+
+	*kept = tu_model_copy(old_model);
+	switch (who) {
+	case RETAIN:
+		return cowmap_retain(old);
+	case DERIVE_SHALLOW:	/* row 0, second chunk 1: a new branch */
+		tu_key_make(&k, 8, UINT64_C(1) << 5);
+		break;
+	case DERIVE_DEEP:	/* same third-level node as key (0, 7) */
+		tu_key_make(&k, 8, row_key(0, 7 + 32 * 9));
+		break;
+	case DERIVE_DEL:
+		tu_key_make(&k, 8, row_key(0, 7 + 32));
+		held = cowmap_del(old, k.bytes, k.len);
+		ck_assert_ptr_nonnull(held);
+		ck_assert_int_eq(tu_model_del(*kept, k.bytes, k.len, NULL), 1);
+		return held;
+	default:
+		ck_abort();
+	}
+	held = cowmap_set(old, k.bytes, k.len, v);
+	ck_assert_ptr_nonnull(held);
+	tu_model_set(*kept, k.bytes, k.len, v, NULL);
+	++*values_set;
+	return held;
+}
+
+/*
+ * One lent update of key (0, 7), the intruder before or after the flags
+ * are set, then the old version's release, then the successor's: what
+ * the intruder kept must stay whole throughout.
+ */
+static void lend_with(enum intruder who, bool before_mark, bool del)
+{
+	struct world w;
+	size_t values_set = 0;
+	struct cowmap *old, *next, *held = NULL;
+	struct tu_model *old_model, *kept = NULL;
+	unsigned lent;
+	uint64_t hash;
+
+	world_begin(&w);
+	old = build(&w, &values_set);
+	old_model = tu_model_copy(w.model);
+	next = lend_update(&w, old, row_key(0, 7), del, &lent, &hash,
+			   &values_set);
+	ck_assert_uint_eq(lent, 4);	/* root, row, 32-way, entries */
+
+	if (who != NOBODY && before_mark)
+		held = intrude(&w, who, old, old_model, &kept, &values_set);
+	cm_lend_mark(old, hash, lent);
+	if (who != NOBODY && !before_mark)
+		held = intrude(&w, who, old, old_model, &kept, &values_set);
+
+	cowmap_release(old);	/* the cell's reference, after the grace period */
+	check_map_matches_model(next, w.model);
+	if (held != NULL) {
+		check_map_matches_model(held, kept);
+		check_alive(&w, kept);
+	}
+	cowmap_release(next);
+	if (held != NULL) {
+		check_map_matches_model(held, kept);
+		check_alive(&w, kept);
+		cowmap_release(held);
+		tu_model_free(kept);
+	}
+	tu_model_free(old_model);
+	world_end(&w, values_set);
+}
+
+START_TEST(lent_path_given_back_to_an_intruder_before_the_flags)
+{
+	lend_with((enum intruder)_i, true, false);
+	lend_with((enum intruder)_i, true, true);
+}
+END_TEST
+
+START_TEST(lent_path_given_back_to_an_intruder_after_the_flags)
+{
+	lend_with((enum intruder)_i, false, false);
+	lend_with((enum intruder)_i, false, true);
+}
+END_TEST
+
+/*
+ * Two updates in a row: the first lends V0's path down row 0, the second
+ * then lends V1's path down row 1, whose row node V0's root still points
+ * at without counting it.  A late retain of V0 gives back V0's root,
+ * which counts that row node again, which must give back what it lent in
+ * the second update.  Every order of releasing V0, V1 and V2 afterwards.
+ */
+START_TEST(late_return_counts_a_node_a_later_update_lent)
+{
+	static const int orders[6][3] = {
+		{ 0, 1, 2 }, { 0, 2, 1 }, { 1, 0, 2 },
+		{ 1, 2, 0 }, { 2, 0, 1 }, { 2, 1, 0 },
+	};
+	const int *order = orders[_i];
+	struct world w;
+	size_t values_set = 0;
+	struct cowmap *v[3], *held;
+	struct tu_model *m0;
+	unsigned lent;
+	uint64_t hash;
+
+	world_begin(&w);
+	v[0] = build(&w, &values_set);
+	m0 = tu_model_copy(w.model);
+	v[1] = lend_update(&w, v[0], row_key(0, 7), false, &lent, &hash,
+			   &values_set);
+	cm_lend_mark(v[0], hash, lent);
+	v[2] = lend_update(&w, v[1], row_key(1, 7), false, &lent, &hash,
+			   &values_set);
+	ck_assert_uint_eq(lent, 4);
+	cm_lend_mark(v[1], hash, lent);
+
+	held = cowmap_retain(v[0]);	/* a reader that loaded V0, late */
+	for (int i = 0; i < 3; i++) {
+		cowmap_release(v[order[i]]);
+		check_map_matches_model(held, m0);
+		check_alive(&w, m0);
+	}
+	cowmap_release(held);
+	tu_model_free(m0);
+	world_end(&w, values_set);
+}
+END_TEST
+
+/*
+ * A reader that derives an update from the old version down the lent
+ * path copies the lent nodes themselves (the copy of a parent skips the
+ * child it replaces, so nothing retains them): each copy counts what it
+ * copies, and the lent nodes, never retained, are freed with only their
+ * path slots.  A second derivation goes down the same path again.
+ */
+START_TEST(derived_copy_of_a_lent_node_counts_its_own)
+{
+	struct world w;
+	size_t values_set = 0;
+	struct cowmap *old, *next, *held, *held2;
+	struct tu_model *old_model, *kept;
+	struct tu_key k;
+	unsigned lent;
+	uint64_t hash;
+
+	world_begin(&w);
+	old = build(&w, &values_set);
+	old_model = tu_model_copy(w.model);
+	next = lend_update(&w, old, row_key(0, 7), false, &lent, &hash,
+			   &values_set);
+	cm_lend_mark(old, hash, lent);
+	held = intrude(&w, DERIVE_DEEP, old, old_model, &kept, &values_set);
+	tu_key_make(&k, 8, row_key(0, 7));
+	held2 = cowmap_del(held, k.bytes, k.len);
+	ck_assert_ptr_nonnull(held2);
+	ck_assert_int_eq(tu_model_del(kept, k.bytes, k.len, NULL), 1);
+	cowmap_release(next);
+	cowmap_release(old);
+	cowmap_release(held);
+	check_map_matches_model(held2, kept);
+	check_alive(&w, kept);
+	cowmap_release(held2);
+	tu_model_free(kept);
+	tu_model_free(old_model);
+	world_end(&w, values_set);
+}
+END_TEST
+
+/* The same trie, built afresh from @model (canonical form makes the
+ * stats of equal contents equal). */
+static void check_shape(const struct world *w, const struct cowmap *m,
+			const struct tu_model *model)
+{
+	struct cowmap_options o = w->opts;
+	struct cowmap *fresh;
+	size_t pos = 0, len;
+	const void *key;
+	void *v;
+
+	o.value_free = NULL;
+	fresh = cowmap_new(&o);
+	ck_assert_ptr_nonnull(fresh);
+	while (tu_model_next(model, &pos, &key, &len, &v))
+		fresh = tu_set_replace(fresh, key, len, v);
+	struct cowmap_stats a = tu_stats(m), b = tu_stats(fresh);
+
+	/* Boxed entries (value_free) weigh more than inline ones. */
+	ck_assert_uint_eq(a.entries, b.entries);
+	ck_assert_uint_eq(a.nodes, b.nodes);
+	ck_assert_uint_eq(a.max_depth, b.max_depth);
+#ifdef COWMAP_DEBUG
+	cm_debug_check_trie(m, NULL);	/* every node, every count */
+#endif
+	cowmap_release(fresh);
+}
+
+/* A version whose path lent, retained late, and its successor keep the
+ * trie they would have had without lending. */
+START_TEST(lent_versions_keep_their_shape)
+{
+	struct world w;
+	size_t values_set = 0;
+	struct cowmap *old, *next, *held;
+	struct tu_model *old_model;
+	unsigned lent;
+	uint64_t hash;
+
+	world_begin(&w);
+	old = build(&w, &values_set);
+	old_model = tu_model_copy(w.model);
+	next = lend_update(&w, old, row_key(3, 5), true, &lent, &hash,
+			   &values_set);
+	cm_lend_mark(old, hash, lent);
+	held = cowmap_retain(old);
+	cowmap_release(old);
+	check_shape(&w, held, old_model);
+	check_shape(&w, next, w.model);
+	cowmap_release(next);
+	check_shape(&w, held, old_model);
+	cowmap_release(held);
+	tu_model_free(old_model);
+	world_end(&w, values_set);
+}
+END_TEST
+
+static Suite *lend_suite(void)
+{
+	Suite *s = suite_create("lend");
+	TCase *tc = tcase_create("lend");
+
+	tcase_set_timeout(tc, TIMEOUT);
+	tcase_add_loop_test(tc,
+			    lent_path_given_back_to_an_intruder_before_the_flags,
+			    NOBODY, NINTRUDERS);
+	tcase_add_loop_test(tc,
+			    lent_path_given_back_to_an_intruder_after_the_flags,
+			    NOBODY, NINTRUDERS);
+	tcase_add_loop_test(tc, late_return_counts_a_node_a_later_update_lent,
+			    0, 6);
+	tcase_add_test(tc, derived_copy_of_a_lent_node_counts_its_own);
+	tcase_add_test(tc, lent_versions_keep_their_shape);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(lend_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
