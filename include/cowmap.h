@@ -88,8 +88,13 @@ struct cowmap_cell;
  *               versions published in a cell) no reader can still see it.
  *               Storing the very pointer a key already maps to is a no-op
  *               and transfers nothing; storing one pointer under two keys
- *               is two sets, so it is freed twice (give each key its own).  It may run in any thread, including
- *               liburcu's call_rcu thread; it must not call into cowmap.
+ *               is two sets, so it is freed twice (give each key its own).
+ *               It may run in any thread: the one that releases the
+ *               last version holding the value, liburcu's call_rcu
+ *               thread, or a thread writing to a cell (cowmap_cell_set()
+ *               and the other publishing calls free what earlier
+ *               publishes retired, after releasing the cell's writer
+ *               lock).  It must not call into cowmap.
  * @ctx:         passed to hash and value_free.
  * @max_entries: 0 = unlimited.  An update that would make a version hold
  *               more entries fails with ENOSPC and changes nothing.
@@ -425,10 +430,13 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
 /**
  * struct cowmap_cell_stats - what a cell has published and what waits.
  * @published:     versions published since the cell was created.
- * @pending_bytes: bytes that retired versions alone held, waiting for a
- *                 grace period to be freed (estimated when retired).
+ * @pending_bytes: bytes that retired versions alone held, not freed yet
+ *                 (estimated when retired).
  * @pending_nodes: nodes in the same state.
- * @pending_versions: retired versions whose grace period has not ended.
+ * @pending_versions: retired versions not freed yet: in their grace
+ *                 period, or past it and waiting for the cell's next
+ *                 publish, which frees a few of them (the last one's
+ *                 callback frees them all when writes stop).
  */
 struct cowmap_cell_stats {
 	uint64_t published;

@@ -12,9 +12,23 @@
  *
  * Writers: one mutex per cell serialises them.  A publish stores the new
  * version with release order (so its nodes are visible before its address
- * is) and queues exactly one callback that drops the old version: the
- * whole commit is retired in one batch, and the callback's release frees
- * precisely the nodes and values no remaining version reaches.
+ * is) and queues exactly one callback for the old version: the whole
+ * commit is retired in one batch, and its release frees precisely the
+ * nodes and values no remaining version reaches.
+ *
+ * Who frees.  The callback only says that the grace period is over: it
+ * puts the record on the cell's ready list, and the cell's writers free
+ * what is ready, a few records per publish, after they let go of the
+ * writer mutex.  Freeing a version touches every node of the old path,
+ * on lines the writer's core has just written; left to liburcu's call_rcu
+ * thread, that work ran on a third busy thread, which on a two-core
+ * machine took a share of the reader's core and pulled those lines
+ * across.  Charged to the writer, a writer that publishes flat out also
+ * slows down by what its garbage costs, instead of leaving it to others.
+ * When writes stop, nothing may be left waiting: the callback that finds
+ * no other retired version of the cell in its grace period (in_grace
+ * falls to zero) frees the whole list itself, and cowmap_cell_free()'s
+ * barrier waits for that callback.
  *
  * Combining: cowmap_cell_set/del push their request on a lock-free stack
  * and then take the mutex.  Whoever gets it applies every queued request
@@ -63,12 +77,31 @@ struct cowmap_cell {
 	struct cell_request *_Atomic requests;
 	atomic_uint_least64_t published;
 	atomic_size_t pending_bytes, pending_nodes, pending_versions;
+
+	/*
+	 * Retired versions past their grace period (see "Who frees"): the
+	 * callbacks push them on ready, a lock-free stack, and a writer
+	 * takes the whole stack at once into taken, from which each publish
+	 * frees a few.  in_grace counts the retired versions still in their
+	 * grace period.  reclaim_lock guards taken (the atomic is for the
+	 * unlocked look that finds nothing to do).
+	 */
+	struct retired *_Atomic ready;
+	atomic_size_t in_grace;
+	pthread_mutex_t reclaim_lock;
+	struct retired *_Atomic taken;
 };
+
+/* Records a writer frees per publish: more than the one each publish
+ * retires, so the list drains, and few enough that a publish stays short.
+ * Batches arrive a grace period at a time, so most publishes free none. */
+#define CM_FREE_PER_PUBLISH 4
 
 /* One retired version waiting for its grace period.  head comes first so
  * the callback gets the record back with a plain conversion. */
 struct retired {
 	struct rcu_head head;
+	struct retired *next;	/* on the ready list */
 	struct cowmap *version;
 	struct cowmap_cell *cell;
 	size_t bytes, nodes;
@@ -141,19 +174,83 @@ static void sole_owned_path(const struct cm_node *n, uint64_t hash,
 	}
 }
 
+/* Free retired versions whose grace period is over, and their records. */
+static void free_retired(struct cowmap_cell *c, struct retired *r)
+{
+	while (r != NULL) {
+		struct retired *next = r->next;
+
+		cowmap_release(r->version);
+		atomic_fetch_sub_explicit(&c->pending_bytes, r->bytes,
+					  memory_order_relaxed);
+		atomic_fetch_sub_explicit(&c->pending_nodes, r->nodes,
+					  memory_order_relaxed);
+		atomic_fetch_sub_explicit(&c->pending_versions, 1,
+					  memory_order_release);
+		cm_free(r);
+		r = next;
+	}
+}
+
+/* The grace period of @head's version is over: ready it for the writers,
+ * or, if no other version of the cell is still in its own (so no later
+ * callback is coming to do it), free every ready one now. */
 static void retire_done(struct rcu_head *head)
 {
 	struct retired *r = (struct retired *)(void *)head;
 	struct cowmap_cell *c = r->cell;
+	struct retired *top = atomic_load_explicit(&c->ready,
+						   memory_order_relaxed);
 
-	cowmap_release(r->version);
-	atomic_fetch_sub_explicit(&c->pending_bytes, r->bytes,
-				  memory_order_relaxed);
-	atomic_fetch_sub_explicit(&c->pending_nodes, r->nodes,
-				  memory_order_relaxed);
-	atomic_fetch_sub_explicit(&c->pending_versions, 1,
-				  memory_order_release);
-	cm_free(r);
+	do
+		r->next = top;
+	while (!atomic_compare_exchange_weak_explicit(
+		&c->ready, &top, r, memory_order_release,
+		memory_order_relaxed));
+	/* Acq_rel: the last one sees every push made before the others'
+	 * decrements. */
+	if (atomic_fetch_sub_explicit(&c->in_grace, 1,
+				      memory_order_acq_rel) != 1)
+		return;
+	pthread_mutex_lock(&c->reclaim_lock);
+	struct retired *t = atomic_load_explicit(&c->taken,
+						 memory_order_relaxed);
+
+	atomic_store_explicit(&c->taken, NULL, memory_order_relaxed);
+	r = atomic_exchange_explicit(&c->ready, NULL, memory_order_acquire);
+	pthread_mutex_unlock(&c->reclaim_lock);
+	free_retired(c, t);
+	free_retired(c, r);
+}
+
+/* A writer, after its publish and outside the writer mutex: free a few
+ * of the versions that are ready, unless another thread is at it. */
+static void free_some_ready(struct cowmap_cell *c)
+{
+	if (atomic_load_explicit(&c->ready, memory_order_relaxed) == NULL &&
+	    atomic_load_explicit(&c->taken, memory_order_relaxed) == NULL)
+		return;
+	if (pthread_mutex_trylock(&c->reclaim_lock) != 0)
+		return;
+
+	struct retired *batch = atomic_load_explicit(&c->taken,
+						     memory_order_relaxed);
+
+	if (batch == NULL)
+		batch = atomic_exchange_explicit(&c->ready, NULL,
+						 memory_order_acquire);
+
+	struct retired *rest = batch, *last = NULL;
+
+	for (int i = 0; i < CM_FREE_PER_PUBLISH && rest != NULL; i++) {
+		last = rest;
+		rest = rest->next;
+	}
+	if (last != NULL)
+		last->next = NULL;
+	atomic_store_explicit(&c->taken, rest, memory_order_relaxed);
+	pthread_mutex_unlock(&c->reclaim_lock);
+	free_retired(c, batch);
 }
 
 /*
@@ -185,6 +282,7 @@ static void install(struct cowmap_cell *c, struct cowmap *next,
 				  memory_order_relaxed);
 	atomic_fetch_add_explicit(&c->pending_versions, 1,
 				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->in_grace, 1, memory_order_relaxed);
 	c->flavor->update_call_rcu(&r->head, retire_done);
 }
 
@@ -228,8 +326,16 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 			return NULL;
 		}
 	}
-	if (c == NULL || pthread_mutex_init(&c->writer, NULL) != 0) {
+	if (c != NULL && pthread_mutex_init(&c->writer, NULL) != 0) {
 		cm_free(c);
+		c = NULL;
+	}
+	if (c != NULL && pthread_mutex_init(&c->reclaim_lock, NULL) != 0) {
+		pthread_mutex_destroy(&c->writer);
+		cm_free(c);
+		c = NULL;
+	}
+	if (c == NULL) {
 		cowmap_release(initial);
 		errno = ENOMEM;
 		return NULL;
@@ -242,6 +348,9 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 	atomic_init(&c->pending_bytes, 0);
 	atomic_init(&c->pending_nodes, 0);
 	atomic_init(&c->pending_versions, 0);
+	atomic_init(&c->ready, NULL);
+	atomic_init(&c->in_grace, 0);
+	atomic_init(&c->taken, NULL);
 	return c;
 }
 
@@ -258,6 +367,10 @@ void cowmap_cell_free(struct cowmap_cell *c)
 	c->flavor->update_synchronize_rcu();
 	cowmap_release(last);
 	c->flavor->barrier();
+	/* The last callback found in_grace at zero and freed both lists. */
+	free_retired(c, atomic_load(&c->taken));
+	free_retired(c, atomic_load(&c->ready));
+	pthread_mutex_destroy(&c->reclaim_lock);
 	pthread_mutex_destroy(&c->writer);
 	c->magic = CM_CELL_DEAD;
 #ifdef COWMAP_DEBUG
@@ -314,6 +427,7 @@ static int publish_if(struct cowmap_cell *c, bool check,
 	}
 	install(c, next, r, NULL);
 	pthread_mutex_unlock(&c->writer);
+	free_some_ready(c);
 	return 0;
 }
 
@@ -359,6 +473,7 @@ int cowmap_cell_update(struct cowmap_cell *c,
 	}
 	pthread_mutex_unlock(&c->writer);
 	cm_free(r);
+	free_some_ready(c);
 	return rc;
 }
 
@@ -501,6 +616,7 @@ static int submit(struct cowmap_cell *c, struct cell_request *q)
 	if (!q->done)
 		combine(c);
 	pthread_mutex_unlock(&c->writer);
+	free_some_ready(c);
 	return q->result;
 }
 

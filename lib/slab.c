@@ -2,8 +2,8 @@
  * slab.c - size-class slabs for trie nodes.
  *
  * Why not malloc: a writer publishing single-key changes allocates a new
- * path of nodes per change and liburcu's call_rcu thread frees the old
- * paths a grace period later, thousands at a time.  glibc serves that
+ * path of nodes per change and frees the old paths a grace period later
+ * (lib/cell.c), thousands at a time.  glibc serves that
  * pattern badly for a trie: nodes come in some sixty sizes, freed blocks
  * are split and merged between them, and the live nodes end up scattered
  * over a heap many times their size.  Measured on the 104k-word map
@@ -29,8 +29,9 @@
  * leaves unusable holes in the heap.
  *
  * Locking: one mutex per class.  Blocks are allocated by writers and
- * freed by whoever drops the last reference, often the call_rcu thread,
- * so the two meet on a class lock for a few instructions; making and
+ * freed by whoever drops the last reference (a writer, the call_rcu
+ * thread, any thread releasing a version), so threads meet on a class
+ * lock for a few instructions; making and
  * dropping slabs happen outside it.  Readers never come here.  Fork handlers
  * hold every class lock across fork(), so a child never inherits a lock
  * taken by a thread that does not exist in it.  They are registered when

@@ -1161,6 +1161,79 @@ START_TEST(cell_set_and_del_publish_and_free_replaced_values)
 }
 END_TEST
 
+/*
+ * Who frees (lib/cell.c): the callback readies a retired version and the
+ * cell's writers free what is ready, unless no other version is in its
+ * grace period, when the callback frees everything itself.  A writer
+ * publishing back to back must therefore do some of the freeing itself
+ * (value_free runs in its thread), and once it stops nothing may be left
+ * waiting: every replaced value freed, none of the current ones, and the
+ * stats show nothing pending.  Values are heap blocks, so a value freed
+ * twice or never is also an ASan / valgrind error.
+ */
+static pthread_t frees_writer;
+static atomic_long frees_in_writer, frees_total;
+
+static void heap_value_free_noting_thread(void *value, void *ctx)
+{
+	(void)ctx;
+	if (pthread_equal(pthread_self(), frees_writer))
+		atomic_fetch_add(&frees_in_writer, 1);
+	atomic_fetch_add(&frees_total, 1);
+	free(value);
+}
+
+START_TEST(writer_frees_what_is_ready_and_nothing_waits_once_it_stops)
+{
+	enum { KEYS = 64 };
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = { .value_free =
+					    heap_value_free_noting_thread };
+	struct cowmap_cell *c;
+	long sets = 0;
+	char key[16];
+	struct timespec t0, t;
+
+	frees_writer = pthread_self();
+	atomic_store(&frees_in_writer, 0);
+	atomic_store(&frees_total, 0);
+	c = cowmap_cell_new(cowmap_new(&o), tf->flavor);
+	ck_assert_ptr_nonnull(c);
+	/* Publish without a pause (a pause lets the callbacks catch up and
+	 * free everything themselves) until the writer has freed some. */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		for (int i = 0; i < 256; i++, sets++) {
+			size_t len = kfmt(key, sizeof(key), "k",
+					  (unsigned)(sets % KEYS));
+			int *v = malloc(sizeof(*v));
+
+			ck_assert_ptr_nonnull(v);
+			ck_assert_int_eq(cowmap_cell_set(c, key, len, v), 0);
+			if (i % 64 == 0)
+				tf_quiescent(tf);
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while (atomic_load(&frees_in_writer) == 0 &&
+		 t.tv_sec - t0.tv_sec < 30);
+
+	long in_writer = atomic_load(&frees_in_writer);
+
+	ck_assert_int_gt(in_writer, 0);
+	tf_barrier(tf);
+
+	struct cowmap_cell_stats st = cell_stats(c);
+
+	ck_assert_uint_eq(st.pending_versions, 0);
+	ck_assert_uint_eq(st.pending_nodes, 0);
+	ck_assert_uint_eq(st.pending_bytes, 0);
+	ck_assert_int_eq(atomic_load(&frees_total), sets - KEYS);
+	cowmap_cell_free(c);
+	ck_assert_int_eq(atomic_load(&frees_total), sets);
+	end(tf);
+}
+END_TEST
+
 START_TEST(cell_del_absent_returns_0_and_publishes_nothing)
 {
 	const struct tf_flavor *tf = begin(_i);
@@ -2707,6 +2780,9 @@ Suite *cell_suite(void)
 	tcase_add_loop_test(tc, update_bad_args_einval, 0, TF_COUNT);
 	tcase_add_loop_test(tc,
 			    cell_set_and_del_publish_and_free_replaced_values,
+			    0, TF_COUNT);
+	tcase_add_loop_test(tc,
+			    writer_frees_what_is_ready_and_nothing_waits_once_it_stops,
 			    0, TF_COUNT);
 	tcase_add_loop_test(tc, cell_del_absent_returns_0_and_publishes_nothing,
 			    0, TF_COUNT);
