@@ -538,10 +538,12 @@ int cowmap_cell_update(struct cowmap_cell *c,
  * cowmap_cell_set - set one key in the current version and publish.
  *
  * Concurrent calls on one cell are combined: whoever holds the writer lock
- * applies every queued change in one transaction and one publish, so
- * writers do not serialise on a grace period or a path copy each.  A lone
- * call that changes nothing (same value) or that the limit refuses is
- * answered without allocating.
+ * applies every queued change, in the order they came, and publishes
+ * once, while the other callers wait for their answer without sleeping
+ * for a while.  Each change succeeds or fails on its own.  A call that
+ * changes nothing (same value) or that the limit refuses is answered
+ * without allocating.  A call may also free versions that earlier
+ * publishes retired (see value_free).
  * Returns 0, or -ENOMEM / -ENOSPC / -EINVAL, with @value still the
  * caller's on failure.
  */

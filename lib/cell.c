@@ -12,9 +12,10 @@
  *
  * Writers: one mutex per cell serialises them.  A publish stores the new
  * version with release order (so its nodes are visible before its address
- * is) and queues exactly one callback for the old version: the whole
- * commit is retired in one batch, and its release frees precisely the
- * nodes and values no remaining version reaches.
+ * is) and queues one callback per version it replaces (the old current
+ * one, and in a combined publish the unpublished ones in between): each
+ * is retired whole, and its release frees precisely the nodes and values
+ * no remaining version reaches.
  *
  * Who frees.  The callback only says that the grace period is over: it
  * puts the record on the cell's ready list, and the cell's writers free
