@@ -181,6 +181,24 @@ static void sole_owned_path(const struct cm_node *n, uint64_t hash,
 	}
 }
 
+/*
+ * Add what @r waits to free to the cell's pending figures (@sign 1), or
+ * take it off (-1) once freed.  Release: a stats reader that sees the
+ * versions count fall sees the frees before it.
+ */
+static void count_pending(struct cowmap_cell *c, const struct retired *r,
+			  int sign)
+{
+	size_t d = sign > 0 ? 1 : SIZE_MAX;	/* +1 or -1, modulo 2^n */
+
+	atomic_fetch_add_explicit(&c->pending_bytes, d * r->bytes,
+				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->pending_nodes, d * r->nodes,
+				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->pending_versions, d,
+				  memory_order_release);
+}
+
 /* Free retired versions whose grace period is over, and their records. */
 static void free_retired(struct cowmap_cell *c, struct retired *r)
 {
@@ -188,12 +206,7 @@ static void free_retired(struct cowmap_cell *c, struct retired *r)
 		struct retired *next = r->next;
 
 		cowmap_release(r->version);
-		atomic_fetch_sub_explicit(&c->pending_bytes, r->bytes,
-					  memory_order_relaxed);
-		atomic_fetch_sub_explicit(&c->pending_nodes, r->nodes,
-					  memory_order_relaxed);
-		atomic_fetch_sub_explicit(&c->pending_versions, 1,
-					  memory_order_release);
+		count_pending(c, r, -1);
 		cm_free(r);
 		r = next;
 	}
@@ -282,12 +295,7 @@ static void count_retired(struct cowmap_cell *c, struct retired *r,
  * reach from now on. */
 static void queue_retired(struct cowmap_cell *c, struct retired *r)
 {
-	atomic_fetch_add_explicit(&c->pending_bytes, r->bytes,
-				  memory_order_relaxed);
-	atomic_fetch_add_explicit(&c->pending_nodes, r->nodes,
-				  memory_order_relaxed);
-	atomic_fetch_add_explicit(&c->pending_versions, 1,
-				  memory_order_relaxed);
+	count_pending(c, r, 1);
 	atomic_fetch_add_explicit(&c->in_grace, 1, memory_order_relaxed);
 	c->flavor->update_call_rcu(&r->head, retire_done);
 }
