@@ -682,7 +682,9 @@ static int submit(struct cowmap_cell *c, struct cell_request *q)
 		struct cm_lookup warm;
 
 		c->flavor->read_lock();
-		cm_map_lookup(cur_of(c), q->key, q->len, &warm);
+		cm_map_lookup(atomic_load_explicit(&c->current,
+						   memory_order_acquire),
+			      q->key, q->len, &warm);
 		c->flavor->read_unlock();
 		queue_request(c, q);
 		if (!wait_for_answer_or_lock(c, q))
