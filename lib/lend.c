@@ -29,9 +29,15 @@
  * not V, and deeper copies retain deeper nodes.  Any of those references
  * may outlive the grace period, and then so must everything the node
  * reaches.  So the first retain of a lent node, or of a lent V, sets
- * CM_REFS_RETURNED and counts the node's other slots again (one increment
+ * CM_REFS_CLAIMED, counts the node's other slots again (one increment
  * each, the work the update skipped), and since the node holds its path
- * slot, it returns the lent node there too, and so on down the path.
+ * slot, settles the lent node there too, and so on down the path; then
+ * it sets CM_REFS_RETURNED.  Every other retain that finds the node lent
+ * waits for that flag before it goes on, so no thread ever holds a
+ * reference whose slots are not counted yet (one that did could leave
+ * its critical section and retain, outside any, a node a later update
+ * lent: a review found that use-after-free in a version that let such
+ * retains go on at once).
  * That is safe because it runs inside a read-side critical section that
  * started before V was retired (or in the writer, before the successor
  * can be retired): the successors that now hold the lent slots cannot be
@@ -58,6 +64,9 @@
 #include "map.h"
 
 #include "alloc.h"
+
+#include <sched.h>
+#include <urcu/arch.h>	/* caa_cpu_relax() */
 
 bool cm_lend_root_ok(const struct cowmap *m)
 {
@@ -93,39 +102,88 @@ static void retain_all_but(const struct cm_node *n, uint32_t bit)
 			cm_node_retain(kids[i]);
 }
 
-/* Of the threads that find @n lent, the one that returns its slots. */
-static bool claim(struct cm_node *n)
-{
-	atomic_uint *refs = cm_node_refs(n);
+/* A test may pause each give-back here (cm_test_lend_pause()). */
+static void (*_Atomic give_back_hook)(void);
 
-	/* Acquire (with the swap's release): lent_chunk, and the state of
-	 * the lent path below, which was settled first. */
-	if ((atomic_load_explicit(refs, memory_order_acquire) &
-	     (CM_REFS_LENT | CM_REFS_RETURNED)) != CM_REFS_LENT)
-		return false;
-	return !(atomic_fetch_or_explicit(refs, CM_REFS_RETURNED,
-					  memory_order_acq_rel) &
-		 CM_REFS_RETURNED);
+void cm_test_lend_pause(void (*hook)(void))
+{
+	atomic_store(&give_back_hook, hook);
 }
 
-/* @n's slots are counted again, and so are those of the lent nodes down
- * its path slot, which @n keeps and so will reach as long as it lives. */
+/*
+ * @refs is the count of a node or version that a retain found lent: must
+ * the caller give its slots back?  One thread does (CM_REFS_CLAIMED); the
+ * others wait here until it has (CM_REFS_RETURNED).  Going on at once
+ * would be wrong: such a thread would hold a reference whose slots are
+ * not counted yet, might leave its read-side critical section, and
+ * could then retain, outside any, a node that a later update lent, and
+ * give that one back when nothing keeps the slots it lent alive any more.
+ * The giver is running, and gives back only what lies below, so the
+ * waits cannot form a cycle.
+ */
+static bool must_give_back(atomic_uint *refs)
+{
+	/* Acquire (with the swap's release): lent_chunk, and the state of
+	 * the lent path below, which was settled first. */
+	unsigned v = atomic_load_explicit(refs, memory_order_acquire);
+
+	if ((v & (CM_REFS_LENT | CM_REFS_RETURNED)) != CM_REFS_LENT)
+		return false;
+	v = atomic_fetch_or_explicit(refs, CM_REFS_CLAIMED,
+				     memory_order_acq_rel);
+	if (!(v & CM_REFS_CLAIMED))
+		return true;
+	for (unsigned spin = 0;
+	     !(atomic_load_explicit(refs, memory_order_acquire) &
+	       CM_REFS_RETURNED);
+	     spin++) {
+		if (spin < 64)
+			caa_cpu_relax();
+		else
+			sched_yield();
+	}
+	return false;
+}
+
+/* Release: whoever sees the flag sees the counts. */
+static void mark_given_back(atomic_uint *refs)
+{
+	atomic_fetch_or_explicit(refs, CM_REFS_RETURNED, memory_order_release);
+}
+
+/* @n's slots are counted again, and the lent node in its path slot, which
+ * @n keeps and so will reach as long as it lives, is settled too. */
 static void give_back(struct cm_node *n)
 {
-	for (;;) {
-		uint32_t bit = UINT32_C(1) << n->lent_chunk;
+	uint32_t bit = UINT32_C(1) << n->lent_chunk;
+	void (*hook)(void) = atomic_load(&give_back_hook);
 
-		retain_all_but(n, bit);
-		n = cm_slot_child(n, bit);
-		if (n == NULL || !claim(n))
-			return;
-	}
+	if (hook != NULL)
+		hook();
+	retain_all_but(n, bit);
+
+	struct cm_node *kept = cm_slot_child(n, bit);
+
+	if (kept != NULL)
+		cm_lend_claim(kept);
 }
 
 void cm_lend_claim(struct cm_node *n)
 {
-	if (claim(n))
+	atomic_uint *refs = cm_node_refs(n);
+
+	if (must_give_back(refs)) {
 		give_back(n);
+		mark_given_back(refs);
+	}
+}
+
+void cm_lend_claim_version(struct cowmap *m)
+{
+	if (must_give_back(&m->refs)) {
+		give_back(m->root);
+		mark_given_back(&m->refs);
+	}
 }
 
 void cm_lend_free(struct cm_node *n, const struct cm_owner *own)
@@ -164,12 +222,7 @@ void cm_lend_mark(struct cowmap *m, uint64_t hash, unsigned levels)
 	if (!atomic_compare_exchange_strong_explicit(
 		    &m->refs, &one, 1 | CM_REFS_LENT, memory_order_release,
 		    memory_order_relaxed))
-		cm_lend_return(m);	/* a reader retained it meanwhile */
-}
-
-void cm_lend_return(struct cowmap *m)
-{
-	give_back(m->root);
+		give_back(m->root);	/* a reader retained it meanwhile */
 }
 
 void cm_lend_free_version(struct cowmap *m)

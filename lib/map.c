@@ -80,11 +80,8 @@ struct cowmap *cowmap_retain(const struct cowmap *m)
 	unsigned old = atomic_fetch_add_explicit(&mut->refs, 1,
 						 memory_order_acquire);
 
-	if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT &&
-	    !(atomic_fetch_or_explicit(&mut->refs, CM_REFS_RETURNED,
-				       memory_order_acq_rel) &
-	      CM_REFS_RETURNED))
-		cm_lend_return(mut);
+	if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT)
+		cm_lend_claim_version(mut);
 	return mut;
 }
 

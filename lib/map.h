@@ -166,13 +166,13 @@ struct cowmap *cm_map_del_at(const struct cowmap *m, const struct cm_lookup *l,
  * cm_lend_mark - after the update of the key hashing to @hash, whose
  *   first @levels copies lent: flag the old nodes and @m.  Those a reader
  *   retained meanwhile are given back at once; otherwise the first retain
- *   to come gives them back (cm_lend_return for @m), or, if none comes
+ *   to come gives them back (cm_lend_claim_version for @m), or, if none comes
  *   before the grace period ends, the last release frees only what each
  *   kept (cm_lend_free_version).
  */
 bool cm_lend_root_ok(const struct cowmap *m);
 void cm_lend_mark(struct cowmap *m, uint64_t hash, unsigned levels);
-void cm_lend_return(struct cowmap *m);
+void cm_lend_claim_version(struct cowmap *m);
 void cm_lend_free_version(struct cowmap *m);
 
 /* Do two versions hash the same key to the same place? */

@@ -95,9 +95,9 @@
  *
  * A retired node whose copy took over its references (lib/lend.c) carries
  * CM_REFS_LENT in refs and keeps only its slot at lent_chunk; the first
- * retain after that (see cm_node_retain()) sets CM_REFS_RETURNED and
- * counts the other slots again.  The rest of refs is the count, for nodes
- * and versions alike.
+ * retain after that (see cm_node_retain()) sets CM_REFS_CLAIMED, counts
+ * the other slots again and then sets CM_REFS_RETURNED.  The rest of refs
+ * is the count, for nodes and versions alike.
  */
 #ifndef COWMAP_NODE_H
 #define COWMAP_NODE_H
@@ -119,7 +119,8 @@
 
 #define CM_REFS_LENT (1u << 31)
 #define CM_REFS_RETURNED (1u << 30)
-#define CM_REFS_COUNT (CM_REFS_RETURNED - 1)
+#define CM_REFS_CLAIMED (1u << 29)	/* being given back (lib/lend.c) */
+#define CM_REFS_COUNT (CM_REFS_CLAIMED - 1)
 #define CM_LEN_BOXED 15u	/* length code of a boxed entry */
 
 enum cm_node_kind { CM_BITMAP = 0, CM_COLLISION = 1 };
@@ -418,8 +419,12 @@ struct cm_node *cm_node_alloc(enum cm_node_kind kind, unsigned entries,
  * (or, if no smaller block could be had, @n as it was). */
 struct cm_node *cm_node_trim(struct cm_node *n);
 
-/* Someone retained a lent node: count its slots again (lib/lend.c). */
+/* Someone retained a lent node: count its slots again, or wait until the
+ * thread doing that has (lib/lend.c). */
 void cm_lend_claim(struct cm_node *n);
+
+/* Tests: call @hook (NULL: nothing) at the start of every give-back. */
+void cm_test_lend_pause(void (*hook)(void));
 
 /* The last reference to a lent node is gone: free it and the slot it
  * kept (lib/lend.c). */

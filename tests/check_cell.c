@@ -1161,6 +1161,24 @@ START_TEST(cell_set_and_del_publish_and_free_replaced_values)
 }
 END_TEST
 
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define CT_HAVE_VALGRIND_H 1
+#endif
+#endif
+
+static int ct_running_on_valgrind(void)
+{
+#ifdef CT_HAVE_VALGRIND_H
+	return RUNNING_ON_VALGRIND != 0;
+#else
+	const char *preload = getenv("LD_PRELOAD");
+
+	return preload != NULL && strstr(preload, "valgrind") != NULL;
+#endif
+}
+
 /*
  * Who frees (lib/cell.c): the callback readies a retired version and the
  * cell's writers free what is ready, unless no other version is in its
@@ -1169,7 +1187,11 @@ END_TEST
  * (value_free runs in its thread), and once it stops nothing may be left
  * waiting: every replaced value freed, none of the current ones, and the
  * stats show nothing pending.  Values are heap blocks, so a value freed
- * twice or never is also an ASan / valgrind error.
+ * twice or never is also an ASan / valgrind error.  The writer can only
+ * find something ready while the callbacks run beside it: not under
+ * valgrind, which runs one thread at a time, so that each batch of
+ * callbacks finds no other version in its grace period and frees
+ * everything itself, nor on one CPU, where it mostly goes the same way.
  */
 static pthread_t frees_writer;
 static atomic_long frees_in_writer, frees_total;
@@ -1199,6 +1221,9 @@ START_TEST(writer_frees_what_is_ready_and_nothing_waits_once_it_stops)
 	atomic_store(&frees_total, 0);
 	c = cowmap_cell_new(cowmap_new(&o), tf->flavor);
 	ck_assert_ptr_nonnull(c);
+	bool side_by_side = !ct_running_on_valgrind() &&
+			    sysconf(_SC_NPROCESSORS_ONLN) >= 2;
+
 	/* Publish without a pause (a pause lets the callbacks catch up and
 	 * free everything themselves) until the writer has freed some. */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1214,12 +1239,14 @@ START_TEST(writer_frees_what_is_ready_and_nothing_waits_once_it_stops)
 				tf_quiescent(tf);
 		}
 		clock_gettime(CLOCK_MONOTONIC, &t);
-	} while (atomic_load(&frees_in_writer) == 0 &&
-		 t.tv_sec - t0.tv_sec < 30);
+	} while (side_by_side ? atomic_load(&frees_in_writer) == 0 &&
+				       t.tv_sec - t0.tv_sec < 30
+			      : sets < 4096);
 
 	long in_writer = atomic_load(&frees_in_writer);
 
-	ck_assert_int_gt(in_writer, 0);
+	if (side_by_side)
+		ck_assert_int_gt(in_writer, 0);
 	tf_barrier(tf);
 
 	struct cowmap_cell_stats st = cell_stats(c);
@@ -2694,25 +2721,6 @@ START_TEST(read_path_allocates_nothing)
 }
 END_TEST
 
-#ifdef CT_INTERPOSE
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#define CT_HAVE_VALGRIND_H 1
-#endif
-#endif
-
-static int ct_running_on_valgrind(void)
-{
-#ifdef CT_HAVE_VALGRIND_H
-	return RUNNING_ON_VALGRIND != 0;
-#else
-	const char *preload = getenv("LD_PRELOAD");
-
-	return preload != NULL && strstr(preload, "valgrind") != NULL;
-#endif
-}
-#endif /* CT_INTERPOSE */
 
 /* Self-test of the interposition: it does see allocations. */
 START_TEST(alloc_counter_sees_library_allocations)

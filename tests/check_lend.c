@@ -19,8 +19,12 @@
  * (second chunk 0) above a node of 32 (third chunk j & 31) above nodes of
  * entries (fourth chunk j >> 5).  A write to such a key copies 4 levels.
  */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "map.h"
 #include "slab.h"
@@ -378,6 +382,90 @@ START_TEST(lent_versions_keep_their_shape)
 }
 END_TEST
 
+/*
+ * A retain that finds a version lent while another thread is giving its
+ * slots back waits until that is done: going on at once, it would hold a
+ * reference whose slots are not all counted yet, could leave its
+ * critical section and then retain, outside any, a node a later update
+ * lent.  Thread A retains the old version and is paused inside its
+ * give-back (cm_test_lend_pause); thread B retains it meanwhile and must
+ * not return until A is let go.
+ */
+static atomic_int hook_calls, a_paused, a_go, b_done;
+
+static void pause_first_give_back(void)
+{
+	if (atomic_fetch_add(&hook_calls, 1) != 0)
+		return;
+	atomic_store(&a_paused, 1);
+	while (!atomic_load(&a_go))
+		sched_yield();
+}
+
+static void *retain_main(void *arg)
+{
+	struct cowmap **slot = arg;
+
+	*slot = cowmap_retain(slot[1]);
+	return NULL;
+}
+
+static void *retain_then_flag_main(void *arg)
+{
+	retain_main(arg);
+	atomic_store(&b_done, 1);
+	return NULL;
+}
+
+START_TEST(a_retain_waits_while_another_gives_back)
+{
+	struct world w;
+	size_t values_set = 0;
+	struct cowmap *old, *next, *a[2], *b[2];
+	struct tu_model *old_model;
+	pthread_t ta, tb;
+	unsigned lent;
+	uint64_t hash;
+
+	world_begin(&w);
+	old = build(&w, &values_set);
+	old_model = tu_model_copy(w.model);
+	next = lend_update(&w, old, row_key(1, 9), false, &lent, &hash,
+			   &values_set);
+	cm_lend_mark(old, hash, lent);
+	atomic_store(&hook_calls, 0);
+	atomic_store(&a_paused, 0);
+	atomic_store(&a_go, 0);
+	atomic_store(&b_done, 0);
+	cm_test_lend_pause(pause_first_give_back);
+	a[1] = b[1] = old;
+	ck_assert_int_eq(pthread_create(&ta, NULL, retain_main, a), 0);
+	while (!atomic_load(&a_paused))
+		sched_yield();
+	ck_assert_int_eq(pthread_create(&tb, NULL, retain_then_flag_main, b),
+			 0);
+	usleep(100 * 1000);
+
+	int b_returned_early = atomic_load(&b_done);
+
+	atomic_store(&a_go, 1);
+	ck_assert_int_eq(pthread_join(ta, NULL), 0);
+	ck_assert_int_eq(pthread_join(tb, NULL), 0);
+	ck_assert_int_eq(b_returned_early, 0);	/* it waited for A */
+	cm_test_lend_pause(NULL);
+
+	cowmap_release(old);
+	cowmap_release(next);
+	check_map_matches_model(a[0], old_model);
+	check_map_matches_model(b[0], old_model);
+	check_alive(&w, old_model);
+	cowmap_release(a[0]);
+	cowmap_release(b[0]);
+	tu_model_free(old_model);
+	world_end(&w, values_set);
+}
+END_TEST
+
 static Suite *lend_suite(void)
 {
 	Suite *s = suite_create("lend");
@@ -394,6 +482,7 @@ static Suite *lend_suite(void)
 			    0, 6);
 	tcase_add_test(tc, derived_copy_of_a_lent_node_counts_its_own);
 	tcase_add_test(tc, lent_versions_keep_their_shape);
+	tcase_add_test(tc, a_retain_waits_while_another_gives_back);
 	suite_add_tcase(s, tc);
 	return s;
 }
