@@ -184,47 +184,77 @@ static struct cowmap *intrude(struct world *w, enum intruder who,
 }
 
 /*
+ * Every scene starts the same way: the table, a copy of what it holds,
+ * and the writer's lent update of key @id (set to a new value, or deleted
+ * when @del), the old nodes not flagged yet (scene_flag() does that).
+ */
+struct scene {
+	struct world w;
+	size_t values_set;	/* values given to successful sets */
+	struct cowmap *old, *next;
+	struct tu_model *old_model;	/* what old holds */
+	unsigned lent;
+	uint64_t hash;
+};
+
+static void scene_begin(struct scene *sc, uint64_t id, bool del)
+{
+	sc->values_set = 0;
+	world_begin(&sc->w);
+	sc->old = build(&sc->w, &sc->values_set);
+	sc->old_model = tu_model_copy(sc->w.model);
+	sc->next = lend_update(&sc->w, sc->old, id, del, &sc->lent, &sc->hash,
+			       &sc->values_set);
+}
+
+static void scene_flag(struct scene *sc)
+{
+	cm_lend_mark(sc->old, sc->hash, sc->lent);
+}
+
+/* Once the test has released every version. */
+static void scene_end(struct scene *sc)
+{
+	tu_model_free(sc->old_model);
+	world_end(&sc->w, sc->values_set);
+}
+
+/*
  * One lent update of key (0, 7), the intruder before or after the flags
  * are set, then the old version's release, then the successor's: what
  * the intruder kept must stay whole throughout.
  */
 static void lend_with(enum intruder who, bool before_mark, bool del)
 {
-	struct world w;
-	size_t values_set = 0;
-	struct cowmap *old, *next, *held = NULL;
-	struct tu_model *old_model, *kept = NULL;
-	unsigned lent;
-	uint64_t hash;
+	struct scene sc;
+	struct cowmap *held = NULL;
+	struct tu_model *kept = NULL;
 
-	world_begin(&w);
-	old = build(&w, &values_set);
-	old_model = tu_model_copy(w.model);
-	next = lend_update(&w, old, row_key(0, 7), del, &lent, &hash,
-			   &values_set);
-	ck_assert_uint_eq(lent, 4);	/* root, row, 32-way, entries */
+	scene_begin(&sc, row_key(0, 7), del);
+	ck_assert_uint_eq(sc.lent, 4);	/* root, row, 32-way, entries */
 
 	if (who != NOBODY && before_mark)
-		held = intrude(&w, who, old, old_model, &kept, &values_set);
-	cm_lend_mark(old, hash, lent);
+		held = intrude(&sc.w, who, sc.old, sc.old_model, &kept,
+			       &sc.values_set);
+	scene_flag(&sc);
 	if (who != NOBODY && !before_mark)
-		held = intrude(&w, who, old, old_model, &kept, &values_set);
+		held = intrude(&sc.w, who, sc.old, sc.old_model, &kept,
+			       &sc.values_set);
 
-	cowmap_release(old);	/* the cell's reference, after the grace period */
-	check_map_matches_model(next, w.model);
+	cowmap_release(sc.old);	/* the cell's reference, after the grace period */
+	check_map_matches_model(sc.next, sc.w.model);
 	if (held != NULL) {
 		check_map_matches_model(held, kept);
-		check_alive(&w, kept);
+		check_alive(&sc.w, kept);
 	}
-	cowmap_release(next);
+	cowmap_release(sc.next);
 	if (held != NULL) {
 		check_map_matches_model(held, kept);
-		check_alive(&w, kept);
+		check_alive(&sc.w, kept);
 		cowmap_release(held);
 		tu_model_free(kept);
 	}
-	tu_model_free(old_model);
-	world_end(&w, values_set);
+	scene_end(&sc);
 }
 
 START_TEST(lent_path_given_back_to_an_intruder_before_the_flags)
@@ -255,33 +285,28 @@ START_TEST(late_return_counts_a_node_a_later_update_lent)
 		{ 1, 2, 0 }, { 2, 0, 1 }, { 2, 1, 0 },
 	};
 	const int *order = orders[_i];
-	struct world w;
-	size_t values_set = 0;
+	struct scene sc;
 	struct cowmap *v[3], *held;
-	struct tu_model *m0;
 	unsigned lent;
 	uint64_t hash;
 
-	world_begin(&w);
-	v[0] = build(&w, &values_set);
-	m0 = tu_model_copy(w.model);
-	v[1] = lend_update(&w, v[0], row_key(0, 7), false, &lent, &hash,
-			   &values_set);
-	cm_lend_mark(v[0], hash, lent);
-	v[2] = lend_update(&w, v[1], row_key(1, 7), false, &lent, &hash,
-			   &values_set);
+	scene_begin(&sc, row_key(0, 7), false);
+	scene_flag(&sc);
+	v[0] = sc.old;
+	v[1] = sc.next;
+	v[2] = lend_update(&sc.w, v[1], row_key(1, 7), false, &lent, &hash,
+			   &sc.values_set);
 	ck_assert_uint_eq(lent, 4);
 	cm_lend_mark(v[1], hash, lent);
 
 	held = cowmap_retain(v[0]);	/* a reader that loaded V0, late */
 	for (int i = 0; i < 3; i++) {
 		cowmap_release(v[order[i]]);
-		check_map_matches_model(held, m0);
-		check_alive(&w, m0);
+		check_map_matches_model(held, sc.old_model);
+		check_alive(&sc.w, sc.old_model);
 	}
 	cowmap_release(held);
-	tu_model_free(m0);
-	world_end(&w, values_set);
+	scene_end(&sc);
 }
 END_TEST
 
@@ -294,34 +319,27 @@ END_TEST
  */
 START_TEST(derived_copy_of_a_lent_node_counts_its_own)
 {
-	struct world w;
-	size_t values_set = 0;
-	struct cowmap *old, *next, *held, *held2;
-	struct tu_model *old_model, *kept;
+	struct scene sc;
+	struct cowmap *held, *held2;
+	struct tu_model *kept;
 	struct tu_key k;
-	unsigned lent;
-	uint64_t hash;
 
-	world_begin(&w);
-	old = build(&w, &values_set);
-	old_model = tu_model_copy(w.model);
-	next = lend_update(&w, old, row_key(0, 7), false, &lent, &hash,
-			   &values_set);
-	cm_lend_mark(old, hash, lent);
-	held = intrude(&w, DERIVE_DEEP, old, old_model, &kept, &values_set);
+	scene_begin(&sc, row_key(0, 7), false);
+	scene_flag(&sc);
+	held = intrude(&sc.w, DERIVE_DEEP, sc.old, sc.old_model, &kept,
+		       &sc.values_set);
 	tu_key_make(&k, 8, row_key(0, 7));
 	held2 = cowmap_del(held, k.bytes, k.len);
 	ck_assert_ptr_nonnull(held2);
 	ck_assert_int_eq(tu_model_del(kept, k.bytes, k.len, NULL), 1);
-	cowmap_release(next);
-	cowmap_release(old);
+	cowmap_release(sc.next);
+	cowmap_release(sc.old);
 	cowmap_release(held);
 	check_map_matches_model(held2, kept);
-	check_alive(&w, kept);
+	check_alive(&sc.w, kept);
 	cowmap_release(held2);
 	tu_model_free(kept);
-	tu_model_free(old_model);
-	world_end(&w, values_set);
+	scene_end(&sc);
 }
 END_TEST
 
@@ -357,28 +375,19 @@ static void check_shape(const struct world *w, const struct cowmap *m,
  * trie they would have had without lending. */
 START_TEST(lent_versions_keep_their_shape)
 {
-	struct world w;
-	size_t values_set = 0;
-	struct cowmap *old, *next, *held;
-	struct tu_model *old_model;
-	unsigned lent;
-	uint64_t hash;
+	struct scene sc;
+	struct cowmap *held;
 
-	world_begin(&w);
-	old = build(&w, &values_set);
-	old_model = tu_model_copy(w.model);
-	next = lend_update(&w, old, row_key(3, 5), true, &lent, &hash,
-			   &values_set);
-	cm_lend_mark(old, hash, lent);
-	held = cowmap_retain(old);
-	cowmap_release(old);
-	check_shape(&w, held, old_model);
-	check_shape(&w, next, w.model);
-	cowmap_release(next);
-	check_shape(&w, held, old_model);
+	scene_begin(&sc, row_key(3, 5), true);
+	scene_flag(&sc);
+	held = cowmap_retain(sc.old);
+	cowmap_release(sc.old);
+	check_shape(&sc.w, held, sc.old_model);
+	check_shape(&sc.w, sc.next, sc.w.model);
+	cowmap_release(sc.next);
+	check_shape(&sc.w, held, sc.old_model);
 	cowmap_release(held);
-	tu_model_free(old_model);
-	world_end(&w, values_set);
+	scene_end(&sc);
 }
 END_TEST
 
@@ -419,26 +428,18 @@ static void *retain_then_flag_main(void *arg)
 
 START_TEST(a_retain_waits_while_another_gives_back)
 {
-	struct world w;
-	size_t values_set = 0;
-	struct cowmap *old, *next, *a[2], *b[2];
-	struct tu_model *old_model;
+	struct scene sc;
+	struct cowmap *a[2], *b[2];
 	pthread_t ta, tb;
-	unsigned lent;
-	uint64_t hash;
 
-	world_begin(&w);
-	old = build(&w, &values_set);
-	old_model = tu_model_copy(w.model);
-	next = lend_update(&w, old, row_key(1, 9), false, &lent, &hash,
-			   &values_set);
-	cm_lend_mark(old, hash, lent);
+	scene_begin(&sc, row_key(1, 9), false);
+	scene_flag(&sc);
 	atomic_store(&hook_calls, 0);
 	atomic_store(&a_paused, 0);
 	atomic_store(&a_go, 0);
 	atomic_store(&b_done, 0);
 	cm_test_lend_pause(pause_first_give_back);
-	a[1] = b[1] = old;
+	a[1] = b[1] = sc.old;
 	ck_assert_int_eq(pthread_create(&ta, NULL, retain_main, a), 0);
 	while (!atomic_load(&a_paused))
 		sched_yield();
@@ -454,15 +455,14 @@ START_TEST(a_retain_waits_while_another_gives_back)
 	ck_assert_int_eq(b_returned_early, 0);	/* it waited for A */
 	cm_test_lend_pause(NULL);
 
-	cowmap_release(old);
-	cowmap_release(next);
-	check_map_matches_model(a[0], old_model);
-	check_map_matches_model(b[0], old_model);
-	check_alive(&w, old_model);
+	cowmap_release(sc.old);
+	cowmap_release(sc.next);
+	check_map_matches_model(a[0], sc.old_model);
+	check_map_matches_model(b[0], sc.old_model);
+	check_alive(&sc.w, sc.old_model);
 	cowmap_release(a[0]);
 	cowmap_release(b[0]);
-	tu_model_free(old_model);
-	world_end(&w, values_set);
+	scene_end(&sc);
 }
 END_TEST
 
