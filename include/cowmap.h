@@ -129,8 +129,9 @@ struct cowmap *cowmap_new(const struct cowmap_options *opts);
  * read-side critical section that loaded @m; see cowmap_cell_snapshot()).
  * NULL returns NULL with errno EINVAL.  Usually one atomic increment; the
  * first retain of a version a cell has just replaced by a single-key
- * write also takes back the references its root lent to the new version,
- * some dozens of increments.
+ * write also takes back the references the nodes on that key's path lent
+ * to the new version, some dozens of increments per node (and a retain
+ * that meets another one doing so waits until it is done).
  */
 COWMAP_API
 struct cowmap *cowmap_retain(const struct cowmap *m);

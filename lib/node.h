@@ -460,9 +460,9 @@ static inline void cm_node_retain(struct cm_node *n)
  * of its node (after its slots, away from the words readers load), so
  * finding it means reading the node's header first: two misses per child,
  * and the locked add or subtract that follows lets no later miss start
- * while it waits.  Asking for every line first lets the misses overlap; a
- * path copy or free of a 32-child node then waits for memory about once
- * instead of 64 times.
+ * while it waits.  Asking for every line first lets the misses overlap
+ * (a writer beside a reader on the 1M map went from about 140k to 170k
+ * changes/s, before lending took most of these counts off the path).
  */
 static inline void cm_prefetch_refs(struct cm_node *const *kids, unsigned n)
 {

@@ -1547,18 +1547,18 @@ START_TEST(stats_pending_of_lone_writes_matches_a_full_walk)
 END_TEST
 
 /*
- * Lending (lib/lend.c): a lone write copies the old version's root by
- * taking over its references, and a reader that still holds the old
- * version in its critical section may retain it afterwards, which must
- * give the references back.  Keys are 8-byte numbers hashed to themselves,
- * so that writes in a row go down the same paths (a version that lent
- * more than its root failed here under ASan).  A reader loads the
- * version, the writer replaces, inserts and deletes keys under it, the
- * reader retains it late (or derives a version from it with cowmap_set,
- * which retains the root's children but not the version: a version that
- * lent a level below its root failed that under ASan too), the writer
- * goes on, and then the kept version must be whole and every value freed
- * exactly once when it has to be.
+ * Lending (lib/lend.c): a lone write copies the old version's path by
+ * taking over its nodes' references, and a reader that still holds the
+ * old version in its critical section may retain it afterwards, which
+ * must give the references back.  Keys are 8-byte numbers hashed to
+ * themselves, so that writes in a row go down the same paths (an early
+ * version that lent below the root without the checks lib/lend.c
+ * describes failed here under ASan).  A reader loads the version, the
+ * writer replaces, inserts and deletes keys under it, the reader retains
+ * it late (or derives a version from it with cowmap_set, which retains
+ * the root's children but not the version: that early version failed
+ * this under ASan too), the writer goes on, and then the kept version
+ * must be whole and every value freed exactly once when it has to be.
  */
 static uint64_t identity_hash(const void *key, size_t len, uint64_t seed,
 			      void *ctx)
@@ -2056,7 +2056,7 @@ START_TEST(fault_cell_set)
 END_TEST
 
 /*
- * A lone write that lends its root (lib/lend.c), failing at each
+ * A lone write that lends its path (lib/lend.c), failing at each
  * allocation in turn down a four-level path (keys are numbers hashed to
  * themselves and share their low 15 bits): nothing visible changes,
  * nothing leaks, no value is freed, and the write that finally succeeds

@@ -43,6 +43,15 @@ static size_t census_slabs(void)
 	return slabs;
 }
 
+/* @n blocks of @bytes each into @p, every one of them given. */
+static void alloc_all(void **p, size_t n, size_t bytes)
+{
+	for (size_t i = 0; i < n; i++) {
+		p[i] = cm_slab_alloc(bytes);
+		ck_assert_ptr_nonnull(p[i]);
+	}
+}
+
 /* Fill @p with a pattern of @seed, and check it is still there. */
 static void fill(unsigned char *p, size_t n, unsigned seed)
 {
@@ -92,10 +101,7 @@ START_TEST(empty_slabs_are_given_back)
 	size_t slabs0 = census_slabs();
 
 	ck_assert_ptr_nonnull(p);
-	for (size_t i = 0; i < N; i++) {
-		p[i] = cm_slab_alloc(64);
-		ck_assert_ptr_nonnull(p[i]);
-	}
+	alloc_all(p, N, 64);
 
 	size_t slabs1 = census_slabs();
 
@@ -137,10 +143,7 @@ START_TEST(many_slabs_take_few_mappings)
 	size_t slabs0 = census_slabs();
 
 	ck_assert_ptr_nonnull(p);
-	for (size_t i = 0; i < N; i++) {
-		p[i] = cm_slab_alloc(64);
-		ck_assert_ptr_nonnull(p[i]);
-	}
+	alloc_all(p, N, 64);
 
 	long after = mappings();
 	size_t slabs = census_slabs() - slabs0;
@@ -154,8 +157,7 @@ START_TEST(many_slabs_take_few_mappings)
 	for (size_t i = 0; i < N; i++)
 		cm_slab_free(p[i], 64);
 	/* Given back and made again: no new mappings either. */
-	for (size_t i = 0; i < N; i++)
-		p[i] = cm_slab_alloc(64);
+	alloc_all(p, N, 64);
 	if (census_slabs() > 0 && before > 0)
 		ck_assert_int_le(mappings() - before, 40);
 	for (size_t i = 0; i < N; i++)
