@@ -317,6 +317,15 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+/* Wait until what @im's writers retired in @table is freed: the peers
+ * retire through call_rcu() one object at a time, a cell in batches. */
+static void settle(const struct impl *im, void *table)
+{
+	urcu_memb_barrier();
+	if (im == &impl_cowmap)
+		cowmap_cell_barrier(bench_cowmap_cell(table));
+}
+
 struct read_result {
 	double ns_per_op;	/* per reader, mean over readers */
 	double cpu_ns_per_op;	/* the same in the readers' own CPU time */
@@ -385,7 +394,7 @@ static struct read_result run_readers(const struct impl *im, void *table,
 	if (writer)
 		out.writer_rate = (double)wr.changes / ((double)wr.ns / 1e9);
 	/* Whatever the writer retired is freed now, not in the next run. */
-	urcu_memb_barrier();
+	settle(im, table);
 	return out;
 }
 
@@ -443,7 +452,7 @@ static void cowmap_publish_latency(struct cowmap_cell *cell,
 	*p50 = percentile(lat, iters, 0.50);
 	*p99 = percentile(lat, iters, 0.99);
 	free(lat);
-	urcu_memb_barrier();
+	cowmap_cell_barrier(cell);
 }
 
 static void copy_swap_latency(const struct workload *w, size_t iters,
@@ -594,7 +603,7 @@ static double cowmap_write_rate(struct cowmap_cell *cell,
 
 	cowmap_cell_stats(cell, &s1);
 	*publishes_per_s = (double)(s1.published - s0.published) / secs;
-	urcu_memb_barrier();
+	cowmap_cell_barrier(cell);
 	return (double)changes / secs;
 }
 

@@ -425,7 +425,8 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *    registers such a handler before the library is loaded (dlopen()
  *    later) must call call_rcu_before_fork() itself instead.
  *  - Before unloading the library or exiting with deferred frees pending,
- *    cowmap_cell_free() every cell (it waits with rcu_barrier()).
+ *    cowmap_cell_free() every cell (it waits for them, as
+ *    cowmap_cell_barrier() does).
  */
 
 /**
@@ -434,10 +435,12 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  * @pending_bytes: bytes that retired versions alone held, not freed yet
  *                 (estimated when retired).
  * @pending_nodes: nodes in the same state.
- * @pending_versions: retired versions not freed yet: in their grace
- *                 period, or past it and waiting for the cell's next
- *                 publish, which frees a few of them (the last one's
- *                 callback frees them all when writes stop).
+ * @pending_versions: retired versions not freed yet: gathering for the
+ *                 next batch, in their batch's grace period, or past it
+ *                 and waiting for the cell's next publish, which frees a
+ *                 few of them (when writes stop, the last batch's
+ *                 callback frees them all; cowmap_cell_barrier() waits
+ *                 for that).
  */
 struct cowmap_cell_stats {
 	uint64_t published;
@@ -464,10 +467,11 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 /**
  * cowmap_cell_free - destroy a cell; NULL is ignored.
  *
- * Drops the current version and waits (rcu_barrier() of the flavor) until
- * every deferred free the cell queued has run, so nothing is pending when
- * it returns.  No reader may use the cell any more.  Must not be called
- * inside a read-side critical section or from a call_rcu callback.
+ * Drops the current version and waits, as cowmap_cell_barrier() does,
+ * until every version the cell retired is freed, so nothing is pending
+ * when it returns.  No reader may use the cell any more, and no other
+ * thread may write to it.  Must not be called inside a read-side critical
+ * section or from a call_rcu callback.
  *
  * A freed cell must not be passed to any cowmap_cell_* call again.  Debug
  * builds keep freed cells poisoned for a while and answer such a call
@@ -475,6 +479,25 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
  */
 COWMAP_API
 void cowmap_cell_free(struct cowmap_cell *c);
+
+/**
+ * cowmap_cell_barrier - wait until what the cell retired so far is freed.
+ *
+ * Returns once every version that the cell replaced before the call is
+ * freed: its nodes given back, and value_free called for each value that
+ * no remaining version holds.  A plain rcu_barrier() is not enough for
+ * that: retired versions wait for their grace period in batches, one
+ * call_rcu() per cell at a time, and the callback of one batch queues the
+ * next.  Other threads may go on writing meanwhile; what they retire may
+ * still be pending when this returns.  It takes two grace periods and
+ * two loops of liburcu's call_rcu thread (some tens of milliseconds).
+ * Call from a thread registered with the flavor (with urcu-qsbr it goes
+ * offline while it waits, as rcu_barrier() does), never inside a
+ * read-side critical section or from a call_rcu callback.
+ * Returns 0, or -EINVAL for a NULL cell.
+ */
+COWMAP_API
+int cowmap_cell_barrier(struct cowmap_cell *c);
 
 /**
  * cowmap_cell_load - the current version, borrowed.

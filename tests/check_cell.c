@@ -263,6 +263,13 @@ static long live_settled(void)
 #endif
 }
 
+/* Wait until every version @c retired so far is freed, values included
+ * (a plain rcu_barrier() is not enough: see cowmap_cell_barrier()). */
+static void cell_barrier(struct cowmap_cell *c)
+{
+	ck_assert_int_eq(cowmap_cell_barrier(c), 0);
+}
+
 #define CHECK_NO_LEAK(tf, base, what)                                        \
 	do {                                                                 \
 		tf_barrier(tf);                                              \
@@ -476,7 +483,7 @@ START_TEST(cell_new_steals_initial)
 	 * version is published as is, not copied. */
 	ck_assert_ptr_eq(cell_current(tf, c), m);
 	ck_assert_ptr_eq(cell_get(tf, c, "k2"), vals[2]);
-	tf_barrier(tf);
+	cell_barrier(c);
 	for (int i = 0; i < 4; i++)
 		ck_assert_int_eq(tv_freed(vals[i]), 0);
 
@@ -502,7 +509,7 @@ START_TEST(cell_new_default_flavor_is_memb)
 	c = cowmap_cell_new(map_of(&o, 1, vals), NULL);
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, tv_new()), 0);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(vals[0]), 1);
 	cowmap_cell_free(c);
 	tf_unregister(tf);
@@ -641,7 +648,7 @@ START_TEST(snapshot_survives_later_publishes)
 		ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, repl[i]), 0);
 	}
 	ck_assert_int_eq(cowmap_cell_del(c, "k1", 2), 1);
-	tf_barrier(tf);
+	cell_barrier(c);
 
 	/* Intermediate values nobody holds are gone exactly once ... */
 	for (int i = 0; i < 4; i++)
@@ -669,7 +676,7 @@ START_TEST(snapshot_survives_later_publishes)
 	tf_online(tf);
 	ck_assert_int_eq(rel.size_seen, 8);
 	ck_assert_ptr_eq(rel.k0_seen, vals[0]);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(vals[0]), 1);
 	ck_assert_int_eq(tv_freed(vals[1]), 1);
 	/* Values still in the current version stay. */
@@ -744,7 +751,7 @@ START_TEST(publish_releases_old_version_after_grace_period)
 		ck_assert_uint_eq(s1.published, s0.published + 1);
 		ck_assert_ptr_eq(cell_current(tf, c), next);
 
-		tf_barrier(tf);
+		cell_barrier(c);
 		ck_assert_int_eq(tv_freed(prev), 1);
 		ck_assert_int_eq(tv_freed(nv), 0);
 		for (int i = 0; i < 16; i++)
@@ -760,7 +767,7 @@ START_TEST(publish_releases_old_version_after_grace_period)
 		ck_assert_ptr_nonnull(next);
 		cowmap_release(cur);
 		ck_assert_int_eq(cowmap_cell_publish(c, next), 0);
-		tf_barrier(tf);
+		cell_barrier(c);
 		ck_assert_int_eq(tv_freed(prev), 1);
 		for (int i = 0; i < 16; i++)
 			if (i != 5)
@@ -786,13 +793,13 @@ START_TEST(publish_current_version_again_is_safe)
 	ck_assert_ptr_nonnull(c);
 	same = cowmap_cell_snapshot(c);
 	ck_assert_int_eq(cowmap_cell_publish(c, same), 0);	/* stolen */
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_ptr_eq(cell_current(tf, c), same);
 	ck_assert_ptr_eq(cell_get(tf, c, "k3"), vals[3]);
 	for (int i = 0; i < 4; i++)
 		ck_assert_int_eq(tv_freed(vals[i]), 0);
 	ck_assert_int_eq(cowmap_cell_set(c, "k3", 2, tv_new()), 0);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(vals[3]), 1);
 	ck_assert_int_eq(tv_freed(vals[2]), 0);
 	cowmap_cell_free(c);
@@ -817,13 +824,13 @@ START_TEST(publish_bad_args_einval_and_steal_next)
 	ck_assert_ptr_nonnull(c);
 	s0 = cell_stats(c);
 	before = cell_current(tf, c);
-	tf_barrier(tf);
+	cell_barrier(c);
 	base = live_settled();
 
 	/* NULL cell: -EINVAL, and next is stolen (released). */
 	ck_assert_int_eq(cowmap_cell_publish(NULL, map_of(&o, 1, orphan)),
 			 -EINVAL);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(orphan[0]), 1);
 
 	/* NULL next: -EINVAL, nothing published. */
@@ -831,7 +838,7 @@ START_TEST(publish_bad_args_einval_and_steal_next)
 	s1 = cell_stats(c);
 	ck_assert_uint_eq(s1.published, s0.published);
 	ck_assert_ptr_eq(cell_current(tf, c), before);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(vals[0]), 0);
 
 	/* Both NULL. */
@@ -866,11 +873,11 @@ START_TEST(cas_publishes_when_expected_is_current)
 	s1 = cell_stats(c);
 	ck_assert_uint_eq(s1.published, s0.published + 1);
 	ck_assert_ptr_eq(cell_current(tf, c), next);
-	tf_barrier(tf);
+	cell_barrier(c);
 	/* The snapshot still holds the old k0. */
 	ck_assert_int_eq(tv_freed(vals[0]), 0);
 	cowmap_release(exp);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(vals[0]), 1);
 	ck_assert_int_eq(tv_freed(nv), 0);
 	cowmap_cell_free(c);
@@ -898,7 +905,7 @@ START_TEST(cas_eagain_when_another_version_won)
 	ck_assert_int_eq(cowmap_cell_set(c, "k1", 2, winner), 0);
 	won = cell_current(tf, c);
 	s0 = cell_stats(c);
-	tf_barrier(tf);
+	cell_barrier(c);
 	base = live_settled();
 
 	next = cowmap_set(exp, "k1", 2, loser);
@@ -909,13 +916,13 @@ START_TEST(cas_eagain_when_another_version_won)
 	ck_assert_ptr_eq(cell_current(tf, c), won);
 	ck_assert_ptr_eq(cell_get(tf, c, "k1"), winner);
 	/* next was stolen: its only new value is released with it. */
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(loser), 1);
 	ck_assert_int_eq(tv_freed(winner), 0);
 	ck_assert_int_eq(tv_freed(vals[1]), 0);	/* exp holds it */
 	CHECK_NO_LEAK(tf, base, "cas that lost");
 	cowmap_release(exp);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(vals[1]), 1);
 	cowmap_cell_free(c);
 	for (unsigned i = 0; i < tv_used; i++)
@@ -936,11 +943,11 @@ START_TEST(cas_bad_args_einval_and_steal_next)
 	int r;
 	long base;
 
-	tf_barrier(tf);
+	cell_barrier(c);
 	base = live_settled();
 	ck_assert_int_eq(cowmap_cell_cas(NULL, exp, map_of(&o, 1, orphan)),
 			 -EINVAL);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(orphan[0]), 1);
 
 	ck_assert_int_eq(cowmap_cell_cas(c, exp, NULL), -EINVAL);
@@ -950,7 +957,7 @@ START_TEST(cas_bad_args_einval_and_steal_next)
 	r = cowmap_cell_cas(c, NULL, map_of(&o, 1, orphan));
 	ck_assert_msg(r == -EINVAL || r == -EAGAIN, "cas(c, NULL, next) = %d",
 		      r);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(orphan[0]), 1);
 
 	s1 = cell_stats(c);
@@ -1019,7 +1026,7 @@ START_TEST(update_publishes_fn_result)
 	s1 = cell_stats(c);
 	ck_assert_uint_eq(s1.published, s0.published + 1);
 	ck_assert_ptr_eq(cell_get(tf, c, "k2"), u.value);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(vals[2]), 1);
 	ck_assert_int_eq(tv_freed(u.value), 0);
 	cowmap_cell_free(c);
@@ -1040,7 +1047,7 @@ START_TEST(update_returning_current_publishes_nothing)
 	const struct cowmap *before = cell_current(tf, c);
 	long base;
 
-	tf_barrier(tf);
+	cell_barrier(c);
 	base = live_settled();
 	ck_assert_int_eq(cowmap_cell_update(c, upd_fn, &u), 0);
 	ck_assert_int_eq(u.calls, 1);
@@ -1071,7 +1078,7 @@ START_TEST(update_fn_failure_returns_negative_errno)
 	const struct cowmap *before = cell_current(tf, c);
 	long base;
 
-	tf_barrier(tf);
+	cell_barrier(c);
 	base = live_settled();
 	ck_assert_int_eq(cowmap_cell_update(c, upd_fn, &u), -ENOSPC);
 	u.err = ENOMEM;
@@ -1128,13 +1135,13 @@ START_TEST(cell_set_and_del_publish_and_free_replaced_values)
 	/* Replace: the old value is freed after the grace period. */
 	ck_assert_int_eq(cowmap_cell_set(c, "a", 1, b), 0);
 	ck_assert_ptr_eq(cell_get(tf, c, "a"), b);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(a), 1);
 	ck_assert_int_eq(tv_freed(b), 0);
 
 	/* Storing the pointer the key already maps to transfers nothing. */
 	ck_assert_int_eq(cowmap_cell_set(c, "a", 1, b), 0);
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(b), 0);
 	ck_assert_ptr_eq(cell_get(tf, c, "a"), b);
 
@@ -1148,7 +1155,7 @@ START_TEST(cell_set_and_del_publish_and_free_replaced_values)
 	s1 = cell_stats(c);
 	ck_assert_uint_eq(s1.published, s0.published + 1);
 	ck_assert_ptr_null(cell_get(tf, c, "a"));
-	tf_barrier(tf);
+	cell_barrier(c);
 	ck_assert_int_eq(tv_freed(b), 1);
 	ck_assert_int_eq(cowmap_cell_del(c, "", 0), 1);
 	ck_assert_uint_eq(cell_size(tf, c), 1);
@@ -1180,18 +1187,18 @@ static int ct_running_on_valgrind(void)
 }
 
 /*
- * Who frees (lib/cell.c): the callback readies a retired version and the
- * cell's writers free what is ready, unless no other version is in its
- * grace period, when the callback frees everything itself.  A writer
- * publishing back to back must therefore do some of the freeing itself
- * (value_free runs in its thread), and once it stops nothing may be left
- * waiting: every replaced value freed, none of the current ones, and the
- * stats show nothing pending.  Values are heap blocks, so a value freed
- * twice or never is also an ASan / valgrind error.  The writer can only
- * find something ready while the callbacks run beside it: not under
- * valgrind, which runs one thread at a time, so that each batch of
- * callbacks finds no other version in its grace period and frees
- * everything itself, nor on one CPU, where it mostly goes the same way.
+ * Who frees (lib/cell.c): a batch's callback readies its versions and the
+ * cell's writers free what is ready, unless nothing gathered for a next
+ * batch, when the callback frees everything itself.  A writer publishing
+ * back to back must therefore do some of the freeing itself (value_free
+ * runs in its thread), and once it stops nothing may be left waiting:
+ * without any barrier the stats fall to nothing pending, every replaced
+ * value freed and none of the current ones.  Values are heap blocks, so a
+ * value freed twice or never is also an ASan / valgrind error.  The writer
+ * can only find something ready while the callbacks run beside it: not
+ * under valgrind, which runs one thread at a time, so that each callback
+ * finds nothing gathered and frees everything itself, nor on one CPU,
+ * where it mostly goes the same way.
  */
 static pthread_t frees_writer;
 static atomic_long frees_in_writer, frees_total;
@@ -1247,9 +1254,21 @@ START_TEST(writer_frees_what_is_ready_and_nothing_waits_once_it_stops)
 
 	if (side_by_side)
 		ck_assert_int_gt(in_writer, 0);
-	tf_barrier(tf);
 
+	/* No barrier: the batches in flight run out on their own. */
 	struct cowmap_cell_stats st = cell_stats(c);
+
+	tf_offline(tf);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (st.pending_versions != 0) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		ck_assert_msg(t.tv_sec - t0.tv_sec < 30,
+			      "%zu versions still pending 30 s after the "
+			      "last write", st.pending_versions);
+		nap_ms(1);
+		st = cell_stats(c);
+	}
+	tf_online(tf);
 
 	ck_assert_uint_eq(st.pending_versions, 0);
 	ck_assert_uint_eq(st.pending_nodes, 0);
@@ -1258,6 +1277,117 @@ START_TEST(writer_frees_what_is_ready_and_nothing_waits_once_it_stops)
 	cowmap_cell_free(c);
 	ck_assert_int_eq(atomic_load(&frees_total), sets);
 	end(tf);
+}
+END_TEST
+
+/*
+ * How retired versions travel (lib/cell.c, "One callback per grace
+ * period"): with a flavor whose call_rcu() holds the callback instead of
+ * queueing it, the test decides when each grace period ends.  The first
+ * retired version starts a batch; the others gather while it waits and
+ * leave as the next batch when its callback runs; the callback that finds
+ * nothing gathered frees every ready version; a cell never has two
+ * batches in call_rcu() at once.
+ */
+static struct rcu_head *held;
+static void (*held_fn)(struct rcu_head *);
+static int held_calls;
+
+static void hold_call_rcu(struct rcu_head *head,
+			  void (*fn)(struct rcu_head *))
+{
+	ck_assert_msg(held == NULL, "a second batch while one waits");
+	held = head;
+	held_fn = fn;
+	held_calls++;
+}
+
+/* End the held batch's grace period: run its callback. */
+static void run_held(void)
+{
+	struct rcu_head *head = held;
+
+	ck_assert_ptr_nonnull(head);
+	urcu_memb_synchronize_rcu();
+	held = NULL;
+	held_fn(head);
+}
+
+static void run_all_held(void)
+{
+	while (held != NULL)
+		run_held();
+}
+
+START_TEST(retired_versions_wait_in_one_batch_per_grace_period)
+{
+	struct rcu_flavor_struct holding = urcu_memb_flavor;
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[2], *nv[10], *late;
+	struct cowmap_cell *c;
+
+	holding.update_call_rcu = hold_call_rcu;
+	holding.barrier = run_all_held;
+	held = NULL;
+	held_calls = 0;
+	tv_reset();
+	urcu_memb_register_thread();
+	c = cowmap_cell_new(map_of(&o, 2, vals), &holding);
+	ck_assert_ptr_nonnull(c);
+
+	/* Ten changes: the first starts a batch, the other nine gather. */
+	for (int i = 0; i < 10; i++) {
+		nv[i] = tv_new();
+		ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, nv[i]), 0);
+	}
+	ck_assert_int_eq(held_calls, 1);
+	ck_assert_uint_eq(cell_stats(c).pending_versions, 10);
+
+	/* Its grace period ends: the callback readies the first version
+	 * (freed by a later publish, not here) and sends the nine on. */
+	run_held();
+	ck_assert_int_eq(held_calls, 2);
+	ck_assert_int_eq(tv_freed(vals[0]), 0);
+	ck_assert_uint_eq(cell_stats(c).pending_versions, 10);
+
+	/* A change while the nine wait joins the next batch, and the
+	 * writer frees the ready version. */
+	late = tv_new();
+	ck_assert_int_eq(cowmap_cell_set(c, "k1", 2, late), 0);
+	ck_assert_int_eq(held_calls, 2);
+	ck_assert_int_eq(tv_freed(vals[0]), 1);
+	ck_assert_uint_eq(cell_stats(c).pending_versions, 10);
+
+	run_held();		/* the nine: the late one leaves next */
+	ck_assert_int_eq(held_calls, 3);
+	run_held();		/* the late one: nothing gathered after it */
+	ck_assert_ptr_null(held);
+	ck_assert_int_eq(held_calls, 3);
+
+	/* So that callback freed every ready version itself. */
+	struct cowmap_cell_stats st = cell_stats(c);
+
+	ck_assert_uint_eq(st.pending_versions, 0);
+	ck_assert_uint_eq(st.pending_nodes, 0);
+	ck_assert_uint_eq(st.pending_bytes, 0);
+	for (int i = 0; i < 9; i++)
+		ck_assert_int_eq(tv_freed(nv[i]), 1);
+	ck_assert_int_eq(tv_freed(nv[9]), 0);
+	ck_assert_int_eq(tv_freed(vals[1]), 1);
+	ck_assert_int_eq(tv_freed(late), 0);
+
+	/* With nothing in flight, the next change starts a batch again;
+	 * cowmap_cell_barrier() runs it out. */
+	ck_assert_int_eq(cowmap_cell_del(c, "k0", 2), 1);
+	ck_assert_int_eq(held_calls, 4);
+	ck_assert_int_eq(cowmap_cell_barrier(c), 0);
+	ck_assert_ptr_null(held);
+	ck_assert_int_eq(tv_freed(nv[9]), 1);
+	ck_assert_uint_eq(cell_stats(c).pending_versions, 0);
+	cowmap_cell_free(c);
+	ck_assert_int_eq(tv_freed(late), 1);
+	ck_assert_ptr_null(held);
+	urcu_memb_unregister_thread();
 }
 END_TEST
 
@@ -1272,7 +1402,7 @@ START_TEST(cell_del_absent_returns_0_and_publishes_nothing)
 	const struct cowmap *before = cell_current(tf, c);
 	long base;
 
-	tf_barrier(tf);
+	cell_barrier(c);
 	base = live_settled();
 	ck_assert_int_eq(cowmap_cell_del(c, "nope", 4), 0);
 	ck_assert_int_eq(cowmap_cell_del(c, "k", 1), 0);
@@ -1302,7 +1432,7 @@ START_TEST(cell_set_del_bad_args_einval)
 	struct cowmap_cell_stats s0 = cell_stats(c), s1;
 	long base;
 
-	tf_barrier(tf);
+	cell_barrier(c);
 	base = live_settled();
 	ck_assert_int_eq(cowmap_cell_set(NULL, "x", 1, v), -EINVAL);
 	ck_assert_int_eq(cowmap_cell_set(c, NULL, 1, v), -EINVAL);
@@ -1334,7 +1464,7 @@ START_TEST(cell_set_beyond_max_entries_enospc)
 	c = cowmap_cell_new(map_of(&o, 3, vals), tf->flavor);
 	ck_assert_ptr_nonnull(c);
 	s0 = cell_stats(c);
-	tf_barrier(tf);
+	cell_barrier(c);
 	base = live_settled();
 	ck_assert_int_eq(cowmap_cell_set(c, "k9", 2, v), -ENOSPC);
 	s1 = cell_stats(c);
@@ -1403,7 +1533,7 @@ START_TEST(stats_pending_while_reader_in_critical_section)
 	struct tval *nv = tv_new();
 
 	ck_assert_ptr_nonnull(c);
-	tf_barrier(tf);
+	cell_barrier(c);
 	s0 = cell_stats(c);
 	ck_assert_uint_eq(s0.pending_bytes, 0);
 	ck_assert_uint_eq(s0.pending_nodes, 0);
@@ -1448,7 +1578,7 @@ START_TEST(stats_pending_while_reader_in_critical_section)
 	ck_assert_ptr_eq(h.k0_at_start, vals[0]);
 	ck_assert_ptr_eq(h.k0_at_end, vals[0]);
 
-	tf_barrier(tf);
+	cell_barrier(c);
 	s2 = cell_stats(c);
 	ck_assert_uint_eq(s2.pending_bytes, 0);
 	ck_assert_uint_eq(s2.pending_nodes, 0);
@@ -1679,7 +1809,7 @@ static void late_use_of_a_lent_version(int flavor, bool derive)
 		lend_write(c, j % 3, 40 + j, &now[j % 3][40 + j], j % 7 == 6);
 
 	ck_assert_int_eq(pthread_join(th, NULL), 0);
-	tf_barrier(tf);	/* every retired version's callback has run */
+	cell_barrier(c);	/* every retired version's callback has run */
 
 	/* The kept version is the loaded one (and the derived key), whole. */
 	ck_assert_ptr_nonnull(l.kept);
@@ -1695,7 +1825,7 @@ static void late_use_of_a_lent_version(int flavor, bool derive)
 			ck_assert_int_eq(tv_freed(at_load[r][j]), 0);
 		}
 	cowmap_release(l.kept);
-	tf_barrier(tf);
+	cell_barrier(c);
 
 	/* Replaced values freed exactly once; current ones not at all. */
 	for (unsigned r = 0; r < ROWS; r++)
@@ -1734,7 +1864,7 @@ START_TEST(stats_published_counts_each_publish)
 		s1 = cell_stats(c);
 		ck_assert_uint_eq(s1.published, s0.published + i + 1);
 	}
-	tf_barrier(tf);
+	cell_barrier(c);
 	s1 = cell_stats(c);
 	ck_assert_uint_eq(s1.pending_bytes, 0);
 	ck_assert_uint_eq(s1.pending_nodes, 0);
@@ -1887,7 +2017,7 @@ START_TEST(fault_publish)
 		struct tval *nv = tv_new();
 		int r;
 
-		tf_barrier(f.tf);
+		cell_barrier(f.c);
 		base = live_settled();
 		cur = cowmap_cell_snapshot(f.c);
 		next = cowmap_set(cur, "new", 3, nv);
@@ -1905,7 +2035,7 @@ START_TEST(fault_publish)
 		}
 		ck_assert_int_eq(r, -ENOMEM);
 		fault_check_unchanged(&f, before, pub);
-		tf_barrier(f.tf);
+		cell_barrier(f.c);
 		ck_assert_int_eq(tv_freed(nv), 1);	/* next was stolen */
 		CHECK_NO_LEAK(f.tf, base, "failed publish");
 	}
@@ -1929,7 +2059,7 @@ START_TEST(fault_cas)
 		struct tval *nv = tv_new();
 		int r;
 
-		tf_barrier(f.tf);
+		cell_barrier(f.c);
 		base = live_settled();
 		exp = cowmap_cell_snapshot(f.c);
 		next = cowmap_set(exp, "k3", 2, nv);
@@ -1942,13 +2072,13 @@ START_TEST(fault_cas)
 		if (r == 0) {
 			ck_assert_ptr_eq(cell_current(f.tf, f.c), next);
 			ck_assert_uint_eq(cell_stats(f.c).published, pub + 1);
-			tf_barrier(f.tf);
+			cell_barrier(f.c);
 			ck_assert_int_eq(tv_freed(f.vals[3]), 1);
 			break;
 		}
 		ck_assert_int_eq(r, -ENOMEM);
 		fault_check_unchanged(&f, before, pub);
-		tf_barrier(f.tf);
+		cell_barrier(f.c);
 		ck_assert_int_eq(tv_freed(nv), 1);
 		CHECK_NO_LEAK(f.tf, base, "failed cas");
 	}
@@ -1972,7 +2102,7 @@ START_TEST(fault_update)
 		int r;
 
 		u.value = tv_new();
-		tf_barrier(f.tf);
+		cell_barrier(f.c);
 		base = live_settled();
 		cm_test_fail_after(n);
 		r = cowmap_cell_update(f.c, upd_fn, &u);
@@ -1981,14 +2111,14 @@ START_TEST(fault_update)
 			ck_assert_int_eq(u.produced, 1);
 			ck_assert_ptr_eq(cell_get(f.tf, f.c, "k4"), u.value);
 			ck_assert_uint_eq(cell_stats(f.c).published, pub + 1);
-			tf_barrier(f.tf);
+			cell_barrier(f.c);
 			ck_assert_int_eq(tv_freed(f.vals[4]), 1);
 			break;
 		}
 		ck_assert_int_eq(r, -ENOMEM);
 		ck_assert_int_le(u.calls, 1);
 		fault_check_unchanged(&f, before, pub);
-		tf_barrier(f.tf);
+		cell_barrier(f.c);
 		/* If fn built a version, the map owned the value and the
 		 * failed update released it; otherwise it is still ours. */
 		ck_assert_int_eq(tv_freed(u.value), u.produced ? 1 : 0);
@@ -2018,7 +2148,7 @@ START_TEST(fault_cell_set)
 			long base;
 			int r;
 
-			tf_barrier(f.tf);
+			cell_barrier(f.c);
 			base = live_settled();
 			cm_test_fail_after(n);
 			r = cowmap_cell_set(f.c, key, strlen(key), nv);
@@ -2027,7 +2157,7 @@ START_TEST(fault_cell_set)
 				ck_assert_ptr_eq(cell_get(f.tf, f.c, key), nv);
 				ck_assert_uint_eq(cell_stats(f.c).published,
 						  pub + 1);
-				tf_barrier(f.tf);
+				cell_barrier(f.c);
 				if (round == 0) {
 					ck_assert_int_eq(tv_freed(f.vals[5]),
 							 1);
@@ -2038,13 +2168,13 @@ START_TEST(fault_cell_set)
 								strlen(key)),
 						1);
 				}
-				tf_barrier(f.tf);
+				cell_barrier(f.c);
 				break;
 			}
 			ck_assert_int_eq(r, -ENOMEM);
 			fault_check_unchanged(&f, before, pub);
 			ck_assert_ptr_null(cell_get(f.tf, f.c, "added"));
-			tf_barrier(f.tf);
+			cell_barrier(f.c);
 			ck_assert_int_eq(tv_freed(nv), 0);  /* still ours */
 			CHECK_NO_LEAK(f.tf, base, "failed cell_set");
 		}
@@ -2113,7 +2243,7 @@ START_TEST(fault_lent_path_copy)
 			long base;
 			int r;
 
-			tf_barrier(tf);
+			cell_barrier(c);
 			base = live_settled();
 			cm_test_fail_after(n);
 			r = round == 0 ? cowmap_cell_set(c, &k, sizeof(k), nv)
@@ -2123,7 +2253,7 @@ START_TEST(fault_lent_path_copy)
 				ck_assert_int_eq(r, round == 0 ? 0 : 1);
 				ck_assert_ptr_eq(deep_get(tf, c, k),
 						 round == 0 ? (void *)nv : NULL);
-				tf_barrier(tf);
+				cell_barrier(c);
 				ck_assert_int_eq(tv_freed(vals[1 + round]), 1);
 				vals[1 + round] = round == 0 ? nv : NULL;
 				break;
@@ -2163,7 +2293,7 @@ START_TEST(fault_cell_del)
 		long base;
 		int r;
 
-		tf_barrier(f.tf);
+		cell_barrier(f.c);
 		base = live_settled();
 		cm_test_fail_after(n);
 		r = cowmap_cell_del(f.c, "k6", 2);
@@ -2171,7 +2301,7 @@ START_TEST(fault_cell_del)
 		if (r == 1) {
 			ck_assert_ptr_null(cell_get(f.tf, f.c, "k6"));
 			ck_assert_uint_eq(cell_stats(f.c).published, pub + 1);
-			tf_barrier(f.tf);
+			cell_barrier(f.c);
 			ck_assert_int_eq(tv_freed(f.vals[6]), 1);
 			break;
 		}
@@ -2222,7 +2352,7 @@ START_TEST(fault_lone_noop_and_refused_answered_without_allocating)
 	ck_assert_ptr_nonnull(c);
 	before = cell_current(tf, c);
 	pub = cell_stats(c).published;
-	tf_barrier(tf);
+	cell_barrier(c);
 	base = live_settled();
 
 	allocs = cm_test_alloc_count();
@@ -2395,7 +2525,7 @@ START_TEST(combined_requests_each_get_their_result)
 			ck_assert_int_eq(cb.req[1].result, 1);
 			ck_assert_ptr_eq(cell_get(tf, cb.c, "k0"), cb.req[0].v);
 			ck_assert_ptr_null(cell_get(tf, cb.c, "n0"));
-			tf_barrier(tf);
+			cell_barrier(cb.c);
 			ck_assert_int_eq(tv_freed(old0), 1);
 			break;
 		default:
@@ -2466,7 +2596,7 @@ START_TEST(fault_combined_requests)
 			ck_assert_ptr_eq(cell_current(tf, cb.c), before);
 		}
 		ck_assert_uint_le(pubs, (uint64_t)ok);
-		tf_barrier(tf);
+		cell_barrier(cb.c);
 		for (int i = 0; i < 2; i++)
 			ck_assert_int_eq(tv_freed(cb.req[i].v), 0);
 		for (int i = 0; i < 4; i++)
@@ -2792,6 +2922,7 @@ Suite *cell_suite(void)
 	tcase_add_loop_test(tc,
 			    writer_frees_what_is_ready_and_nothing_waits_once_it_stops,
 			    0, TF_COUNT);
+	tcase_add_test(tc, retired_versions_wait_in_one_batch_per_grace_period);
 	tcase_add_loop_test(tc, cell_del_absent_returns_0_and_publishes_nothing,
 			    0, TF_COUNT);
 	tcase_add_loop_test(tc, cell_set_del_bad_args_einval, 0, TF_COUNT);

@@ -351,16 +351,19 @@ START_TEST(freed_cell_in_readers_and_stats_is_einval_and_reported)
 	snap = cowmap_cell_snapshot(c);
 	err = errno;
 	int rc = cowmap_cell_stats(c, &st);
+	int barrier_rc = cowmap_cell_barrier(c);
 
 	text = capture_end();
 	ck_assert_ptr_null(cur);
 	ck_assert_ptr_null(snap);
 	ck_assert_int_eq(err, EINVAL);
 	ck_assert_int_eq(rc, -EINVAL);
+	ck_assert_int_eq(barrier_rc, -EINVAL);
 	ck_assert_uint_eq(st.published, UINT64_C(0xa5a5a5a5a5a5a5a5));
 	ck_assert_reported(text, "cowmap_cell_load");
 	ck_assert_reported(text, "cowmap_cell_snapshot");
 	ck_assert_reported(text, "cowmap_cell_stats");
+	ck_assert_reported(text, "cowmap_cell_barrier");
 	ck_assert_reported(text, "cell already freed");
 	urcu_memb_unregister_thread();
 }

@@ -27,7 +27,7 @@
  * The fork happens with a snapshot held and retired versions still
  * waiting for their grace period.  Then each process starts a new reader
  * and writer, publishes versions of its own (which the other never sees),
- * reads them back, checks that nothing is pending after rcu_barrier(),
+ * reads them back, checks that nothing is pending after cowmap_cell_barrier(),
  * frees the cell and checks that every value it ever stored was freed
  * exactly once.  The child reports through its exit status, read with
  * waitpid(); it never calls into Check.
@@ -264,12 +264,13 @@ static const char *after_fork(struct cowmap_cell *c, struct cowmap *snap,
 		return "the snapshot was damaged by later publishes";
 	cowmap_release(snap);
 
-	urcu_memb_barrier();
+	if (cowmap_cell_barrier(c) != 0)
+		return "cell_barrier failed";
 	if (cowmap_cell_stats(c, &st) != 0)
 		return "cell_stats failed";
 	if (st.pending_versions != 0 || st.pending_bytes != 0 ||
 	    st.pending_nodes != 0)
-		return "retired versions still pending after rcu_barrier()";
+		return "retired versions still pending after cowmap_cell_barrier()";
 	cowmap_cell_free(c);
 	if (atomic_load(&problems) != 0)
 		return problem_text;

@@ -419,6 +419,7 @@ START_TEST(cell_calls_reject_a_null_cell)
 	ck_assert_int_eq(cowmap_cell_set(NULL, "a", 1, val(50)), -EINVAL);
 	ck_assert_int_eq(cowmap_cell_del(NULL, "a", 1), -EINVAL);
 	ck_assert_int_eq(cowmap_cell_stats(NULL, &st), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_barrier(NULL), -EINVAL);
 	ck_assert_int_eq(cowmap_cell_update(NULL, must_not_run, NULL), -EINVAL);
 
 	/* publish and cas steal `next` even when they fail: the map's only

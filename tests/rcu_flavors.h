@@ -45,7 +45,7 @@
  * the last snapshot reference).  Each shows up as a "data race" that is a
  * false positive.  To use TSan anyway, suppress them, e.g. with
  *	race:liburcu-memb.so  race:liburcu-qsbr.so  race:liburcu-mb.so
- *	race:liburcu-bp.so  race:retire_done  race:cowmap_cell_free
+ *	race:liburcu-bp.so  race:batch_done  race:cowmap_cell_free
  * in a file named by TSAN_OPTIONS=suppressions=FILE; frees in reader
  * threads after a grace period remain (they have no liburcu frame).
  */

@@ -654,14 +654,14 @@ stop:;
 			   st.changed, added, removed, changed);
 
 	/* Every replaced version waits for a grace period, then is freed.
-	 * After urcu_memb_barrier() no callback is left: nothing pending. */
+	 * After cowmap_cell_barrier() nothing is pending. */
 	struct cowmap_cell_stats cs;
 
-	urcu_memb_barrier();
+	cowmap_cell_barrier(server_cell(s));
 	cowmap_cell_stats(server_cell(s), &cs);
 	if (cs.pending_bytes != 0 || cs.pending_versions != 0)
 		demo_error(&d, "%zu bytes in %zu versions still pending after "
-			   "urcu_memb_barrier()", cs.pending_bytes,
+			   "cowmap_cell_barrier()", cs.pending_bytes,
 			   cs.pending_versions);
 
 	uint64_t errors = atomic_load(&d.errors);
@@ -675,7 +675,7 @@ stop:;
 	       " removed, %" PRIu64 " changed\n", st.added, st.removed,
 	       st.changed);
 	printf("memory waiting for grace periods: peak %zu bytes, %zu after "
-	       "urcu_memb_barrier()\n", peak_pending, cs.pending_bytes);
+	       "cowmap_cell_barrier()\n", peak_pending, cs.pending_bytes);
 	printf("errors: %" PRIu64 "%s\n", errors, errors ? "" :
 	       " (every answer came from one whole configuration)");
 	if (errors == 0 && by_request + by_signal == opts->reloads)

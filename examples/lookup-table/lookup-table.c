@@ -470,10 +470,10 @@ int main(int argc, char **argv)
 	/* After a barrier every retired version has been freed. */
 	struct cowmap_cell_stats cs;
 
-	urcu_memb_barrier();
+	cowmap_cell_barrier(users);
 	cowmap_cell_stats(users, &cs);
 	printf("cowmap_cell_stats: %" PRIu64 " versions published; after "
-	       "urcu_memb_barrier(): %zu bytes in %zu versions pending\n",
+	       "cowmap_cell_barrier(): %zu bytes in %zu versions pending\n",
 	       cs.published, cs.pending_bytes, cs.pending_versions);
 	printf("(pending_bytes is memory that replaced versions hold until "
 	       "readers move on; if it keeps\n growing, a reader is stuck in "

@@ -870,7 +870,7 @@ int main(int argc, char **argv)
 
 	struct cowmap_cell_stats cs;
 
-	urcu_memb_barrier();	/* every retired version's callback has run */
+	cowmap_cell_barrier(fib);	/* every retired version is freed */
 	cowmap_cell_stats(fib, &cs);
 
 	printf("lookups: %" PRIu64 " (%.1f M/s), no route: %.1f%%; "
@@ -883,7 +883,7 @@ int main(int argc, char **argv)
 	       up.batches, (double)up.batches / elapsed, up.announced,
 	       up.withdrawn);
 	printf("memory waiting for grace periods: peak %.2f MiB, %zu bytes "
-	       "after urcu_memb_barrier()\n", mib(peak_pending),
+	       "after cowmap_cell_barrier()\n", mib(peak_pending),
 	       cs.pending_bytes);
 
 	if (inconsistent || up.failed || up.batches == 0 || batches == 0 ||

@@ -72,8 +72,8 @@
  * publish, cas (current or stale), update (set+del, no change, or an
  * error), and concurrent writers (2-4 threads whose requests the cell
  * combines into transactions; every answer must agree with the final
- * state).  Then rcu_barrier(): nothing may be pending, and the cell is
- * freed.  At most MAX_CELL_OPS per input, since each waits for grace
+ * state).  Then cowmap_cell_barrier(): nothing may be pending, and the
+ * cell is freed.  At most MAX_CELL_OPS per input, since each waits for grace
  * periods.
  *
  * 6. Other checks
@@ -2168,11 +2168,11 @@ static void op_cell(void)
 	/* Every retired version of this cell is released after the barrier. */
 	struct cowmap_cell_stats st;
 
-	urcu_memb_barrier();
+	CHECK(cowmap_cell_barrier(cs.c) == 0, "cell_barrier failed");
 	CHECK(cowmap_cell_stats(cs.c, &st) == 0, "cell_stats failed");
 	CHECK(st.pending_versions == 0 && st.pending_bytes == 0 &&
 		      st.pending_nodes == 0,
-	      "after rcu_barrier: %zu versions, %zu bytes, %zu nodes pending",
+	      "after cowmap_cell_barrier: %zu versions, %zu bytes, %zu nodes pending",
 	      st.pending_versions, st.pending_bytes, st.pending_nodes);
 	CHECK(st.published == cs.published, "cell published %llu, expected %llu",
 	      (unsigned long long)st.published,
