@@ -117,8 +117,26 @@ static bool use_slabs;			/* decided once by classes_init() */
  * list of free slabs for any class to reuse.  Regions keep their address
  * space; the memory goes back to the system.  One mutex, taken only to
  * make or give up a slab, never with a class lock held.
+ *
+ * Huge pages.  A lookup in a large map visits nodes scattered over tens
+ * of megabytes, and with 4 KiB pages nearly every node is a TLB miss (the
+ * 1M-key map is 36 MB; a core's TLB covers 8 MiB or so), each a page walk
+ * that a VM makes longer still.  So regions are aligned to 2 MiB, and from
+ * the HUGE_AFTER_REGIONS+1st on the kernel is asked (MADV_HUGEPAGE) to
+ * back them with transparent huge pages: one TLB entry per 2 MiB, and a
+ * page fault per 2 MiB instead of per 4 KiB while a map is built.  The
+ * first regions keep small pages, so a process with small maps keeps
+ * its memory to what the slabs use (a huge page is resident whole).  The
+ * system's setting decides in the end ("never" in
+ * /sys/kernel/mm/transparent_hugepage/enabled turns it off); a slab given
+ * back with MADV_DONTNEED splits its huge page.  Measured on the 1M-key
+ * map (2-vCPU VM, THP "madvise", medians of 8 runs each): a random lookup
+ * from 406 to 387 ns, the build by transaction from 153 to 143 ns per
+ * entry.
  */
 #define REGION_BYTES ((size_t)4 * 1024 * 1024)
+#define HUGE_BYTES ((size_t)2 * 1024 * 1024)
+#define HUGE_AFTER_REGIONS 2
 
 struct free_slab {
 	struct free_slab *next;
@@ -127,6 +145,7 @@ struct free_slab {
 static pthread_mutex_t region_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct free_slab *free_slabs;	/* pages given back, reusable */
 static char *region_next, *region_end;	/* the unused part of a region */
+static unsigned regions_mapped;
 
 static size_t class_size(unsigned cls)
 {
@@ -236,22 +255,27 @@ static void *slab_memory(void)
 		return f;
 	}
 	if (region_next == region_end) {
-		/* One slab's worth more than a region, to align it. */
-		size_t len = REGION_BYTES + SLAB_BYTES;
+		/* One huge page more than a region, to align it. */
+		size_t len = REGION_BYTES + HUGE_BYTES;
 		char *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
 				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 		if (map == MAP_FAILED)
 			return NULL;
 
-		char *start = (char *)(((uintptr_t)map + SLAB_BYTES - 1) &
-				       ~(uintptr_t)(SLAB_BYTES - 1));
+		char *start = (char *)(((uintptr_t)map + HUGE_BYTES - 1) &
+				       ~(uintptr_t)(HUGE_BYTES - 1));
 
 		if (start > map)
 			munmap(map, (size_t)(start - map));
 		if (start + REGION_BYTES < map + len)
 			munmap(start + REGION_BYTES,
 			       (size_t)(map + len - start - REGION_BYTES));
+		/* Advice only: without THP the region is still usable. */
+#ifdef MADV_HUGEPAGE
+		if (++regions_mapped > HUGE_AFTER_REGIONS)
+			(void)madvise(start, REGION_BYTES, MADV_HUGEPAGE);
+#endif
 		region_next = start;
 		region_end = start + REGION_BYTES;
 	}
