@@ -91,10 +91,11 @@ struct cowmap_cell;
  *               is two sets, so it is freed twice (give each key its own).
  *               It may run in any thread: the one that releases the
  *               last version holding the value, liburcu's call_rcu
- *               thread, or a thread writing to a cell (cowmap_cell_set()
+ *               thread, a thread writing to a cell (cowmap_cell_set()
  *               and the other publishing calls free what earlier
  *               publishes retired, after releasing the cell's writer
- *               lock).  It must not call into cowmap.
+ *               lock), or one in cowmap_cell_barrier() or
+ *               cowmap_cell_free().  It must not call into cowmap.
  * @ctx:         passed to hash and value_free.
  * @max_entries: 0 = unlimited.  An update that would make a version hold
  *               more entries fails with ENOSPC and changes nothing.

@@ -102,9 +102,11 @@ struct cowmap_cell {
 	 * callbacks; a writer takes the whole stack at once into taken, from
 	 * which each publish frees a few.  reclaim_lock guards taken (the
 	 * atomic is for the unlocked look that finds nothing to do).
+	 * free_all_owed: a writer found that no callback is coming to free
+	 * what is ready (see start_batch()); it frees it all after unlocking.
 	 */
 	struct retired *_Atomic gathering;
-	atomic_bool in_flight;
+	atomic_bool in_flight, free_all_owed;
 	struct retired *_Atomic ready;
 	pthread_mutex_t reclaim_lock;
 	struct retired *_Atomic taken;
@@ -267,10 +269,10 @@ static bool start_batch(struct cowmap_cell *c)
 		}
 		/* What was seen left in a batch whose callback has run
 		 * since (a grace period ago): that callback may have found
-		 * in_flight held here and left the ready versions to us. */
+		 * in_flight held here and left the ready versions to us,
+		 * which the false return passes on to the caller. */
 		atomic_store_explicit(&c->in_flight, false,
 				      memory_order_release);
-		free_all_ready(c);
 	}
 	return atomic_load_explicit(&c->in_flight, memory_order_relaxed);
 }
@@ -309,9 +311,16 @@ static void batch_done(struct rcu_head *head)
 }
 
 /* A writer, after its publish and outside the writer mutex: free a few
- * of the versions that are ready, unless another thread is at it. */
+ * of the versions that are ready, unless another thread is at it (all of
+ * them if queue_retired() found them owed to the writer). */
 static void free_some_ready(struct cowmap_cell *c)
 {
+	if (atomic_load_explicit(&c->free_all_owed, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&c->free_all_owed, false,
+				     memory_order_relaxed)) {
+		free_all_ready(c);
+		return;
+	}
 	if (atomic_load_explicit(&c->ready, memory_order_relaxed) == NULL &&
 	    atomic_load_explicit(&c->taken, memory_order_relaxed) == NULL)
 		return;
@@ -370,7 +379,12 @@ static void queue_retired(struct cowmap_cell *c, struct retired *r)
 	while (!atomic_compare_exchange_weak_explicit(
 		&c->gathering, &top, r, memory_order_release,
 		memory_order_relaxed));
-	start_batch(c);
+	/* Nothing in flight after a push only when a batch's callback ran
+	 * meanwhile and left the ready versions here (see start_batch()):
+	 * free them once the writer lock is released. */
+	if (!start_batch(c))
+		atomic_store_explicit(&c->free_all_owed, true,
+				      memory_order_relaxed);
 }
 
 /*
@@ -454,6 +468,7 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 	atomic_init(&c->pending_versions, 0);
 	atomic_init(&c->gathering, NULL);
 	atomic_init(&c->in_flight, false);
+	atomic_init(&c->free_all_owed, false);
 	atomic_init(&c->ready, NULL);
 	atomic_init(&c->taken, NULL);
 	return c;
