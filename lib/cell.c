@@ -94,19 +94,21 @@ struct cowmap_cell {
 	atomic_size_t pending_bytes, pending_nodes, pending_versions;
 
 	/*
-	 * Retired versions on their way to being freed.  gathering: retired,
-	 * not yet handed to call_rcu() (a lock-free stack; writers push,
-	 * whoever starts a batch takes it all).  in_flight: a batch waits in
-	 * call_rcu(); whoever sets it owns the start of the next batch.
-	 * ready: past their grace period (see "Who frees"), pushed by the
-	 * callbacks; a writer takes the whole stack at once into taken, from
-	 * which each publish frees a few.  reclaim_lock guards taken (the
-	 * atomic is for the unlocked look that finds nothing to do).
-	 * free_all_owed: a writer found that no callback is coming to free
-	 * what is ready (see start_batch()); it frees it all after unlocking.
+	 * Retired versions on their way to being freed.  gathering: the
+	 * retired versions not yet handed to call_rcu(), a lock-free stack,
+	 * with CM_IN_FLIGHT or-ed into the word while a batch waits in
+	 * call_rcu() (one word, so that "push, or take the stack if nothing
+	 * is in flight" and "take what gathered, or say nothing is in
+	 * flight" are each one CAS: see push_or_claim() and batch_done()).
+	 * batches_out: batches handed to call_rcu() whose callback has not
+	 * returned (cowmap_cell_free() waits for zero).  ready: past their
+	 * grace period (see "Who frees"), pushed by the callbacks; a writer
+	 * takes the whole stack at once into taken, from which each publish
+	 * frees a few.  reclaim_lock guards taken (the atomic is for the
+	 * unlocked look that finds nothing to do).
 	 */
-	struct retired *_Atomic gathering;
-	atomic_bool in_flight, free_all_owed;
+	atomic_uintptr_t gathering;
+	atomic_size_t batches_out;
 	struct retired *_Atomic ready;
 	pthread_mutex_t reclaim_lock;
 	struct retired *_Atomic taken;
@@ -123,7 +125,8 @@ struct cowmap_cell {
 
 /* One retired version waiting for its grace period.  head comes first so
  * the callback gets the record back with a plain conversion; only the
- * first record of a batch has its head queued. */
+ * first record of a batch has its head queued.  A record whose version
+ * is NULL is a barrier's mark (struct barrier_mark), not a version. */
 struct retired {
 	struct rcu_head head;
 	struct retired *next;	/* in its batch, then on the ready list */
@@ -131,6 +134,22 @@ struct retired {
 	struct cowmap_cell *cell;
 	size_t bytes, nodes;
 };
+
+/* cowmap_cell_barrier()'s place in the line of retired versions: set
+ * done once the batch that carried it is past its grace period. */
+struct barrier_mark {
+	struct retired r;
+	atomic_bool done;
+};
+
+/* In the gathering word: a batch waits in call_rcu().  Records are
+ * malloc'd or on a stack, so their low bit is free. */
+#define CM_IN_FLIGHT ((uintptr_t)1)
+
+static struct retired *stack_of(uintptr_t word)
+{
+	return (struct retired *)(word & ~CM_IN_FLIGHT);
+}
 
 /*
  * What does a retired version hold that no other version shares?  Follow
@@ -248,42 +267,61 @@ static void free_all_ready(struct cowmap_cell *c)
 
 static void batch_done(struct rcu_head *head);
 
-/*
- * Unless a batch is in flight, hand what has gathered to call_rcu() as
- * the next one.  Returns false if it left nothing in flight.  The loop
- * closes the race with an owner that took the stack just before a push
- * and cleared in_flight just after it: one of the two sees the other.
- */
-static bool start_batch(struct cowmap_cell *c)
+static void send_batch(struct cowmap_cell *c, struct retired *batch)
 {
-	while (atomic_load_explicit(&c->gathering, memory_order_relaxed) !=
-		       NULL &&
-	       !atomic_exchange_explicit(&c->in_flight, true,
-					 memory_order_acquire)) {
-		struct retired *batch = atomic_exchange_explicit(
-			&c->gathering, NULL, memory_order_acquire);
-
-		if (batch != NULL) {
-			c->flavor->update_call_rcu(&batch->head, batch_done);
-			return true;
-		}
-		/* What was seen left in a batch whose callback has run
-		 * since (a grace period ago): that callback may have found
-		 * in_flight held here and left the ready versions to us,
-		 * which the false return passes on to the caller. */
-		atomic_store_explicit(&c->in_flight, false,
-				      memory_order_release);
-	}
-	return atomic_load_explicit(&c->in_flight, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->batches_out, 1, memory_order_relaxed);
+	c->flavor->update_call_rcu(&batch->head, batch_done);
 }
 
-/* @head's batch is past its grace period: ready it for the writers,
- * start the next batch with what gathered meanwhile, and if that leaves
- * none in flight, free every ready version now. */
-static void batch_done(struct rcu_head *head)
+/*
+ * Push @r on the gathering stack.  If no batch was in flight, take the
+ * whole stack (@r on top) instead and return it: the caller sends it,
+ * and the word says a batch is in flight from this CAS on.  Acq_rel: the
+ * records pushed before are read by whoever takes them.
+ */
+static struct retired *push_or_claim(struct cowmap_cell *c, struct retired *r)
 {
-	struct retired *batch = (struct retired *)(void *)head;
-	struct cowmap_cell *c = batch->cell;
+	uintptr_t old = atomic_load_explicit(&c->gathering,
+					     memory_order_relaxed);
+	uintptr_t word;
+
+	do {
+		r->next = stack_of(old);
+		word = (old & CM_IN_FLIGHT) ? (uintptr_t)r | CM_IN_FLIGHT
+					    : CM_IN_FLIGHT;
+	} while (!atomic_compare_exchange_weak_explicit(
+		&c->gathering, &old, word, memory_order_acq_rel,
+		memory_order_relaxed));
+	return (old & CM_IN_FLIGHT) ? NULL : r;
+}
+
+/*
+ * Take @batch's barrier marks out of it (they are no versions), keeping
+ * the rest in order; returns what is left and, in *@marks, the marks.
+ */
+static struct retired *take_marks(struct retired *batch,
+				  struct retired **marks)
+{
+	struct retired **link = &batch;
+
+	*marks = NULL;
+	while (*link != NULL) {
+		struct retired *r = *link;
+
+		if (r->version != NULL) {
+			link = &r->next;
+			continue;
+		}
+		*link = r->next;
+		r->next = *marks;
+		*marks = r;
+	}
+	return batch;
+}
+
+/* Put a batch (a list, oldest last) on the ready stack in one CAS. */
+static void push_ready(struct cowmap_cell *c, struct retired *batch)
+{
 	struct retired *last = batch;
 
 	while (last->next != NULL)
@@ -297,30 +335,52 @@ static void batch_done(struct rcu_head *head)
 	while (!atomic_compare_exchange_weak_explicit(
 		&c->ready, &top, batch, memory_order_release,
 		memory_order_relaxed));
+}
 
-	struct retired *next = atomic_exchange_explicit(
-		&c->gathering, NULL, memory_order_acquire);
+/*
+ * @head's batch is past its grace period: ready it for the writers, send
+ * what gathered meanwhile as the next batch or, if nothing did, say that
+ * no batch is in flight and free every ready version now (no later
+ * callback is coming to do it), then tell the barriers whose marks rode
+ * in this batch.  The batch count goes down last: from then on
+ * cowmap_cell_free() may free the cell.
+ */
+static void batch_done(struct rcu_head *head)
+{
+	struct retired *marks;
+	struct cowmap_cell *c = ((struct retired *)(void *)head)->cell;
+	struct retired *batch = take_marks((struct retired *)(void *)head,
+					   &marks);
 
-	if (next != NULL) {
-		c->flavor->update_call_rcu(&next->head, batch_done);
-		return;
-	}
-	atomic_store_explicit(&c->in_flight, false, memory_order_release);
-	if (!start_batch(c))
+	if (batch != NULL)
+		push_ready(c, batch);
+
+	uintptr_t old = atomic_load_explicit(&c->gathering,
+					     memory_order_relaxed);
+
+	while (!atomic_compare_exchange_weak_explicit(
+		&c->gathering, &old, stack_of(old) != NULL ? CM_IN_FLIGHT : 0,
+		memory_order_acq_rel, memory_order_relaxed))
+		;
+	if (stack_of(old) != NULL)
+		send_batch(c, stack_of(old));
+	else
 		free_all_ready(c);
+	while (marks != NULL) {
+		struct retired *next = marks->next;
+		struct barrier_mark *m =
+			(struct barrier_mark *)(void *)marks;
+
+		atomic_store_explicit(&m->done, true, memory_order_release);
+		marks = next;
+	}
+	atomic_fetch_sub_explicit(&c->batches_out, 1, memory_order_release);
 }
 
 /* A writer, after its publish and outside the writer mutex: free a few
- * of the versions that are ready, unless another thread is at it (all of
- * them if queue_retired() found them owed to the writer). */
+ * of the versions that are ready, unless another thread is at it. */
 static void free_some_ready(struct cowmap_cell *c)
 {
-	if (atomic_load_explicit(&c->free_all_owed, memory_order_relaxed) &&
-	    atomic_exchange_explicit(&c->free_all_owed, false,
-				     memory_order_relaxed)) {
-		free_all_ready(c);
-		return;
-	}
 	if (atomic_load_explicit(&c->ready, memory_order_relaxed) == NULL &&
 	    atomic_load_explicit(&c->taken, memory_order_relaxed) == NULL)
 		return;
@@ -371,20 +431,10 @@ static void queue_retired(struct cowmap_cell *c, struct retired *r)
 {
 	count_pending(c, r, 1);
 
-	struct retired *top = atomic_load_explicit(&c->gathering,
-						   memory_order_relaxed);
+	struct retired *batch = push_or_claim(c, r);
 
-	do
-		r->next = top;
-	while (!atomic_compare_exchange_weak_explicit(
-		&c->gathering, &top, r, memory_order_release,
-		memory_order_relaxed));
-	/* Nothing in flight after a push only when a batch's callback ran
-	 * meanwhile and left the ready versions here (see start_batch()):
-	 * free them once the writer lock is released. */
-	if (!start_batch(c))
-		atomic_store_explicit(&c->free_all_owed, true,
-				      memory_order_relaxed);
+	if (batch != NULL)
+		send_batch(c, batch);
 }
 
 /*
@@ -466,32 +516,38 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 	atomic_init(&c->pending_bytes, 0);
 	atomic_init(&c->pending_nodes, 0);
 	atomic_init(&c->pending_versions, 0);
-	atomic_init(&c->gathering, NULL);
-	atomic_init(&c->in_flight, false);
-	atomic_init(&c->free_all_owed, false);
+	atomic_init(&c->gathering, 0);
+	atomic_init(&c->batches_out, 0);
 	atomic_init(&c->ready, NULL);
 	atomic_init(&c->taken, NULL);
 	return c;
 }
 
 /*
- * Wait until the versions retired before the call are past their grace
- * period, and the callbacks of those batches have returned.  A barrier
- * waits for the callbacks queued before it: the first runs the batch in
- * flight, whose callback queues what gathered meanwhile as the next
- * batch, before the barrier returns; the second runs that batch.
+ * A barrier mark joins the line of retired versions like one of them:
+ * every version retired before it is in its batch or an earlier one, and
+ * batches finish one at a time, in order.  So once the mark's batch is
+ * done, each of those versions is ready or freed; free_all_ready() then
+ * frees the ready ones, and takes the lock a writer frees under, so the
+ * rest are freed too.  Each flavor barrier waits for the callbacks queued
+ * before it; the batch carrying the mark may be queued later (a callback
+ * or a writer between taking the stack and sending it), hence the loop.
  */
-static void wait_for_batches(struct cowmap_cell *c)
-{
-	c->flavor->barrier();
-	c->flavor->barrier();
-}
-
 int cowmap_cell_barrier(struct cowmap_cell *c)
 {
 	if (!cell_live(c, "cowmap_cell_barrier"))
 		return -EINVAL;
-	wait_for_batches(c);
+
+	struct barrier_mark mark = { .r = { .cell = c } };
+
+	atomic_init(&mark.done, false);
+
+	struct retired *batch = push_or_claim(c, &mark.r);
+
+	if (batch != NULL)
+		send_batch(c, batch);
+	while (!atomic_load_explicit(&mark.done, memory_order_acquire))
+		c->flavor->barrier();
 	free_all_ready(c);
 	return 0;
 }
@@ -508,10 +564,12 @@ void cowmap_cell_free(struct cowmap_cell *c)
 	 * memory: wait for it, then for every queued callback of ours. */
 	c->flavor->update_synchronize_rcu();
 	cowmap_release(last);
-	wait_for_batches(c);
-	/* The last callback freed both lists (and returned: the second
-	 * barrier waited for it); a cell that never retired a version has
-	 * them empty. */
+	/* Until the last callback has returned: it decrements the count as
+	 * its last touch of the cell. */
+	while (atomic_load_explicit(&c->batches_out, memory_order_acquire) != 0)
+		c->flavor->barrier();
+	/* That callback found nothing gathered and freed what was ready; a
+	 * cell that never retired a version has the lists empty anyway. */
 	free_all_ready(c);
 	pthread_mutex_destroy(&c->reclaim_lock);
 	pthread_mutex_destroy(&c->writer);

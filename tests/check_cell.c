@@ -1282,54 +1282,107 @@ END_TEST
 
 /*
  * How retired versions travel (lib/cell.c, "One callback per grace
- * period"): with a flavor whose call_rcu() holds the callback instead of
- * queueing it, the test decides when each grace period ends.  The first
- * retired version starts a batch; the others gather while it waits and
- * leave as the next batch when its callback runs; the callback that finds
- * nothing gathered frees every ready version; a cell never has two
- * batches in call_rcu() at once.
+ * period").  The "holding" flavor is urcu-memb whose call_rcu() keeps the
+ * callbacks in a queue, oldest first, so that the test decides when each
+ * grace period ends (run_held()), and whose rcu_barrier() runs only the
+ * callbacks queued before it, as liburcu's does: what those queue runs
+ * later.  held_late models a callback preempted between taking the
+ * gathered versions and queueing them: its call_rcu() lands only after
+ * the next barrier has looked at the queue.  One cell per test, and a
+ * cell never has two batches queued at once.
  */
-static struct rcu_head *held;
-static void (*held_fn)(struct rcu_head *);
+#define HELD_MAX 4
+
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct held_cb {
+	struct rcu_head *head;
+	void (*fn)(struct rcu_head *);
+} held_q[HELD_MAX], held_late_cb;
+static unsigned held_n;
 static int held_calls;
+static bool held_late;		/* the next call_rcu() goes to held_late_cb */
 
 static void hold_call_rcu(struct rcu_head *head,
 			  void (*fn)(struct rcu_head *))
 {
-	ck_assert_msg(held == NULL, "a second batch while one waits");
-	held = head;
-	held_fn = fn;
+	pthread_mutex_lock(&held_lock);
+	bool second = held_n != 0 || held_late_cb.head != NULL;
+
+	if (!second && held_late) {
+		held_late = false;
+		held_late_cb = (struct held_cb){ head, fn };
+	} else if (!second) {
+		held_q[held_n++] = (struct held_cb){ head, fn };
+	}
 	held_calls++;
+	pthread_mutex_unlock(&held_lock);
+	ck_assert_msg(!second, "a second batch while one waits");
 }
 
-/* End the held batch's grace period: run its callback. */
-static void run_held(void)
+static unsigned held_queued(void)
 {
-	struct rcu_head *head = held;
+	pthread_mutex_lock(&held_lock);
+	unsigned n = held_n + (held_late_cb.head != NULL);
 
-	ck_assert_ptr_nonnull(head);
-	urcu_memb_synchronize_rcu();
-	held = NULL;
-	held_fn(head);
+	pthread_mutex_unlock(&held_lock);
+	return n;
 }
 
-static void run_all_held(void)
+/* End the grace period of the oldest queued callback and run it; false
+ * if none is queued.  No reader uses these cells, so no grace period is
+ * waited for. */
+static bool run_held(void)
 {
-	while (held != NULL)
+	pthread_mutex_lock(&held_lock);
+	if (held_n == 0) {
+		pthread_mutex_unlock(&held_lock);
+		return false;
+	}
+
+	struct held_cb cb = held_q[0];
+
+	memmove(held_q, held_q + 1, --held_n * sizeof(held_q[0]));
+	pthread_mutex_unlock(&held_lock);
+	cb.fn(cb.head);
+	return true;
+}
+
+/* rcu_barrier(): the callbacks queued before it, then a preempted one
+ * lands (after the barrier looked). */
+static void held_barrier(void)
+{
+	pthread_mutex_lock(&held_lock);
+	unsigned n = held_n;
+
+	if (held_late_cb.head != NULL) {
+		held_q[held_n++] = held_late_cb;
+		held_late_cb.head = NULL;
+	}
+	pthread_mutex_unlock(&held_lock);
+	while (n-- > 0)
 		run_held();
+}
+
+static struct rcu_flavor_struct holding_flavor(void)
+{
+	struct rcu_flavor_struct f = urcu_memb_flavor;
+
+	f.update_call_rcu = hold_call_rcu;
+	f.barrier = held_barrier;
+	held_n = 0;
+	held_calls = 0;
+	held_late = false;
+	held_late_cb.head = NULL;
+	return f;
 }
 
 START_TEST(retired_versions_wait_in_one_batch_per_grace_period)
 {
-	struct rcu_flavor_struct holding = urcu_memb_flavor;
+	struct rcu_flavor_struct holding = holding_flavor();
 	struct cowmap_options o = tv_opts();
 	struct tval *vals[2], *nv[10], *late;
 	struct cowmap_cell *c;
 
-	holding.update_call_rcu = hold_call_rcu;
-	holding.barrier = run_all_held;
-	held = NULL;
-	held_calls = 0;
 	tv_reset();
 	urcu_memb_register_thread();
 	c = cowmap_cell_new(map_of(&o, 2, vals), &holding);
@@ -1345,7 +1398,7 @@ START_TEST(retired_versions_wait_in_one_batch_per_grace_period)
 
 	/* Its grace period ends: the callback readies the first version
 	 * (freed by a later publish, not here) and sends the nine on. */
-	run_held();
+	ck_assert(run_held());
 	ck_assert_int_eq(held_calls, 2);
 	ck_assert_int_eq(tv_freed(vals[0]), 0);
 	ck_assert_uint_eq(cell_stats(c).pending_versions, 10);
@@ -1358,10 +1411,10 @@ START_TEST(retired_versions_wait_in_one_batch_per_grace_period)
 	ck_assert_int_eq(tv_freed(vals[0]), 1);
 	ck_assert_uint_eq(cell_stats(c).pending_versions, 10);
 
-	run_held();		/* the nine: the late one leaves next */
+	ck_assert(run_held());	/* the nine: the late one leaves next */
 	ck_assert_int_eq(held_calls, 3);
-	run_held();		/* the late one: nothing gathered after it */
-	ck_assert_ptr_null(held);
+	ck_assert(run_held());	/* the late one: nothing gathered after it */
+	ck_assert_uint_eq(held_queued(), 0);
 	ck_assert_int_eq(held_calls, 3);
 
 	/* So that callback freed every ready version itself. */
@@ -1381,12 +1434,141 @@ START_TEST(retired_versions_wait_in_one_batch_per_grace_period)
 	ck_assert_int_eq(cowmap_cell_del(c, "k0", 2), 1);
 	ck_assert_int_eq(held_calls, 4);
 	ck_assert_int_eq(cowmap_cell_barrier(c), 0);
-	ck_assert_ptr_null(held);
+	ck_assert_uint_eq(held_queued(), 0);
 	ck_assert_int_eq(tv_freed(nv[9]), 1);
 	ck_assert_uint_eq(cell_stats(c).pending_versions, 0);
 	cowmap_cell_free(c);
 	ck_assert_int_eq(tv_freed(late), 1);
-	ck_assert_ptr_null(held);
+	ck_assert_uint_eq(held_queued(), 0);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
+/*
+ * A callback preempted between taking what gathered and queueing it: the
+ * barriers that look at the queue meanwhile see nothing of that batch,
+ * and the one after sees it but not the one it queues in turn.
+ * cowmap_cell_barrier() must still wait for everything retired before
+ * it, and cowmap_cell_free() for the last callback (which touches the
+ * cell) before freeing the cell.
+ */
+START_TEST(barrier_and_free_outwait_a_preempted_callback)
+{
+	for (int use_free = 0; use_free < 2; use_free++) {
+		struct rcu_flavor_struct holding = holding_flavor();
+		struct cowmap_options o = tv_opts();
+		struct tval *vals[1], *v[3];
+		struct cowmap_cell *c;
+
+		tv_reset();
+		urcu_memb_register_thread();
+		c = cowmap_cell_new(map_of(&o, 1, vals), &holding);
+		ck_assert_ptr_nonnull(c);
+		for (int i = 0; i < 2; i++) {
+			v[i] = tv_new();
+			ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, v[i]), 0);
+		}
+		held_late = true;
+		ck_assert(run_held());	/* takes the second, "preempted" */
+		v[2] = tv_new();
+		ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, v[2]), 0);
+		if (use_free) {
+			cowmap_cell_free(c);
+			ck_assert_uint_eq(held_queued(), 0);
+			for (int i = 0; i < 3; i++)
+				ck_assert_int_eq(tv_freed(v[i]), 1);
+		} else {
+			ck_assert_int_eq(cowmap_cell_barrier(c), 0);
+			ck_assert_uint_eq(cell_stats(c).pending_versions, 0);
+			ck_assert_int_eq(tv_freed(vals[0]), 1);
+			ck_assert_int_eq(tv_freed(v[0]), 1);
+			ck_assert_int_eq(tv_freed(v[1]), 1);
+			ck_assert_int_eq(tv_freed(v[2]), 0);
+			cowmap_cell_free(c);
+			ck_assert_uint_eq(held_queued(), 0);
+		}
+		ck_assert_int_eq(tv_freed(vals[0]), 1);
+		urcu_memb_unregister_thread();
+	}
+}
+END_TEST
+
+/*
+ * A callback that finds nothing gathered and a writer that pushes at the
+ * same moment: one of them must send the writer's version, so that after
+ * both exactly one batch is queued.  (A flag beside the stack, written by
+ * one and read by the other, once let both miss each other.)  Two threads
+ * in lock step, with a random few hundred cycles between them.
+ */
+static struct {
+	struct cowmap_cell *c;
+	atomic_long go, written, rounds;
+} lockstep;
+
+static void spin_a_little(unsigned *seed)
+{
+	*seed = *seed * 1103515245u + 12345u;
+	for (volatile unsigned i = (*seed >> 16) % 128; i > 0; i--)
+		;
+}
+
+static void *lockstep_writer(void *arg)
+{
+	unsigned seed = 7;
+
+	(void)arg;
+	urcu_memb_register_thread();
+	for (long i = 1; i <= atomic_load(&lockstep.rounds); i++) {
+		while (atomic_load(&lockstep.go) < i)
+			;
+		spin_a_little(&seed);
+		ck_assert_int_eq(cowmap_cell_set(lockstep.c, "k", 1,
+						 tu_val(1 + (i & 1))), 0);
+		atomic_store(&lockstep.written, i);
+	}
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+START_TEST(a_batch_ending_beside_a_push_leaves_one_batch_queued)
+{
+	struct rcu_flavor_struct holding = holding_flavor();
+	struct timespec t0, t;
+	unsigned seed = 1;
+	pthread_t th;
+	long i;
+
+	urcu_memb_register_thread();
+	lockstep.c = cowmap_cell_new(NULL, &holding);
+	ck_assert_ptr_nonnull(lockstep.c);
+	ck_assert_int_eq(cowmap_cell_set(lockstep.c, "k", 1, tu_val(3)), 0);
+	long rounds = ct_running_on_valgrind() ? 2000 : 200000;
+
+	atomic_store(&lockstep.rounds, rounds);
+	atomic_store(&lockstep.go, 0);
+	atomic_store(&lockstep.written, 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, lockstep_writer, NULL), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (i = 1; i <= rounds; i++) {
+		atomic_store(&lockstep.go, i);
+		spin_a_little(&seed);
+		ck_assert(run_held());
+		while (atomic_load(&lockstep.written) < i)
+			;
+		ck_assert_msg(held_queued() == 1,
+			      "round %ld: %u batches queued after a push", i,
+			      held_queued());
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec >= 3)
+			break;
+	}
+	if (i <= rounds) {	/* out of time: let the writer end */
+		atomic_store(&lockstep.rounds, i);
+		atomic_store(&lockstep.go, i + 1);
+	}
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	cowmap_cell_free(lockstep.c);
+	ck_assert_uint_eq(held_queued(), 0);
 	urcu_memb_unregister_thread();
 }
 END_TEST
@@ -2923,6 +3105,8 @@ Suite *cell_suite(void)
 			    writer_frees_what_is_ready_and_nothing_waits_once_it_stops,
 			    0, TF_COUNT);
 	tcase_add_test(tc, retired_versions_wait_in_one_batch_per_grace_period);
+	tcase_add_test(tc, barrier_and_free_outwait_a_preempted_callback);
+	tcase_add_test(tc, a_batch_ending_beside_a_push_leaves_one_batch_queued);
 	tcase_add_loop_test(tc, cell_del_absent_returns_0_and_publishes_nothing,
 			    0, TF_COUNT);
 	tcase_add_loop_test(tc, cell_set_del_bad_args_einval, 0, TF_COUNT);
