@@ -490,11 +490,13 @@ void cowmap_cell_free(struct cowmap_cell *c);
  * that: retired versions wait for their grace period in batches, one
  * call_rcu() per cell at a time, and the callback of one batch queues the
  * next.  Other threads may go on writing meanwhile; what they retire may
- * still be pending when this returns.  It takes two grace periods and
- * two loops of liburcu's call_rcu thread (some tens of milliseconds).
- * Call from a thread registered with the flavor (with urcu-qsbr it goes
- * offline while it waits, as rcu_barrier() does), never inside a
- * read-side critical section or from a call_rcu callback.
+ * still be pending when this returns.  It usually waits for two grace
+ * periods and as many loops of liburcu's call_rcu thread (some tens of
+ * milliseconds).
+ * Call from a thread registered with the flavor and, with urcu-qsbr,
+ * online (it may queue a batch with call_rcu(); it goes offline while it
+ * waits, as rcu_barrier() does), never inside a read-side critical
+ * section or from a call_rcu callback.
  * Returns 0, or -EINVAL for a NULL cell.
  */
 COWMAP_API

@@ -12,10 +12,10 @@
  *
  * Writers: one mutex per cell serialises them.  A publish stores the new
  * version with release order (so its nodes are visible before its address
- * is) and queues one callback per version it replaces (the old current
- * one, and in a combined publish the unpublished ones in between): each
- * is retired whole, and its release frees precisely the nodes and values
- * no remaining version reaches.
+ * is) and retires every version it replaces (the old current one, and
+ * in a combined publish the unpublished ones in between): each is
+ * retired whole, and its release, after a grace period, frees precisely
+ * the nodes and values no remaining version reaches.
  *
  * One callback per grace period, not per version.  Retired versions
  * gather on the cell, and only one batch at a time waits in call_rcu():
@@ -28,7 +28,9 @@
  * 100k keys: 14,000 membarrier() calls and 8,000 futex() wake-ups in 2 s,
  * and the reader on its core 80% of the time.  liburcu runs one grace
  * period per loop of its thread whatever the number of callbacks, so a
- * batch per loop frees as soon as before.
+ * batch per loop frees as soon as before.  The price: rcu_barrier() no
+ * longer covers what gathered behind the batch in flight, so
+ * cowmap_cell_barrier() sends a mark down the same line and waits for it.
  *
  * Who frees.  The callback only says that the grace period is over: it
  * puts the batch on the cell's ready list, and the cell's writers free
@@ -274,10 +276,12 @@ static void send_batch(struct cowmap_cell *c, struct retired *batch)
 }
 
 /*
- * Push @r on the gathering stack.  If no batch was in flight, take the
- * whole stack (@r on top) instead and return it: the caller sends it,
- * and the word says a batch is in flight from this CAS on.  Acq_rel: the
- * records pushed before are read by whoever takes them.
+ * Push @r on the gathering stack; or, if no batch is in flight, claim the
+ * next one and return it (@r alone: the stack is empty whenever the bit
+ * is clear, since only the callback of the batch in flight clears it, and
+ * only when nothing gathered).  The caller then sends it; the word says a
+ * batch is in flight from this CAS on.  Acq_rel: the records pushed
+ * before are read by whoever takes them.
  */
 static struct retired *push_or_claim(struct cowmap_cell *c, struct retired *r)
 {
@@ -362,6 +366,12 @@ static void batch_done(struct rcu_head *head)
 		&c->gathering, &old, stack_of(old) != NULL ? CM_IN_FLIGHT : 0,
 		memory_order_acq_rel, memory_order_relaxed))
 		;
+#ifdef COWMAP_DEBUG
+	/* This batch was the one in flight; a flavor that ran a callback
+	 * twice, or a second batch, would break that. */
+	if (!(old & CM_IN_FLIGHT))
+		cm_debug_report("cowmap cell callback", "no batch was in flight");
+#endif
 	if (stack_of(old) != NULL)
 		send_batch(c, stack_of(old));
 	else
