@@ -37,17 +37,20 @@
  *    read path.
  *
  * ThreadSanitizer: the distribution's liburcu 0.13 is not instrumented, so
- * TSan sees neither the call_rcu() queue hand-off (a retirement record
- * written by the publisher, read by the call_rcu thread), nor rcu_barrier()'s
- * completion (its own calloc/free; cowmap_cell_free() freeing the cell
- * after the callbacks' last atomic updates), nor grace periods (reads in a
- * read-side section, later frees by a callback or by the thread that drops
- * the last snapshot reference).  Each shows up as a "data race" that is a
- * false positive.  To use TSan anyway, suppress them, e.g. with
+ * TSan does not see grace periods: a read in a read-side section and the
+ * later free of that memory, by a writer freeing ready versions or by the
+ * thread that drops the last snapshot reference, show up as a "data race"
+ * that is a false positive, as do races inside liburcu itself.  To use
+ * TSan anyway, suppress the latter with
  *	race:liburcu-memb.so  race:liburcu-qsbr.so  race:liburcu-mb.so
- *	race:liburcu-bp.so  race:batch_done  race:cowmap_cell_free
- * in a file named by TSAN_OPTIONS=suppressions=FILE; frees in reader
- * threads after a grace period remain (they have no liburcu frame).
+ *	race:liburcu-bp.so
+ * in a file named by TSAN_OPTIONS=suppressions=FILE, and run with
+ * COWMAP_SLABS=0, CK_FORK=no and detect_deadlocks=0 in TSAN_OPTIONS (the
+ * fork handlers hold every slab class lock, more than TSan's deadlock
+ * detector tracks); the grace-period frees remain.  The cells' own
+ * hand-offs (a batch's records, its callback's last touch of the cell
+ * before cowmap_cell_free()) go through C11 atomics and need no
+ * suppression.
  */
 #ifndef COWMAP_TESTS_RCU_FLAVORS_H
 #define COWMAP_TESTS_RCU_FLAVORS_H
