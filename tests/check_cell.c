@@ -1512,6 +1512,17 @@ static void spin_a_little(unsigned *seed)
 		;
 }
 
+/* Wait for @v to reach @i; valgrind runs one thread at a time, so let the
+ * other one run there. */
+static void wait_for_round(atomic_long *v, long i)
+{
+	bool yield = ct_running_on_valgrind();
+
+	while (atomic_load(v) < i)
+		if (yield)
+			sched_yield();
+}
+
 static void *lockstep_writer(void *arg)
 {
 	unsigned seed = 7;
@@ -1519,8 +1530,7 @@ static void *lockstep_writer(void *arg)
 	(void)arg;
 	urcu_memb_register_thread();
 	for (long i = 1; i <= atomic_load(&lockstep.rounds); i++) {
-		while (atomic_load(&lockstep.go) < i)
-			;
+		wait_for_round(&lockstep.go, i);
 		spin_a_little(&seed);
 		ck_assert_int_eq(cowmap_cell_set(lockstep.c, "k", 1,
 						 tu_val(1 + (i & 1))), 0);
@@ -1553,8 +1563,7 @@ START_TEST(a_batch_ending_beside_a_push_leaves_one_batch_queued)
 		atomic_store(&lockstep.go, i);
 		spin_a_little(&seed);
 		ck_assert(run_held());
-		while (atomic_load(&lockstep.written) < i)
-			;
+		wait_for_round(&lockstep.written, i);
 		ck_assert_msg(held_queued() == 1,
 			      "round %ld: %u batches queued after a push", i,
 			      held_queued());
