@@ -117,6 +117,8 @@ struct impl {
 			       size_t pos, size_t count, uint64_t *hits);
 	void (*write_one)(void *t, const struct kv *q, void *value,
 			  struct retire *r);
+	/* Wait until what write_one replaced in @t is freed. */
+	void (*settle)(void *t);
 };
 
 /* cowmap built with one cowmap_txn_set per key instead of one

@@ -317,15 +317,6 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* Wait until what @im's writers retired in @table is freed: the peers
- * retire through call_rcu() one object at a time, a cell in batches. */
-static void settle(const struct impl *im, void *table)
-{
-	urcu_memb_barrier();
-	if (im == &impl_cowmap)
-		cowmap_cell_barrier(bench_cowmap_cell(table));
-}
-
 struct read_result {
 	double ns_per_op;	/* per reader, mean over readers */
 	double cpu_ns_per_op;	/* the same in the readers' own CPU time */
@@ -394,7 +385,7 @@ static struct read_result run_readers(const struct impl *im, void *table,
 	if (writer)
 		out.writer_rate = (double)wr.changes / ((double)wr.ns / 1e9);
 	/* Whatever the writer retired is freed now, not in the next run. */
-	settle(im, table);
+	im->settle(table);
 	return out;
 }
 

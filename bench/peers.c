@@ -258,6 +258,20 @@ static void cm_write(void *t, const struct kv *q, void *value,
 		die("cowmap_cell_set failed");
 }
 
+/* A cell retires in batches, which rcu_barrier() alone does not wait
+ * for (cowmap_cell_barrier() in include/cowmap.h). */
+static void cm_settle(void *t)
+{
+	cowmap_cell_barrier(((struct cm_table *)t)->cell);
+}
+
+/* The peers retire through call_rcu() one object at a time. */
+static void peer_settle(void *t)
+{
+	(void)t;
+	urcu_memb_barrier();
+}
+
 const struct impl impl_cowmap = {
 	.name = "cowmap",
 	.is_peer = false,
@@ -265,6 +279,7 @@ const struct impl impl_cowmap = {
 	.destroy = cm_destroy,
 	.read_loop = cm_read,
 	.write_one = cm_write,
+	.settle = cm_settle,
 };
 
 /* ------------------------------------------------------------------ */
@@ -421,6 +436,7 @@ const struct impl impl_lfht = {
 	.destroy = lf_destroy,
 	.read_loop = lf_read,
 	.write_one = lf_write,
+	.settle = peer_settle,
 };
 
 /* ------------------------------------------------------------------ */
@@ -575,6 +591,7 @@ const struct impl impl_ckhs = {
 	.destroy = ck_destroy,
 	.read_loop = ck_read,
 	.write_one = ck_write,
+	.settle = peer_settle,
 };
 
 /* ------------------------------------------------------------------ */
@@ -662,6 +679,7 @@ const struct impl impl_ghash = {
 	.destroy = gh_destroy,
 	.read_loop = gh_read,
 	.write_one = gh_write,
+	.settle = peer_settle,
 };
 
 const struct impl *const bench_impls[BENCH_NIMPL] = {

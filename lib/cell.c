@@ -301,18 +301,22 @@ static struct retired *push_or_claim(struct cowmap_cell *c, struct retired *r)
 
 /*
  * Take @batch's barrier marks out of it (they are no versions), keeping
- * the rest in order; returns what is left and, in *@marks, the marks.
+ * the rest in order; returns what is left, its last record in *@last and
+ * the marks in *@marks.  The one walk over the batch.
  */
 static struct retired *take_marks(struct retired *batch,
+				  struct retired **last,
 				  struct retired **marks)
 {
 	struct retired **link = &batch;
 
+	*last = NULL;
 	*marks = NULL;
 	while (*link != NULL) {
 		struct retired *r = *link;
 
 		if (r->version != NULL) {
+			*last = r;
 			link = &r->next;
 			continue;
 		}
@@ -323,14 +327,11 @@ static struct retired *take_marks(struct retired *batch,
 	return batch;
 }
 
-/* Put a batch (a list, oldest last) on the ready stack in one CAS. */
-static void push_ready(struct cowmap_cell *c, struct retired *batch)
+/* Put a batch (a list from @batch to @last) on the ready stack in one
+ * CAS. */
+static void push_ready(struct cowmap_cell *c, struct retired *batch,
+		       struct retired *last)
 {
-	struct retired *last = batch;
-
-	while (last->next != NULL)
-		last = last->next;
-
 	struct retired *top = atomic_load_explicit(&c->ready,
 						   memory_order_relaxed);
 
@@ -351,13 +352,13 @@ static void push_ready(struct cowmap_cell *c, struct retired *batch)
  */
 static void batch_done(struct rcu_head *head)
 {
-	struct retired *marks;
+	struct retired *last, *marks;
 	struct cowmap_cell *c = ((struct retired *)(void *)head)->cell;
 	struct retired *batch = take_marks((struct retired *)(void *)head,
-					   &marks);
+					   &last, &marks);
 
 	if (batch != NULL)
-		push_ready(c, batch);
+		push_ready(c, batch, last);
 
 	uintptr_t old = atomic_load_explicit(&c->gathering,
 					     memory_order_relaxed);

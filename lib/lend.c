@@ -168,22 +168,24 @@ static void give_back(struct cm_node *n)
 		cm_lend_claim(kept);
 }
 
-void cm_lend_claim(struct cm_node *n)
+/* A retain found @refs lent: give back @n's slots (@n is the node itself,
+ * or a version's root), or wait until the thread doing it has. */
+static void claim(atomic_uint *refs, struct cm_node *n)
 {
-	atomic_uint *refs = cm_node_refs(n);
-
 	if (must_give_back(refs)) {
 		give_back(n);
 		mark_given_back(refs);
 	}
 }
 
+void cm_lend_claim(struct cm_node *n)
+{
+	claim(cm_node_refs(n), n);
+}
+
 void cm_lend_claim_version(struct cowmap *m)
 {
-	if (must_give_back(&m->refs)) {
-		give_back(m->root);
-		mark_given_back(&m->refs);
-	}
+	claim(&m->refs, m->root);
 }
 
 void cm_lend_free(struct cm_node *n, const struct cm_owner *own)

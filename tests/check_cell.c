@@ -1376,17 +1376,27 @@ static struct rcu_flavor_struct holding_flavor(void)
 	return f;
 }
 
-START_TEST(retired_versions_wait_in_one_batch_per_grace_period)
+/* A cell of @n keys k0.. (values in @vals) under @flavor, from a fresh
+ * value pool, with the calling thread registered. */
+static struct cowmap_cell *held_cell(const struct rcu_flavor_struct *flavor,
+				     unsigned n, struct tval **vals)
 {
-	struct rcu_flavor_struct holding = holding_flavor();
 	struct cowmap_options o = tv_opts();
-	struct tval *vals[2], *nv[10], *late;
-	struct cowmap_cell *c;
 
 	tv_reset();
 	urcu_memb_register_thread();
-	c = cowmap_cell_new(map_of(&o, 2, vals), &holding);
+
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, n, vals), flavor);
+
 	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
+START_TEST(retired_versions_wait_in_one_batch_per_grace_period)
+{
+	struct rcu_flavor_struct holding = holding_flavor();
+	struct tval *vals[2], *nv[10], *late;
+	struct cowmap_cell *c = held_cell(&holding, 2, vals);
 
 	/* Ten changes: the first starts a batch, the other nine gather. */
 	for (int i = 0; i < 10; i++) {
@@ -1456,14 +1466,8 @@ START_TEST(barrier_and_free_outwait_a_preempted_callback)
 {
 	for (int use_free = 0; use_free < 2; use_free++) {
 		struct rcu_flavor_struct holding = holding_flavor();
-		struct cowmap_options o = tv_opts();
 		struct tval *vals[1], *v[3];
-		struct cowmap_cell *c;
-
-		tv_reset();
-		urcu_memb_register_thread();
-		c = cowmap_cell_new(map_of(&o, 1, vals), &holding);
-		ck_assert_ptr_nonnull(c);
+		struct cowmap_cell *c = held_cell(&holding, 1, vals);
 		for (int i = 0; i < 2; i++) {
 			v[i] = tv_new();
 			ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, v[i]), 0);
