@@ -1,7 +1,8 @@
 /*
  * check_slab.c - the node allocator (lib/slab.c) on its own: blocks of
  * every size are distinct and keep their contents, empty slabs are given
- * back, slabs share a few kernel mappings, shrinking keeps what it must, allocation failures are injected
+ * back, new blocks go to the fullest slab so that random turnover drains
+ * the others, slabs share a few kernel mappings, shrinking keeps what it must, allocation failures are injected
  * like any other, blocks may be freed by another thread than the one that
  * allocated them, and a fork while another thread allocates leaves the
  * child able to allocate.
@@ -114,6 +115,162 @@ START_TEST(empty_slabs_are_given_back)
 		/* One spare may stay for the class. */
 		ck_assert_uint_le(census_slabs(), slabs0 + 1);
 	}
+	free(p);
+}
+END_TEST
+
+#define TEST_SLAB_BYTES ((uintptr_t)64 * 1024)	/* lib/slab.c's SLAB_BYTES */
+
+static uintptr_t slab_base(const void *p)
+{
+	return (uintptr_t)p & ~(TEST_SLAB_BYTES - 1);
+}
+
+/* @n blocks of 80 bytes filling whole slabs: the slabs, in the order
+ * first seen, go to @slab, and how many to the return value. */
+static size_t fill_slabs(void **p, size_t n, uintptr_t *slab, size_t max)
+{
+	size_t count = 0;
+
+	alloc_all(p, n, 80);
+	for (size_t i = 0; i < n; i++) {
+		size_t k = 0;
+
+		while (k < count && slab[k] != slab_base(p[i]))
+			k++;
+		if (k == count) {
+			ck_assert_uint_lt(count, max);
+			slab[count++] = slab_base(p[i]);
+		}
+	}
+	return count;
+}
+
+static size_t slab_index(const uintptr_t *slab, size_t count, const void *q)
+{
+	for (size_t k = 0; k < count; k++)
+		if (slab[k] == slab_base(q))
+			return k;
+	return count;
+}
+
+/* Freed blocks are reused from the fullest slabs: a writer frees nodes
+ * all over its slabs, and if new nodes went to whichever slab had room
+ * the live ones would stay spread over every slab the peak needed. */
+START_TEST(new_blocks_go_to_the_fullest_slab)
+{
+	enum { PER_SLAB = (64 * 1024 - 64) / 80, SLABS = 8,
+	       N = PER_SLAB * SLABS };
+	void **p = malloc(N * sizeof(*p));
+	uintptr_t *slab = malloc(N * sizeof(*slab));
+
+	ck_assert_ptr_nonnull(p);
+	ck_assert_ptr_nonnull(slab);
+
+	size_t count = fill_slabs(p, N, slab, N);
+
+	if (census_slabs() == 0) {	/* malloc underneath: nothing to see */
+		for (size_t i = 0; i < N; i++)
+			cm_slab_free(p[i], 80);
+		free(slab);
+		free(p);
+		return;
+	}
+	ck_assert_uint_eq(count, SLABS);
+	/* The first four slabs get all but one block back, first; the
+	 * others half of theirs. */
+	for (size_t i = 0; i < N; i++) {
+		size_t k = slab_index(slab, count, p[i]);
+
+		if ((k < 4 && p[i] != p[k * PER_SLAB]) ||
+		    (k >= 4 && k < SLABS && i % 2 == 1)) {
+			cm_slab_free(p[i], 80);
+			p[i] = NULL;
+		}
+	}
+
+	/* As many blocks as the half-full slabs have room for: all of
+	 * them land there, none in the nearly empty ones. */
+	size_t refill = 4 * (PER_SLAB / 2);
+	void **q = malloc(refill * sizeof(*q));
+
+	ck_assert_ptr_nonnull(q);
+	alloc_all(q, refill, 80);
+	for (size_t j = 0; j < refill; j++) {
+		size_t k = slab_index(slab, count, q[j]);
+
+		ck_assert_msg(k >= 4, "block %zu went to nearly empty slab %zu",
+			      j, k);
+	}
+
+	/* The nearly empty slabs now empty and go back (one may stay as
+	 * the class's spare). */
+	size_t before = census_slabs();
+
+	for (size_t i = 0; i < N; i++)
+		if (p[i] != NULL && slab_index(slab, count, p[i]) < 4) {
+			cm_slab_free(p[i], 80);
+			p[i] = NULL;
+		}
+	ck_assert_uint_le(census_slabs(), before - 3);
+
+	for (size_t i = 0; i < N; i++)
+		cm_slab_free(p[i], 80);
+	for (size_t j = 0; j < refill; j++)
+		cm_slab_free(q[j], 80);
+	free(q);
+	free(slab);
+	free(p);
+}
+END_TEST
+
+/* Blocks dying at random and as many made again, the pattern of a
+ * writer's path copies: the slabs come down towards what the live blocks
+ * need instead of staying at what the peak needed. */
+START_TEST(random_turnover_drains_the_spare_slabs)
+{
+	enum { PER_SLAB = (64 * 1024 - 64) / 80, SLABS = 16,
+	       N = PER_SLAB * SLABS };
+	void **p = malloc(N * sizeof(*p));
+	struct tu_rng rng;
+
+	ck_assert_ptr_nonnull(p);
+	tu_rng_init(&rng, 99);
+	alloc_all(p, N, 80);
+
+	size_t slabs_full = census_slabs();
+
+	/* Half die, spread over every slab. */
+	size_t live = N;
+
+	for (size_t i = 0; i < N; i++)
+		if (tu_rng_below(&rng, 2) == 0) {
+			cm_slab_free(p[i], 80);
+			p[i] = NULL;
+			live--;
+		}
+	/* Ten turnovers of the live blocks: a random one dies, one is
+	 * made. */
+	for (size_t round = 0; round < 10 * live; round++) {
+		size_t i;
+
+		do
+			i = (size_t)tu_rng_below(&rng, N);
+		while (p[i] == NULL);
+		cm_slab_free(p[i], 80);
+		p[i] = cm_slab_alloc(80);
+		ck_assert_ptr_nonnull(p[i]);
+	}
+	if (slabs_full > 0) {
+		size_t need = (live + PER_SLAB - 1) / PER_SLAB;
+
+		/* Spread, they would hold all 16; a slab or two over the
+		 * minimum is what partly filled slabs cost. */
+		ck_assert_uint_le(census_slabs() - (slabs_full - SLABS),
+				  need + 2);
+	}
+	for (size_t i = 0; i < N; i++)
+		cm_slab_free(p[i], 80);
 	free(p);
 }
 END_TEST
@@ -333,6 +490,8 @@ static Suite *slab_suite(void)
 	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, blocks_of_every_size_are_distinct_and_keep_their_bytes);
 	tcase_add_test(tc, empty_slabs_are_given_back);
+	tcase_add_test(tc, new_blocks_go_to_the_fullest_slab);
+	tcase_add_test(tc, random_turnover_drains_the_spare_slabs);
 	tcase_add_test(tc, many_slabs_take_few_mappings);
 	tcase_add_test(tc, shrink_keeps_the_prefix_and_moves_only_across_classes);
 	tcase_add_test(tc, allocations_fail_when_injected_and_are_counted);
