@@ -2,10 +2,11 @@
  * check_slab.c - the node allocator (lib/slab.c) on its own: blocks of
  * every size are distinct and keep their contents, empty slabs are given
  * back, new blocks go to the fullest slab so that random turnover drains
- * the others, slabs share a few kernel mappings, shrinking keeps what it must, allocation failures are injected
- * like any other, blocks may be freed by another thread than the one that
- * allocated them, and a fork while another thread allocates leaves the
- * child able to allocate.
+ * the others, a huge page is given back whole and not split, slabs share
+ * a few kernel mappings, shrinking keeps what it must, allocation
+ * failures are injected like any other, blocks may be freed by another
+ * thread than the one that allocated them, and a fork while another
+ * thread allocates leaves the child able to allocate.
  *
  * ASan builds compile the slabs out (every block comes from malloc); the
  * census then reports nothing and the tests check what still applies.
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -275,6 +277,101 @@ START_TEST(random_turnover_drains_the_spare_slabs)
 }
 END_TEST
 
+#define TEST_HUGE_BYTES ((uintptr_t)2 * 1024 * 1024)
+
+/* AnonHugePages of the mapping holding @p, in kB (0 if none is found). */
+static long mapping_huge_kb(const void *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	bool inside = false;
+	long kb = 0;
+
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' '))
+			inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		else if (inside && sscanf(line, "AnonHugePages: %ld", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return inside ? kb : 0;
+}
+
+static size_t resident_pages(const void *start, size_t bytes)
+{
+	static unsigned char vec[TEST_HUGE_BYTES / 4096];
+	size_t n = bytes / 4096, count = 0;
+
+	ck_assert_uint_le(n, sizeof(vec));
+	ck_assert_int_eq(mincore((void *)start, bytes, vec), 0);
+	for (size_t i = 0; i < n; i++)
+		count += vec[i] & 1;
+	return count;
+}
+
+/* Past the first 8 MiB, slabs live on huge pages where the system allows
+ * them; emptying the slabs of a huge page one by one must not split it,
+ * and the last one gives the whole page back. */
+START_TEST(a_huge_page_goes_back_whole)
+{
+	enum { BLOCK = 1024, N = 16 * 1024 };	/* 16 MiB of blocks */
+	void **p = malloc(N * sizeof(*p));
+
+	ck_assert_ptr_nonnull(p);
+	alloc_all(p, N, BLOCK);
+
+	/* A huge page, whole, in the middle of the later blocks. */
+	uintptr_t page = ((uintptr_t)p[N - N / 8] & ~(TEST_HUGE_BYTES - 1));
+	size_t in_page = 0;
+
+	for (size_t i = 0; i < N; i++)
+		in_page += ((uintptr_t)p[i] & ~(TEST_HUGE_BYTES - 1)) == page;
+	if (census_slabs() == 0 || in_page < 32 * 60) {
+		/* malloc underneath, or the page is not all ours. */
+		for (size_t i = 0; i < N; i++)
+			cm_slab_free(p[i], BLOCK);
+		free(p);
+		return;
+	}
+
+	long huge_before = mapping_huge_kb((void *)page);
+	uintptr_t kept = slab_base((void *)page);	/* its first slab */
+
+	/* Every slab of the page but the first empties. */
+	for (size_t i = 0; i < N; i++)
+		if (((uintptr_t)p[i] & ~(TEST_HUGE_BYTES - 1)) == page &&
+		    slab_base(p[i]) != kept) {
+			cm_slab_free(p[i], BLOCK);
+			p[i] = NULL;
+		}
+	if (huge_before > 0)
+		ck_assert_int_eq(mapping_huge_kb((void *)page), huge_before);
+	else	/* small pages: each slab went back on its own */
+		ck_assert_uint_le(resident_pages((void *)page, TEST_HUGE_BYTES),
+				  TEST_SLAB_BYTES / 4096);
+
+	/* The last one: the page goes back. */
+	for (size_t i = 0; i < N; i++)
+		if (p[i] != NULL && slab_base(p[i]) == kept) {
+			cm_slab_free(p[i], BLOCK);
+			p[i] = NULL;
+		}
+	ck_assert_uint_eq(resident_pages((void *)page, TEST_HUGE_BYTES), 0);
+	if (huge_before > 0)
+		ck_assert_int_eq(mapping_huge_kb((void *)page),
+				 huge_before - 2048);
+
+	for (size_t i = 0; i < N; i++)
+		cm_slab_free(p[i], BLOCK);
+	free(p);
+}
+END_TEST
+
 /* Lines of /proc/self/maps: the process's kernel mappings. */
 static long mappings(void)
 {
@@ -492,6 +589,7 @@ static Suite *slab_suite(void)
 	tcase_add_test(tc, empty_slabs_are_given_back);
 	tcase_add_test(tc, new_blocks_go_to_the_fullest_slab);
 	tcase_add_test(tc, random_turnover_drains_the_spare_slabs);
+	tcase_add_test(tc, a_huge_page_goes_back_whole);
 	tcase_add_test(tc, many_slabs_take_few_mappings);
 	tcase_add_test(tc, shrink_keeps_the_prefix_and_moves_only_across_classes);
 	tcase_add_test(tc, allocations_fail_when_injected_and_are_counted);
