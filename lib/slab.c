@@ -20,12 +20,13 @@
  * pointer, then from the list of blocks given back to it.  Each class
  * keeps the slabs that have room in bins by how full they are, and
  * allocates from the fullest (see "Which slab" below).  A slab whose last
- * block comes back gives its pages back to the system unless it is the
- * only one of its class with room (one spare per class keeps a map of a
- * single node from making and dropping a slab on every change).  Slabs are carved from mapped regions
- * (see "Where slabs come from" below), not taken from malloc: an aligned
- * 64 KiB block from glibc costs twice its size in address space and
- * leaves unusable holes in the heap.
+ * block comes back is freed unless it is the only one of its class with
+ * room (one spare per class keeps a map of a single node from making and
+ * dropping a slab on every change), and its pages go back to the system
+ * (in a huge-page region, with the last slab of its huge page).  Slabs are
+ * carved from mapped regions (see "Where slabs come from" below), not
+ * taken from malloc: an aligned 64 KiB block from glibc costs twice its
+ * size in address space and leaves unusable holes in the heap.
  *
  * Locking: one mutex per class.  Blocks are allocated by writers and
  * freed by whoever drops the last reference (a writer, the call_rcu
@@ -53,6 +54,7 @@
 
 #include "alloc.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -60,7 +62,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SLABS 0
@@ -110,6 +114,7 @@ struct slab {
 	uint32_t live;		/* blocks handed out and not given back */
 	uint16_t cls;
 	int8_t bin;		/* which of its class's bins, or NO_BIN */
+	bool huge;		/* in a region whose pages go back 2 MiB at once */
 };
 
 /* Blocks start after the header, on a cache line. */
@@ -138,10 +143,11 @@ static bool use_slabs;			/* decided once by classes_init() */
  * slabs are carved from 4 MiB regions, one mapping each, and a slab that
  * is no longer needed gives its pages back (MADV_DONTNEED) and is free for
  * any class to reuse.  A table of the regions, sorted by address, says
- * which of each region's 64 slabs are free, one bit each; a new slab is
- * the free one at the lowest address.  Regions keep their address space;
- * the memory goes back to the system.  One mutex, taken only to make or
- * give up a slab, never with a class lock held.
+ * which of each region's 64 slabs are free, one bit each (slab_memory()
+ * says which free slab a new one is).  Regions keep their address space;
+ * the memory goes back to the system.  One mutex, region_lock, taken only
+ * to make or give up a slab; a class lock may be held when it is taken
+ * (slabs_drain(), the fork handlers), never the other way round.
  *
  * Huge pages.  A lookup in a large map visits nodes scattered over tens
  * of megabytes, and with 4 KiB pages nearly every node is a TLB miss (the
@@ -168,21 +174,31 @@ static bool use_slabs;			/* decided once by classes_init() */
 #define HUGE_BYTES ((size_t)2 * 1024 * 1024)
 #define HUGE_AFTER_REGIONS 2
 
-#define SLABS_PER_REGION (REGION_BYTES / SLAB_BYTES)	/* 64: one bit each */
+#define SLABS_PER_REGION (REGION_BYTES / SLAB_BYTES)
 #define SLABS_PER_HUGE_PAGE (HUGE_BYTES / SLAB_BYTES)
 #define HUGE_PAGE_SLABS ((UINT64_C(1) << SLABS_PER_HUGE_PAGE) - 1)
+
+_Static_assert(SLABS_PER_REGION == 64, "a region's free slabs: one word");
+_Static_assert(SLABS_PER_HUGE_PAGE < 64, "a huge page's slabs: a shift");
 
 /* A mapped region: which of its slabs are free, in a word kept out of
  * the slabs' memory (a huge page given back reads as zeros). */
 struct region {
 	char *start;
 	uint64_t free;		/* bit i: the slab at start + i * SLAB_BYTES */
-	bool huge;		/* advised MADV_HUGEPAGE */
+	bool huge;		/* pages go back a huge page at a time */
 };
 
+/* Which regions get huge pages, read once from the system's setting:
+ * none ("never", or THP disabled for the process), the ones past
+ * HUGE_AFTER_REGIONS, which ask for them ("madvise"), or all ("always":
+ * the kernel gives them huge pages unasked). */
+enum huge_mode { HUGE_NEVER, HUGE_ADVISED, HUGE_ALWAYS };
+
 static pthread_mutex_t region_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct region *regions;	/* by start address */
+static struct region *regions;	/* by start address; mmap'd (see grow) */
 static size_t regions_mapped, regions_room;
+static enum huge_mode huge_mode;	/* set by classes_init() */
 
 static size_t class_size(unsigned cls)
 {
@@ -208,6 +224,29 @@ static void fork_done(void)
 		pthread_mutex_unlock(&classes[c].lock);
 }
 
+static enum huge_mode read_huge_mode(void)
+{
+	enum huge_mode mode = HUGE_NEVER;
+#ifdef MADV_HUGEPAGE
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	char line[128];
+
+	if (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		if (strstr(line, "[always]") != NULL)
+			mode = HUGE_ALWAYS;
+		else if (strstr(line, "[madvise]") != NULL)
+			mode = HUGE_ADVISED;
+	}
+	if (f != NULL)
+		fclose(f);
+#ifdef PR_GET_THP_DISABLE
+	if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) > 0)
+		mode = HUGE_NEVER;
+#endif
+#endif
+	return mode;
+}
+
 static void classes_init(void)
 {
 	const char *env = getenv("COWMAP_SLABS");
@@ -217,6 +256,7 @@ static void classes_init(void)
 		use_slabs = SLABS && env[0] == '1';
 	else
 		use_slabs = SLABS && !RUNNING_ON_VALGRIND;
+	huge_mode = read_huge_mode();
 	for (unsigned c = 0; c < NCLASSES; c++) {
 		pthread_mutex_init(&classes[c].lock, NULL);
 		uint32_t capacity =
@@ -325,19 +365,33 @@ static struct region *region_of(const void *p)
 	return NULL;
 }
 
+/* Room for twice the regions, or false.  The table is mmap'd, not
+ * malloc'd: this runs under region_lock, which fork handlers take, and an
+ * allocator's own fork handlers may hold its locks meanwhile. */
+static bool regions_grow(void)
+{
+	size_t room = regions_room != 0 ? 2 * regions_room : 64;
+	struct region *r = mmap(NULL, room * sizeof(*r),
+				PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (r == MAP_FAILED)
+		return false;
+	if (regions != NULL) {
+		memcpy(r, regions, regions_mapped * sizeof(*r));
+		munmap(regions, regions_room * sizeof(*r));
+	}
+	regions = r;
+	regions_room = room;
+	return true;
+}
+
 /* Map a region and add it to the table, or return NULL; called with
  * region_lock. */
 static struct region *region_new(void)
 {
-	if (regions_mapped == regions_room) {
-		size_t room = regions_room != 0 ? 2 * regions_room : 16;
-		struct region *r = realloc(regions, room * sizeof(*r));
-
-		if (r == NULL)
-			return NULL;
-		regions = r;
-		regions_room = room;
-	}
+	if (regions_mapped == regions_room && !regions_grow())
+		return NULL;
 
 	/* One huge page more than a region, to align it. */
 	size_t len = REGION_BYTES + HUGE_BYTES;
@@ -356,11 +410,11 @@ static struct region *region_new(void)
 		munmap(start + REGION_BYTES,
 		       (size_t)(map + len - start - REGION_BYTES));
 
-	bool huge = false;
+	bool huge = huge_mode == HUGE_ALWAYS;
 
 	/* Advice only: without THP the region is still usable. */
 #ifdef MADV_HUGEPAGE
-	if (regions_mapped >= HUGE_AFTER_REGIONS)
+	if (huge_mode == HUGE_ADVISED && regions_mapped >= HUGE_AFTER_REGIONS)
 		huge = madvise(start, REGION_BYTES, MADV_HUGEPAGE) == 0;
 #endif
 
@@ -373,22 +427,53 @@ static struct region *region_new(void)
 	return &regions[i];
 }
 
-/* 64 KiB at a multiple of 64 KiB, or NULL: the free slab at the lowest
- * address, so that the slabs in use stay together; called with
- * region_lock. */
-static void *slab_memory(void)
+/* The free slabs of @r worth taking in @pass (see slab_memory()). */
+static uint64_t free_for_pass(const struct region *r, int pass)
+{
+	if (pass == 0)
+		return r->huge ? 0 : r->free;
+
+	uint64_t free = 0;
+
+	for (unsigned first = 0; first < SLABS_PER_REGION;
+	     first += SLABS_PER_HUGE_PAGE) {
+		uint64_t page = HUGE_PAGE_SLABS << first;
+		uint64_t in_page = r->free & page;
+
+		/* Pass 1: huge pages partly in use, resident already. */
+		if (pass == 2 || in_page != page)
+			free |= in_page;
+	}
+	return r->huge ? free : 0;
+}
+
+/*
+ * 64 KiB at a multiple of 64 KiB, or NULL; called with region_lock.  The
+ * first free slab of a small-page region, else of a huge page partly in
+ * use (resident anyway), else of an untouched or given-back huge page, and
+ * only then a new region: so a process whose slabs once reached the huge
+ * regions still keeps its small maps on small pages, and a huge page is
+ * not faulted in while resident ones have room.
+ */
+static void *slab_memory(bool *huge)
 {
 	struct region *r = NULL;
+	uint64_t free = 0;
 
-	for (size_t i = 0; i < regions_mapped && r == NULL; i++)
-		if (regions[i].free != 0)
-			r = &regions[i];
-	if (r == NULL && (r = region_new()) == NULL)
-		return NULL;
+	for (int pass = 0; pass < 3 && r == NULL; pass++)
+		for (size_t i = 0; i < regions_mapped && r == NULL; i++)
+			if ((free = free_for_pass(&regions[i], pass)) != 0)
+				r = &regions[i];
+	if (r == NULL) {
+		if ((r = region_new()) == NULL)
+			return NULL;
+		free = r->free;
+	}
 
-	unsigned i = (unsigned)__builtin_ctzll(r->free);
+	unsigned i = (unsigned)__builtin_ctzll(free);
 
 	r->free &= ~(UINT64_C(1) << i);
+	*huge = r->huge;
 	return r->start + (size_t)i * SLAB_BYTES;
 }
 
@@ -396,9 +481,11 @@ static void *slab_memory(void)
  * for fault injection: the block it is made for was counted. */
 static struct slab *slab_new(unsigned cls)
 {
+	bool huge;
+
 	pthread_mutex_lock(&region_lock);
 
-	char *mem = slab_memory();
+	char *mem = slab_memory(&huge);
 
 	pthread_mutex_unlock(&region_lock);
 	if (mem == NULL)
@@ -406,6 +493,7 @@ static struct slab *slab_new(unsigned cls)
 
 	struct slab *s = (struct slab *)(void *)mem;
 
+	s->huge = huge;
 	s->given_back = NULL;
 	s->bump = mem + SLAB_HEADER;
 	s->live = 0;
@@ -422,15 +510,22 @@ static struct slab *slab_new(unsigned cls)
  */
 static void slab_delete(struct slab *s)
 {
+	bool huge = s->huge;
+
+	/* Before the slab is free for another thread to take. */
+	if (!huge)
+		madvise(s, SLAB_BYTES, MADV_DONTNEED);	/* s reads as zeros */
 	pthread_mutex_lock(&region_lock);
 
 	struct region *r = region_of(s);
+
+	assert(r != NULL);
+
 	unsigned i = (unsigned)(((char *)s - r->start) / SLAB_BYTES);
 
-	if (!r->huge) {
-		/* Before the slab is free for another thread to take. */
-		madvise(s, SLAB_BYTES, MADV_DONTNEED);
-	} else {
+	if (huge) {
+		/* Under the lock: no other slab of the page can be taken
+		 * meanwhile. */
 		unsigned first = i - i % SLABS_PER_HUGE_PAGE;
 		uint64_t page = HUGE_PAGE_SLABS << first;
 
@@ -565,8 +660,8 @@ void cm_slab_usage(size_t *mapped, size_t *in_use)
 	*mapped = slabs * SLAB_BYTES;
 }
 
-/* At exit, give the spare slabs' pages back, so that only the blocks
- * still in use remain. */
+/* At exit, free the spare slabs (their pages go back as slab_delete()
+ * says), so that only the blocks still in use remain. */
 __attribute__((destructor)) static void slabs_drain(void)
 {
 	if (!atomic_load_explicit(&classes_ready, memory_order_acquire) ||

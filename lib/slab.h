@@ -38,7 +38,8 @@ void *cm_slab_shrink(void *p, size_t old_bytes, size_t new_bytes);
  * see: *mapped, the bytes of the slabs in use; *in_use, the bytes of the
  * blocks handed out (each counted at its class size), the figure that
  * compares with malloc's bytes in use.  Both 0 where every block comes
- * from malloc.
+ * from malloc.  Free slabs are not counted, though in a huge-page region
+ * they stay resident until the rest of their huge page is free too.
  */
 void cm_slab_usage(size_t *mapped, size_t *in_use);
 
