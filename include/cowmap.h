@@ -128,7 +128,10 @@ struct cowmap *cowmap_new(const struct cowmap_options *opts);
  * cowmap_retain - take another reference to the same version.
  * Returns @m.  Safe from any thread holding a reference (or inside the RCU
  * read-side critical section that loaded @m; see cowmap_cell_snapshot()).
- * NULL returns NULL with errno EINVAL.  Usually one atomic increment; the
+ * NULL returns NULL with errno EINVAL.  A version holds at most 2^28
+ * (268,435,456) references at once: past that, NULL with errno ENOSPC and
+ * nothing taken (the count shares its word with flags it must not run
+ * into).  Usually one atomic increment; the
  * first retain of a version a cell has just replaced by a single-key
  * write also takes back the references the nodes on that key's path lent
  * to the new version, some dozens of increments per node (and a retain
@@ -185,7 +188,9 @@ size_t cowmap_get_many(const struct cowmap *m, size_t n,
  * Returns a new reference.  If @key already maps to exactly @value the
  * result is @m itself (retained): nothing changes and no value is
  * transferred.  On failure returns NULL with errno ENOMEM, ENOSPC
- * (max_entries) or EINVAL, and @value still belongs to the caller.
+ * (max_entries, or @m already holds as many references as
+ * cowmap_retain() allows) or EINVAL, and @value still belongs to the
+ * caller.
  */
 COWMAP_API
 struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
@@ -194,7 +199,7 @@ struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
 /**
  * cowmap_del - a new version without @key.
  * Returns a new reference (@m itself, retained, when @key is absent), or
- * NULL with errno ENOMEM or EINVAL.
+ * NULL with errno ENOMEM, EINVAL or ENOSPC (as cowmap_retain()).
  */
 COWMAP_API
 struct cowmap *cowmap_del(const struct cowmap *m, const void *key,
@@ -210,7 +215,8 @@ struct cowmap *cowmap_del(const struct cowmap *m, const void *key,
  * The draft edits the nodes it has copied in place, so a batch of k edits
  * costs about one path copy per touched path, not one per edit.  @base is
  * retained by the draft and never changes.  A transaction belongs to one
- * thread at a time.  Returns NULL with errno ENOMEM or EINVAL.
+ * thread at a time.  Returns NULL with errno ENOMEM, EINVAL or ENOSPC
+ * (@base holds as many references as cowmap_retain() allows).
  */
 COWMAP_API
 struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base);
@@ -519,7 +525,8 @@ const struct cowmap *cowmap_cell_load(struct cowmap_cell *c);
  * until released.  The calling thread must be registered with the flavor
  * (it enters a read-side critical section itself; nesting is fine) and,
  * with urcu-qsbr, online.
- * Returns NULL with errno EINVAL for a NULL cell.
+ * Returns NULL with errno EINVAL for a NULL cell, or ENOSPC when the
+ * current version holds as many references as cowmap_retain() allows.
  */
 COWMAP_API
 struct cowmap *cowmap_cell_snapshot(struct cowmap_cell *c);

@@ -80,6 +80,11 @@ struct cowmap *cowmap_retain(const struct cowmap *m)
 	unsigned old = atomic_fetch_add_explicit(&mut->refs, 1,
 						 memory_order_acquire);
 
+	if ((old & CM_REFS_COUNT) >= CM_VERSION_REFS_MAX) {
+		atomic_fetch_sub_explicit(&mut->refs, 1, memory_order_relaxed);
+		errno = ENOSPC;
+		return NULL;
+	}
 	if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT)
 		cm_lend_claim_version(mut);
 	return mut;

@@ -35,6 +35,12 @@ struct cowmap {
  * references back.  The rest of refs is the count.
  */
 
+/* References to one version past this are refused (cowmap_retain():
+ * ENOSPC).  The count has 29 bits; the margin below them keeps retains
+ * that are being refused at the same moment, each of which adds one
+ * before it takes it back, from carrying into the flags. */
+#define CM_VERSION_REFS_MAX (CM_REFS_COUNT / 2)
+
 #define CM_MAP_MAGIC 0x636f776du	/* "cowm" */
 #define CM_DEAD_MAGIC 0xdeadc0deu
 

@@ -61,17 +61,21 @@ struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base)
 
 	struct cowmap_txn *t = cm_malloc(sizeof(*t));
 	struct cowmap *shell = cm_malloc(sizeof(*shell));
+	struct cowmap *held = t != NULL && shell != NULL ? cowmap_retain(base)
+							 : NULL;
 
-	if (t == NULL || shell == NULL) {
+	if (held == NULL) {
+		int err = t == NULL || shell == NULL ? ENOMEM : errno;
+
 		cm_free(t);
 		cm_free(shell);
-		errno = ENOMEM;
+		errno = err;
 		return NULL;
 	}
 	cm_map_copy_options(shell, base);
 	t->magic = CM_TXN_LIVE;
 	t->changed = false;
-	t->base = cowmap_retain(base);
+	t->base = held;
 	t->shell = shell;
 	t->root = base->root;
 	cm_node_retain(t->root);

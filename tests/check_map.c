@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "map.h"	/* the reference count, for the limit test */
 #include "testutil.h"
 
 /* Seconds per test: generous, so a loaded machine or a sanitizer build
@@ -252,6 +253,53 @@ START_TEST(retain_of_null_fails_with_einval)
 	errno = 0;
 	ck_assert_ptr_null(cowmap_retain(NULL));
 	ck_assert_int_eq(errno, EINVAL);
+}
+END_TEST
+
+/* A version's count shares its word with the lending flags
+ * (lib/map.h): past the limit a retain is refused, not carried into
+ * them, and so is every call that would hand back the version itself.
+ * (Counting a quarter of a billion retains would take seconds, so the
+ * test puts the count just under the limit.) */
+START_TEST(retain_past_the_reference_limit_fails_with_enospc)
+{
+	struct cowmap *m = new_map(1, NULL, NULL);
+
+	m = tu_set_replace(m, "k", 1, tu_val(5));
+
+	unsigned base = atomic_load(&m->refs);
+
+	ck_assert_uint_eq(base & CM_REFS_COUNT, 1);
+	atomic_store(&m->refs, base + CM_VERSION_REFS_MAX - 2);
+	ck_assert_ptr_eq(cowmap_retain(m), m);	/* the last one allowed */
+
+	unsigned full = atomic_load(&m->refs);
+	struct cowmap_txn *t;
+
+	errno = 0;
+	ck_assert_ptr_null(cowmap_retain(m));
+	ck_assert_int_eq(errno, ENOSPC);
+	errno = 0;
+	ck_assert_ptr_null(cowmap_set(m, "k", 1, tu_val(5)));	/* no change */
+	ck_assert_int_eq(errno, ENOSPC);
+	errno = 0;
+	ck_assert_ptr_null(cowmap_del(m, "absent", 6));
+	ck_assert_int_eq(errno, ENOSPC);
+	errno = 0;
+	t = cowmap_txn_begin(m);
+	ck_assert_ptr_null(t);
+	ck_assert_int_eq(errno, ENOSPC);
+	ck_assert_uint_eq(atomic_load(&m->refs), full);
+
+	/* A real change makes a new version and takes no reference to m. */
+	struct cowmap *n = cowmap_set(m, "k2", 2, tu_val(6));
+
+	ck_assert_ptr_nonnull(n);
+	ck_assert_uint_eq(cowmap_size(n), 2);
+	cowmap_release(n);
+
+	atomic_store(&m->refs, base);	/* the references it stood for */
+	cowmap_release(m);
 }
 END_TEST
 
@@ -1660,6 +1708,7 @@ Suite *map_suite(void)
 	tcase_set_timeout(tc, TIMEOUT);
 	tcase_add_test(tc, retain_returns_same_version_that_outlives_release);
 	tcase_add_test(tc, retain_of_null_fails_with_einval);
+	tcase_add_test(tc, retain_past_the_reference_limit_fails_with_enospc);
 	tcase_add_test(tc, release_of_null_is_ignored);
 	tcase_add_test(tc, size_of_null_is_zero);
 	tcase_add_test(tc, size_counts_entries_after_each_update);
