@@ -299,6 +299,16 @@ static struct retired *push_or_claim(struct cowmap_cell *c, struct retired *r)
 	return (old & CM_IN_FLIGHT) ? NULL : r;
 }
 
+/* @r joins the line: gathered behind the batch in flight, or sent as the
+ * next batch if none is. */
+static void line_up(struct cowmap_cell *c, struct retired *r)
+{
+	struct retired *batch = push_or_claim(c, r);
+
+	if (batch != NULL)
+		send_batch(c, batch);
+}
+
 /*
  * Take @batch's barrier marks out of it (they are no versions), keeping
  * the rest in order; returns what is left, its last record in *@last and
@@ -441,11 +451,7 @@ static void count_retired(struct cowmap_cell *c, struct retired *r,
 static void queue_retired(struct cowmap_cell *c, struct retired *r)
 {
 	count_pending(c, r, 1);
-
-	struct retired *batch = push_or_claim(c, r);
-
-	if (batch != NULL)
-		send_batch(c, batch);
+	line_up(c, r);
 }
 
 /*
@@ -552,11 +558,7 @@ int cowmap_cell_barrier(struct cowmap_cell *c)
 	struct barrier_mark mark = { .r = { .cell = c } };
 
 	atomic_init(&mark.done, false);
-
-	struct retired *batch = push_or_claim(c, &mark.r);
-
-	if (batch != NULL)
-		send_batch(c, batch);
+	line_up(c, &mark.r);
 	while (!atomic_load_explicit(&mark.done, memory_order_acquire))
 		c->flavor->barrier();
 	free_all_ready(c);

@@ -427,24 +427,29 @@ static struct region *region_new(void)
 	return &regions[i];
 }
 
-/* The free slabs of @r worth taking in @pass (see slab_memory()). */
-static uint64_t free_for_pass(const struct region *r, int pass)
-{
-	if (pass == 0)
-		return r->huge ? 0 : r->free;
+/* Where slab_memory() looks for a free slab, in this order. */
+enum slab_source { SMALL_PAGES, RESIDENT_HUGE_PAGES, ANY_HUGE_PAGE };
 
-	uint64_t free = 0;
+/* The free slabs of @r that @from takes. */
+static uint64_t free_slabs_in(const struct region *r, enum slab_source from)
+{
+	if (!r->huge)
+		return from == SMALL_PAGES ? r->free : 0;
+	if (from == SMALL_PAGES)
+		return 0;
+	if (from == ANY_HUGE_PAGE)
+		return r->free;
+
+	uint64_t free = 0;	/* of huge pages with a slab in use */
 
 	for (unsigned first = 0; first < SLABS_PER_REGION;
 	     first += SLABS_PER_HUGE_PAGE) {
 		uint64_t page = HUGE_PAGE_SLABS << first;
-		uint64_t in_page = r->free & page;
 
-		/* Pass 1: huge pages partly in use, resident already. */
-		if (pass == 2 || in_page != page)
-			free |= in_page;
+		if ((r->free & page) != page)
+			free |= r->free & page;
 	}
-	return r->huge ? free : 0;
+	return free;
 }
 
 /*
@@ -460,9 +465,9 @@ static void *slab_memory(bool *huge)
 	struct region *r = NULL;
 	uint64_t free = 0;
 
-	for (int pass = 0; pass < 3 && r == NULL; pass++)
+	for (int from = SMALL_PAGES; from <= ANY_HUGE_PAGE && r == NULL; from++)
 		for (size_t i = 0; i < regions_mapped && r == NULL; i++)
-			if ((free = free_for_pass(&regions[i], pass)) != 0)
+			if ((free = free_slabs_in(&regions[i], from)) != 0)
 				r = &regions[i];
 	if (r == NULL) {
 		if ((r = region_new()) == NULL)

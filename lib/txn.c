@@ -59,17 +59,19 @@ struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base)
 		return NULL;
 	}
 
+	struct cowmap *held = cowmap_retain(base);	/* ENOSPC at the limit */
+
+	if (held == NULL)
+		return NULL;
+
 	struct cowmap_txn *t = cm_malloc(sizeof(*t));
 	struct cowmap *shell = cm_malloc(sizeof(*shell));
-	struct cowmap *held = t != NULL && shell != NULL ? cowmap_retain(base)
-							 : NULL;
 
-	if (held == NULL) {
-		int err = t == NULL || shell == NULL ? ENOMEM : errno;
-
+	if (t == NULL || shell == NULL) {
 		cm_free(t);
 		cm_free(shell);
-		errno = err;
+		cowmap_release(held);
+		errno = ENOMEM;
 		return NULL;
 	}
 	cm_map_copy_options(shell, base);
