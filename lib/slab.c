@@ -31,8 +31,19 @@
  * Locking: one mutex per class.  Blocks are allocated by writers and
  * freed by whoever drops the last reference (a writer, the call_rcu
  * thread, any thread releasing a version), so threads meet on a class
- * lock for a few instructions; making and
- * dropping slabs happen outside it.  Readers never come here.  Fork handlers
+ * lock for a few instructions; making and dropping slabs happen outside
+ * it.  Two writers of one cell meet here on every publish, one
+ * allocating the new path while the other frees an old one, and with
+ * glibc's default mutex the loser slept in the kernel at once and the
+ * holder paid a futex wake-up: two writers made fewer changes a second
+ * than one (0.84 of it on the 104k-word map and on 1M keys, medians of 5
+ * runs of 0.4 s).  So a free never waits for the lock: a thread that
+ * finds it taken pushes the block on the class's lock-free list of
+ * deferred blocks, which the holder gives back before it lets go (see
+ * class_unlock()); and the lock is glibc's adaptive mutex, which spins a
+ * while before sleeping, since it is held for a few instructions.  Two
+ * writers then made 1.07 (words) and 1.15 (1M) times the changes of one.
+ * Readers never come here.  Fork handlers
  * hold every class lock across fork(), so a child never inherits a lock
  * taken by a thread that does not exist in it.  They are registered when
  * the library is loaded, before anything the program registers, so they
@@ -122,6 +133,9 @@ struct slab {
 
 struct slab_class {
 	alignas(64) pthread_mutex_t lock;
+	/* Blocks freed while another thread held lock, linked through
+	 * their first word; only pushed, and taken whole by a holder. */
+	void *_Atomic deferred;
 	struct slab *bins[FULLNESS_BINS];	/* slabs with room, fullest last */
 	uint32_t bin_start[FULLNESS_BINS + 1];	/* live counts: bin b holds
 						 * bin_start[b] .. bin_start[b+1]-1 */
@@ -257,8 +271,15 @@ static void classes_init(void)
 	else
 		use_slabs = SLABS && !RUNNING_ON_VALGRIND;
 	huge_mode = read_huge_mode();
+	pthread_mutexattr_t attr;
+
+	pthread_mutexattr_init(&attr);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+	/* glibc: spin a while before sleeping (see "Locking"). */
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
 	for (unsigned c = 0; c < NCLASSES; c++) {
-		pthread_mutex_init(&classes[c].lock, NULL);
+		pthread_mutex_init(&classes[c].lock, &attr);
 		uint32_t capacity =
 			(uint32_t)((SLAB_BYTES - SLAB_HEADER) / class_size(c));
 
@@ -267,6 +288,7 @@ static void classes_init(void)
 			classes[c].bin_start[b] =
 				(b * capacity + FULLNESS_BINS - 1) / FULLNESS_BINS;
 	}
+	pthread_mutexattr_destroy(&attr);
 	pthread_atfork(fork_prepare, fork_done, fork_done);
 	atomic_store_explicit(&classes_ready, true, memory_order_release);
 }
@@ -542,6 +564,89 @@ static void slab_delete(struct slab *s)
 	pthread_mutex_unlock(&region_lock);
 }
 
+/*
+ * Deferred frees.  give_back() is a free with the class lock held; it
+ * returns @empties with @p's slab added (linked through next) when that
+ * slab is now to be deleted, which the caller does after unlocking.
+ */
+static struct slab *give_back(struct slab_class *cl, void *p,
+			      struct slab *empties)
+{
+	struct slab *s = slab_of(p);
+
+	*(void **)p = s->given_back;
+	s->given_back = p;
+	s->live--;
+	cl->blocks--;
+	bin_update(cl, s);
+	if (s->live == 0 && cl->with_room > 1) {
+		bin_unlink(cl, s);
+		cl->slabs--;
+		s->next = empties;
+		empties = s;
+	}
+	return empties;
+}
+
+static void defer(struct slab_class *cl, void *p)
+{
+	void *head = atomic_load_explicit(&cl->deferred, memory_order_relaxed);
+
+	do
+		*(void **)p = head;
+	while (!atomic_compare_exchange_weak_explicit(
+		&cl->deferred, &head, p, memory_order_release,
+		memory_order_relaxed));
+}
+
+/* With the lock held: give back every deferred block. */
+static struct slab *take_deferred(struct slab_class *cl, struct slab *empties)
+{
+	if (atomic_load_explicit(&cl->deferred, memory_order_relaxed) == NULL)
+		return empties;
+
+	void *p = atomic_exchange_explicit(&cl->deferred, NULL,
+					   memory_order_acquire);
+
+	while (p != NULL) {
+		void *next = *(void **)p;	/* give_back() overwrites it */
+
+		empties = give_back(cl, p, empties);
+		p = next;
+	}
+	return empties;
+}
+
+/*
+ * Let go of the class lock, giving back the deferred blocks first, and
+ * delete the slabs on @empties.  A freeing thread that pushed a block
+ * tries the lock once more, and the holder looks at the list once more
+ * after unlocking, so a pushed block waits only when the two cross
+ * exactly: then it waits for the next lock holder of its class (any
+ * allocation, free or census of that class).  Nothing is lost meanwhile
+ * and nothing is counted wrong: the census takes the list first.
+ * Ruling the crossing out would take a fence between each one's write
+ * and its read: with one (and the list exchanged unlooked), a lone
+ * writer made 17% fewer changes a second.  A late block costs memory for
+ * a while, not correctness, so there is none.
+ */
+static void class_unlock(struct slab_class *cl, struct slab *empties)
+{
+	do {
+		empties = take_deferred(cl, empties);
+		pthread_mutex_unlock(&cl->lock);
+	} while (atomic_load_explicit(&cl->deferred, memory_order_relaxed) !=
+			 NULL &&
+		 pthread_mutex_trylock(&cl->lock) == 0);
+
+	while (empties != NULL) {
+		struct slab *s = empties;
+
+		empties = s->next;
+		slab_delete(s);
+	}
+}
+
 /* A block of class @cls (counted already), or NULL. */
 static void *class_alloc(unsigned cls)
 {
@@ -556,7 +661,7 @@ static void *class_alloc(unsigned cls)
 	if (s == NULL) {
 		/* Map outside the lock; another thread may list a slab
 		 * meanwhile, and then both are there to use. */
-		pthread_mutex_unlock(&cl->lock);
+		class_unlock(cl, NULL);
 		s = slab_new(cls);
 		if (s == NULL)
 			return NULL;
@@ -573,7 +678,7 @@ static void *class_alloc(unsigned cls)
 	s->live++;
 	cl->blocks++;
 	bin_update(cl, s);
-	pthread_mutex_unlock(&cl->lock);
+	class_unlock(cl, NULL);
 	return p;
 }
 
@@ -595,23 +700,17 @@ void cm_slab_free(void *p, size_t bytes)
 		return;
 	}
 
-	struct slab *s = slab_of(p), *empty = NULL;
-	struct slab_class *cl = &classes[s->cls];
+	struct slab_class *cl = &classes[slab_of(p)->cls];
 
-	pthread_mutex_lock(&cl->lock);
-	*(void **)p = s->given_back;
-	s->given_back = p;
-	s->live--;
-	cl->blocks--;
-	bin_update(cl, s);
-	if (s->live == 0 && cl->with_room > 1) {
-		bin_unlink(cl, s);
-		cl->slabs--;
-		empty = s;
+	if (pthread_mutex_trylock(&cl->lock) == 0) {
+		class_unlock(cl, give_back(cl, p, NULL));
+		return;
 	}
-	pthread_mutex_unlock(&cl->lock);
-	if (empty != NULL)
-		slab_delete(empty);
+	defer(cl, p);
+	/* The holder may have looked at deferred before the push and be
+	 * gone by now: see class_unlock(). */
+	if (pthread_mutex_trylock(&cl->lock) == 0)
+		class_unlock(cl, NULL);
 }
 
 void *cm_slab_shrink(void *p, size_t old_bytes, size_t new_bytes)
@@ -642,11 +741,16 @@ static void tally(size_t *slabs, size_t *blocks, size_t *bytes)
 	    !use_slabs)
 		return;
 	for (unsigned c = 0; c < NCLASSES; c++) {
-		pthread_mutex_lock(&classes[c].lock);
-		*slabs += classes[c].slabs;
-		*blocks += classes[c].blocks;
-		*bytes += classes[c].blocks * class_size(c);
-		pthread_mutex_unlock(&classes[c].lock);
+		struct slab_class *cl = &classes[c];
+
+		pthread_mutex_lock(&cl->lock);
+
+		struct slab *empties = take_deferred(cl, NULL);
+
+		*slabs += cl->slabs;
+		*blocks += cl->blocks;
+		*bytes += cl->blocks * class_size(c);
+		class_unlock(cl, empties);
 	}
 }
 
@@ -655,6 +759,19 @@ void cm_test_slab_census(size_t *slabs, size_t *blocks)
 	size_t bytes;
 
 	tally(slabs, blocks, &bytes);
+}
+
+void cm_test_slab_hold(size_t bytes, bool hold)
+{
+	if (!in_slab(bytes))
+		return;
+
+	struct slab_class *cl = &classes[class_of(bytes)];
+
+	if (hold)
+		pthread_mutex_lock(&cl->lock);
+	else
+		class_unlock(cl, NULL);
 }
 
 void cm_slab_usage(size_t *mapped, size_t *in_use)
@@ -676,6 +793,9 @@ __attribute__((destructor)) static void slabs_drain(void)
 		struct slab_class *cl = &classes[c];
 
 		pthread_mutex_lock(&cl->lock);
+
+		struct slab *empties = take_deferred(cl, NULL);
+
 		for (struct slab *s = cl->bins[0], *next; s != NULL; s = next) {
 			next = s->next;
 			if (s->live == 0) {
@@ -684,6 +804,6 @@ __attribute__((destructor)) static void slabs_drain(void)
 				slab_delete(s);
 			}
 		}
-		pthread_mutex_unlock(&cl->lock);
+		class_unlock(cl, empties);
 	}
 }

@@ -15,6 +15,7 @@
 #ifndef COWMAP_SLAB_H
 #define COWMAP_SLAB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define CM_SLAB_MAX 1024
@@ -46,5 +47,10 @@ void cm_slab_usage(size_t *mapped, size_t *in_use);
 /* Test hook: the slabs allocated now, and the blocks handed out from
  * them and not given back (both 0 where slabs are compiled out). */
 void cm_test_slab_census(size_t *slabs, size_t *blocks);
+
+/* Test hook: take (@hold) or let go of the lock of the class that blocks
+ * of @bytes come from, as an allocation would hold it (nothing where
+ * every block comes from malloc). */
+void cm_test_slab_hold(size_t bytes, bool hold);
 
 #endif

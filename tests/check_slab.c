@@ -5,7 +5,8 @@
  * the others, a huge page is given back whole and not split, slabs share
  * a few kernel mappings, shrinking keeps what it must, allocation
  * failures are injected like any other, blocks may be freed by another
- * thread than the one that allocated them, and a fork while another
+ * thread than the one that allocated them, a free never waits for the
+ * lock another thread holds, and a fork while another
  * thread allocates leaves the child able to allocate.
  *
  * ASan builds compile the slabs out (every block comes from malloc); the
@@ -527,6 +528,62 @@ START_TEST(blocks_freed_by_another_thread_come_back_whole)
 }
 END_TEST
 
+struct lone_free {
+	void *p;
+	size_t bytes;
+	atomic_bool done;
+};
+
+static void *free_one(void *arg)
+{
+	struct lone_free *f = arg;
+
+	cm_slab_free(f->p, f->bytes);
+	atomic_store(&f->done, true);
+	return NULL;
+}
+
+/* A free while another thread holds its class's lock returns at once
+ * (the block waits on the class's deferred list) and the block is back
+ * when the holder lets go.  With a free that waits for the lock, the
+ * freeing thread is still stuck after the 5 s allowed here. */
+START_TEST(a_free_never_waits_for_the_class_lock)
+{
+	enum { BYTES = 48 };
+	struct lone_free f = { .bytes = BYTES };
+	pthread_t t;
+	size_t before = census_blocks();
+
+	f.p = cm_slab_alloc(BYTES);
+	ck_assert_ptr_nonnull(f.p);
+	fill(f.p, BYTES, 7);
+	cm_test_slab_hold(BYTES, true);
+	ck_assert_int_eq(pthread_create(&t, NULL, free_one, &f), 0);
+	for (int ms = 0; ms < 5000 && !atomic_load(&f.done); ms++)
+		usleep(1000);
+
+	bool returned = atomic_load(&f.done);
+
+	cm_test_slab_hold(BYTES, false);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_msg(returned, "cm_slab_free waited for the class lock");
+	ck_assert_uint_eq(census_blocks(), before);
+
+	/* The block is a free block like any other: it is handed out
+	 * again and holds what it is given. */
+	void *p[64];
+
+	alloc_all(p, 64, BYTES);
+	for (int i = 0; i < 64; i++)
+		fill(p[i], BYTES, (unsigned)i);
+	for (int i = 0; i < 64; i++) {
+		ck_assert(intact(p[i], BYTES, (unsigned)i));
+		cm_slab_free(p[i], BYTES);
+	}
+	ck_assert_uint_eq(census_blocks(), before);
+}
+END_TEST
+
 static atomic_bool churning;
 /* Global, so that a child forked mid-churn still reaches the blocks (a
  * leak checker in the child would report them otherwise). */
@@ -597,6 +654,7 @@ static Suite *slab_suite(void)
 	tcase_add_test(tc, shrink_keeps_the_prefix_and_moves_only_across_classes);
 	tcase_add_test(tc, allocations_fail_when_injected_and_are_counted);
 	tcase_add_test(tc, blocks_freed_by_another_thread_come_back_whole);
+	tcase_add_test(tc, a_free_never_waits_for_the_class_lock);
 	tcase_add_test(tc, fork_during_allocation_leaves_the_child_able_to_allocate);
 	suite_add_tcase(s, tc);
 	return s;
