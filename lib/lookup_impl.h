@@ -40,6 +40,7 @@ static size_t lookup_group(const struct cowmap *m, size_t n,
 			   void *values[])
 {
 	struct cm_probe probes[GROUP];
+	uint64_t hashes[GROUP];			/* probes[i].hash, packed */
 	const struct cm_node *at[GROUP];	/* the node key i reads next */
 	unsigned char active[GROUP];		/* unfinished keys */
 	unsigned nactive = 0;
@@ -50,41 +51,50 @@ static size_t lookup_group(const struct cowmap *m, size_t n,
 		if (cm_check_key(keys[i], lens[i]) < 0)
 			continue;
 		cm_map_probe(m, &probes[i], keys[i], lens[i]);
+		hashes[i] = probes[i].hash;
 		at[i] = m->root;
 		active[nactive++] = (unsigned char)i;
 	}
 
-	for (unsigned depth = 0; nactive > 0; depth++) {
+	/* The rounds read only the packed hashes and nodes; the probe is
+	 * looked at once, for the entry a key's walk ends on. */
+	unsigned depth;
+
+	for (depth = 0; nactive > 0 && depth < CM_COLLISION_DEPTH; depth++) {
 		unsigned still = 0;
 
 		for (unsigned k = 0; k < nactive; k++) {
 			unsigned i = active[k];
-			const struct cm_probe *p = &probes[i];
 			const struct cm_node *node = at[i];
-			const struct cm_entry *e = NULL;
+			uint32_t bit = cm_bit(hashes[i], depth);
 
-			if (depth == CM_COLLISION_DEPTH) {
-				e = cm_collision_find(node, p);
-			} else {
-				uint32_t bit = cm_bit(p->hash, depth);
-
-				if (node->nodemap & bit) {
-					at[i] = cm_children(node)[cm_index(
-						node->nodemap, bit)];
-					prefetch_node(at[i]);
-					active[still++] = (unsigned char)i;
-					continue;
-				}
-				if (node->datamap & bit)
-					e = &cm_node_entries(node)[cm_index(
-						node->datamap, bit)];
+			if (node->nodemap & bit) {
+				at[i] = cm_children(node)[cm_index(
+					node->nodemap, bit)];
+				prefetch_node(at[i]);
+				active[still++] = (unsigned char)i;
+				continue;
 			}
-			if (e != NULL && cm_entry_matches(e, p)) {
-				values[i] = e->value;
-				found++;
+			if (node->datamap & bit) {
+				const struct cm_entry *e = &cm_node_entries(
+					node)[cm_index(node->datamap, bit)];
+
+				if (cm_entry_matches(e, &probes[i])) {
+					values[i] = e->value;
+					found++;
+				}
 			}
 		}
 		nactive = still;
+	}
+	for (unsigned k = 0; k < nactive; k++) {	/* collision nodes */
+		unsigned i = active[k];
+		const struct cm_entry *e = cm_collision_find(at[i], &probes[i]);
+
+		if (e != NULL) {
+			values[i] = e->value;
+			found++;
+		}
 	}
 	return found;
 }
