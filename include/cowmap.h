@@ -503,7 +503,10 @@ void cowmap_cell_free(struct cowmap_cell *c);
  * online (it may queue a batch with call_rcu(); it goes offline while it
  * waits, as rcu_barrier() does), never inside a read-side critical
  * section or from a call_rcu callback.
- * Returns 0, or -EINVAL for a NULL cell.
+ * Returns 0, -EINVAL for a NULL cell, or -EDEADLK, at once and having
+ * done nothing, when called inside a read-side critical section (which
+ * would wait for itself).  Under urcu-qsbr a section cannot be told from
+ * being online, so there the call is the caller's to place right.
  */
 COWMAP_API
 int cowmap_cell_barrier(struct cowmap_cell *c);

@@ -550,10 +550,37 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
  * before it; the batch carrying the mark may be queued later (a callback
  * or a writer between taking the stack and sending it), hence the loop.
  */
+/*
+ * Is the calling thread inside a read-side critical section of @c's
+ * flavor?  Waiting there for a grace period would wait for itself; and
+ * rcu_barrier() then returns at once with a warning, so the loop below
+ * would spin for ever.  QSBR has no sections to see: read_ongoing() says
+ * whether the thread is online, which a writer must be; so, as
+ * rcu_barrier() does, ask again after going offline, which QSBR answers
+ * with false and the other flavors (where going offline does nothing)
+ * with true inside a section.
+ */
+static bool in_read_section(struct cowmap_cell *c)
+{
+	const struct rcu_flavor_struct *f = c->flavor;
+
+	if (!f->read_ongoing())
+		return false;
+	f->thread_offline();
+
+	bool inside = f->read_ongoing();
+
+	f->thread_online();
+	return inside;
+}
+
 int cowmap_cell_barrier(struct cowmap_cell *c)
 {
 	if (!cell_live(c, "cowmap_cell_barrier"))
 		return -EINVAL;
+
+	if (in_read_section(c))
+		return -EDEADLK;
 
 	struct barrier_mark mark = { .r = { .cell = c } };
 

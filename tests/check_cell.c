@@ -781,6 +781,38 @@ START_TEST(publish_releases_old_version_after_grace_period)
 }
 END_TEST
 
+/* Waiting for a grace period inside a read-side critical section would
+ * wait for itself: the barrier refuses at once, without queueing
+ * anything, and works once the section ends.  QSBR has no sections to
+ * see, and an online caller is what it requires: there it just works. */
+START_TEST(barrier_inside_a_read_section_is_refused)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 4, vals),
+						tf->flavor);
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(cowmap_cell_set(c, "k1", 2, tv_new()), 0);
+	tf_read_lock(tf);
+	int rc = cowmap_cell_barrier(c);
+	tf_read_unlock(tf);
+	if (tf->is_qsbr) {
+		ck_assert_int_eq(rc, 0);
+		ck_assert_int_eq(tv_freed(vals[1]), 1);
+	} else {
+		ck_assert_int_eq(rc, -EDEADLK);
+		ck_assert_int_eq(tv_freed(vals[1]), 0);
+		ck_assert_uint_eq(cell_stats(c).pending_versions, 1);
+		cell_barrier(c);
+		ck_assert_int_eq(tv_freed(vals[1]), 1);
+	}
+	cowmap_cell_free(c);
+	end(tf);
+}
+END_TEST
+
 START_TEST(publish_current_version_again_is_safe)
 {
 	const struct tf_flavor *tf = begin(_i);
@@ -3095,6 +3127,8 @@ Suite *cell_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, publish_releases_old_version_after_grace_period,
 			    0, TF_COUNT);
+	tcase_add_loop_test(tc, barrier_inside_a_read_section_is_refused, 0,
+			    TF_COUNT);
 	tcase_add_loop_test(tc, publish_current_version_again_is_safe, 0,
 			    TF_COUNT);
 	tcase_add_loop_test(tc, publish_bad_args_einval_and_steal_next, 0,
