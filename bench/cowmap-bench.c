@@ -22,7 +22,9 @@
  * entry (mallinfo2 deltas around each build); single-key publish latency
  * (p50, p99) against copy-and-swap; snapshot cost; diff of two versions
  * 100 keys apart against a full iteration; write throughput with 1 and 2
- * writer threads.  The run ends with the issue's targets, PASS or MISS.
+ * writer threads.  The run ends with the issue's targets, PASS or MISS,
+ * and the same bounds held to the words workload where the issue names
+ * only the 1M keys, pass or miss.
  */
 #include <urcu/urcu-memb.h>
 #include <cowmap.h>
@@ -956,12 +958,19 @@ static double fastest_peer(const char *w, const char *metric, const char **who)
 }
 
 /*
- * One line: what, the two measurements, their ratio, the bound.  An info
- * line (a cross-check, not an issue target) says ok/over and is not
- * counted.
+ * One line: what, the two measurements, their ratio, the bound.  A target
+ * line is one of the issue's targets, PASS or MISS; an extra line holds
+ * the words workload to a bound the issue sets for the 1M keys only,
+ * pass or miss, counted apart; an info line (a cross-check) says ok or
+ * over and is not counted.
  */
+enum line_kind { LINE_TARGET, LINE_EXTRA, LINE_INFO };
+
+static int nextra_pass, nextra_miss;
+
 static void line(const char *what, const char *w, double num, double den,
-		 const char *den_label, double bound, bool at_most, bool counted)
+		 const char *den_label, double bound, bool at_most,
+		 enum line_kind kind)
 {
 	double ratio = num / den;
 	bool ok = at_most ? ratio <= bound : ratio >= bound;
@@ -969,8 +978,12 @@ static void line(const char *what, const char *w, double num, double den,
 
 	if (isnan(ratio))
 		verdict = "n/a";
-	else if (!counted)
+	else if (kind == LINE_INFO)
 		verdict = ok ? "(ok)" : "(over)";
+	else if (kind == LINE_EXTRA && ok)
+		verdict = "pass", nextra_pass++;
+	else if (kind == LINE_EXTRA)
+		verdict = "miss", nextra_miss++;
 	else if (ok)
 		verdict = "PASS", npass++;
 	else
@@ -989,13 +1002,22 @@ static void line(const char *what, const char *w, double num, double den,
 static void target(const char *what, const char *w, double num, double den,
 		   const char *den_label, double bound, bool at_most)
 {
-	line(what, w, num, den, den_label, bound, at_most, true);
+	line(what, w, num, den, den_label, bound, at_most, LINE_TARGET);
+}
+
+/* A target of the issue's on the 1M keys; on words, an extra line. */
+static void target_1m(const char *what, const char *w, double num,
+		      double den, const char *den_label, double bound,
+		      bool at_most)
+{
+	line(what, w, num, den, den_label, bound, at_most,
+	     strcmp(w, "rand1M") == 0 ? LINE_TARGET : LINE_EXTRA);
 }
 
 static void info(const char *what, const char *w, double num, double den,
 		 const char *den_label, double bound, bool at_most)
 {
-	line(what, w, num, den, den_label, bound, at_most, false);
+	line(what, w, num, den, den_label, bound, at_most, LINE_INFO);
 }
 
 static void print_targets(void)
@@ -1029,7 +1051,7 @@ static void print_targets(void)
 		double best = fastest_peer(w, "get_1r", &who);
 
 		snprintf(lab, sizeof(lab), "%s get", who);
-		target("get_many x32 (ns/key) vs fastest peer get", w,
+		target_1m("get_many x32 (ns/key) vs fastest peer get", w,
 		       result_get(w, "get_many32", "cowmap"), best, lab, 0.4, true);
 		best = fastest_peer(w, "get_1r_cpu", &who);
 		snprintf(lab, sizeof(lab), "%s get", who);
@@ -1039,7 +1061,7 @@ static void print_targets(void)
 	for (int k = 0; k < 2; k++) {
 		const char *w = pair[k];
 
-		target("2 readers vs 1 reader throughput (Mops/s)", w,
+		target_1m("2 readers vs 1 reader throughput (Mops/s)", w,
 		       result_get(w, "tput_2r", "cowmap"),
 		       result_get(w, "tput_1r", "cowmap"), "cowmap 1r", 1.8, false);
 		/* What 2 readers would do with a core each: the per-lookup
@@ -1052,7 +1074,7 @@ static void print_targets(void)
 	for (int k = 0; k < 2; k++) {
 		const char *w = pair[k];
 
-		target("1 reader with writer vs without (ns)", w,
+		target_1m("1 reader with writer vs without (ns)", w,
 		       result_get(w, "get_1r_writer", "cowmap"),
 		       result_get(w, "get_1r", "cowmap"), "cowmap 1r", 1.10, true);
 	}
@@ -1070,7 +1092,7 @@ static void print_targets(void)
 	for (int k = 0; k < 2; k++) {
 		const char *w = pair[k];
 
-		target("heap bytes/entry vs ck_hs", w,
+		target_1m("heap bytes/entry vs ck_hs", w,
 		       result_get(w, "heap_per_entry", "cowmap"),
 		       result_get(w, "heap_per_entry", "ck_hs"), "ck_hs", 0.8, true);
 	}
@@ -1079,7 +1101,7 @@ static void print_targets(void)
 		double best = fastest_peer(w, "build", &who);
 
 		snprintf(lab, sizeof(lab), "%s", who);
-		target("build by txn (ns/entry) vs fastest insert", w,
+		target_1m("build by txn (ns/entry) vs fastest insert", w,
 		       result_get(w, "build", "cowmap"), best, lab, 1.5, true);
 		info("  same, one txn_set per key", w,
 		     result_get(w, "build_singly", "cowmap"), best, lab, 1.5,
@@ -1125,7 +1147,9 @@ static void print_targets(void)
 	       result_get("rand1M", "write_2w", "cowmap"),
 	       result_get("rand1M", "write_1w", "cowmap"), "1 writer", 1.0,
 	       false);
-	printf("%d PASS, %d MISS\n", npass, nmiss);
+	printf("%d PASS, %d MISS; the 1M bounds on words (beyond the issue): "
+	       "%d pass, %d miss\n",
+	       npass, nmiss, nextra_pass, nextra_miss);
 }
 
 /* ------------------------------------------------------------------ */
