@@ -345,7 +345,8 @@ enum cowmap_change { COWMAP_ADDED, COWMAP_REMOVED, COWMAP_CHANGED };
 /**
  * cowmap_equal - do @a and @b hold the same keys with equal values?
  * @value_eq: returns non-zero when two values are equal; NULL compares
- *            the pointers.
+ *            the pointers.  It is called only for values whose pointers
+ *            differ: a pointer is taken to equal itself.
  *
  * Subtrees the two versions share are skipped by pointer, so comparing a
  * version with one derived from it costs about the size of the change.
@@ -362,6 +363,7 @@ int cowmap_equal(const struct cowmap *a, const struct cowmap *b,
  *
  * old_value is NULL for COWMAP_ADDED, new_value NULL for COWMAP_REMOVED;
  * CHANGED means the value pointers differ.  Shared subtrees are skipped.
+ * The keys come in no particular order.
  * Stops as soon as @fn returns non-zero and returns that value; returns 0
  * when all differences were reported, -EINVAL for NULL arguments.  Never
  * allocates.  Versions with different seeds or hash functions are compared
