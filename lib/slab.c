@@ -632,12 +632,17 @@ static struct slab *take_deferred(struct slab_class *cl, struct slab *empties)
  */
 static void class_unlock(struct slab_class *cl, struct slab *empties)
 {
-	do {
+	/* A few rounds at most: with frees arriving all the time, one
+	 * thread would otherwise go on giving back the others' blocks. */
+	for (int round = 0;; round++) {
 		empties = take_deferred(cl, empties);
 		pthread_mutex_unlock(&cl->lock);
-	} while (atomic_load_explicit(&cl->deferred, memory_order_relaxed) !=
-			 NULL &&
-		 pthread_mutex_trylock(&cl->lock) == 0);
+		if (round == 2 ||
+		    atomic_load_explicit(&cl->deferred, memory_order_relaxed) ==
+			    NULL ||
+		    pthread_mutex_trylock(&cl->lock) != 0)
+			break;
+	}
 
 	while (empties != NULL) {
 		struct slab *s = empties;
@@ -656,12 +661,18 @@ static void *class_alloc(unsigned cls)
 
 	pthread_mutex_lock(&cl->lock);
 
-	struct slab *s = fullest_with_room(cl);
+	struct slab *s = fullest_with_room(cl), *empties = NULL;
 
+	if (s == NULL) {
+		/* The deferred blocks may make room. */
+		empties = take_deferred(cl, NULL);
+		s = fullest_with_room(cl);
+	}
 	if (s == NULL) {
 		/* Map outside the lock; another thread may list a slab
 		 * meanwhile, and then both are there to use. */
-		class_unlock(cl, NULL);
+		class_unlock(cl, empties);
+		empties = NULL;
 		s = slab_new(cls);
 		if (s == NULL)
 			return NULL;
@@ -678,7 +689,7 @@ static void *class_alloc(unsigned cls)
 	s->live++;
 	cl->blocks++;
 	bin_update(cl, s);
-	class_unlock(cl, NULL);
+	class_unlock(cl, empties);
 	return p;
 }
 
