@@ -480,7 +480,10 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
  * until every version the cell retired is freed, so nothing is pending
  * when it returns.  No reader may use the cell any more, and no other
  * thread may write to it.  Must not be called inside a read-side critical
- * section or from a call_rcu callback.
+ * section or from a call_rcu callback.  Called inside a read-side
+ * critical section, where it would wait for itself, it frees nothing and
+ * returns, leaving the cell usable (debug builds report it); under
+ * urcu-qsbr a section cannot be told from being online.
  *
  * A freed cell must not be passed to any cowmap_cell_* call again.  Debug
  * builds keep freed cells poisoned for a while and answer such a call

@@ -596,6 +596,16 @@ void cowmap_cell_free(struct cowmap_cell *c)
 {
 	if (!cell_live(c, "cowmap_cell_free"))
 		return;
+	/* Waiting for the readers below would wait for this one: leave the
+	 * cell as it is (a leak a checker shows) rather than hang. */
+	if (in_read_section(c)) {
+#ifdef COWMAP_DEBUG
+		cm_debug_report("cowmap_cell_free",
+				"called inside a read-side critical section; "
+				"the cell was not freed");
+#endif
+		return;
+	}
 
 	struct cowmap *last = atomic_load_explicit(&c->current,
 						   memory_order_relaxed);

@@ -813,6 +813,37 @@ START_TEST(barrier_inside_a_read_section_is_refused)
 }
 END_TEST
 
+/* Freeing a cell waits for its readers, so inside a read-side section it
+ * would wait for itself: it frees nothing, and the cell goes on working
+ * and is freed whole later.  Under QSBR there is no section to see; the
+ * free there is an ordinary one. */
+START_TEST(cell_free_inside_a_read_section_frees_nothing)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	struct tval *vals[4];
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 4, vals),
+						tf->flavor);
+
+	ck_assert_ptr_nonnull(c);
+	if (!tf->is_qsbr) {
+		tf_read_lock(tf);
+		cowmap_cell_free(c);
+		tf_read_unlock(tf);
+		for (int i = 0; i < 4; i++)
+			ck_assert_int_eq(tv_freed(vals[i]), 0);
+		ck_assert_int_eq(cowmap_cell_set(c, "k2", 2, tv_new()), 0);
+		cell_barrier(c);
+		ck_assert_int_eq(tv_freed(vals[2]), 1);
+		ck_assert_ptr_eq(cell_get(tf, c, "k3"), vals[3]);
+	}
+	cowmap_cell_free(c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
+	end(tf);
+}
+END_TEST
+
 START_TEST(publish_current_version_again_is_safe)
 {
 	const struct tf_flavor *tf = begin(_i);
@@ -3129,6 +3160,8 @@ Suite *cell_suite(void)
 			    0, TF_COUNT);
 	tcase_add_loop_test(tc, barrier_inside_a_read_section_is_refused, 0,
 			    TF_COUNT);
+	tcase_add_loop_test(tc, cell_free_inside_a_read_section_frees_nothing,
+			    0, TF_COUNT);
 	tcase_add_loop_test(tc, publish_current_version_again_is_safe, 0,
 			    TF_COUNT);
 	tcase_add_loop_test(tc, publish_bad_args_einval_and_steal_next, 0,

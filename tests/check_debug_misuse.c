@@ -387,6 +387,27 @@ START_TEST(freeing_a_cell_twice_is_reported_not_freed_twice)
 }
 END_TEST
 
+START_TEST(freeing_a_cell_inside_a_read_section_is_reported)
+{
+	struct cowmap_cell *c;
+	const char *text;
+
+	urcu_memb_register_thread();
+	c = cowmap_cell_new(NULL, NULL);
+	ck_assert_ptr_nonnull(c);
+	capture_begin();
+	urcu_memb_read_lock();
+	cowmap_cell_free(c);
+	urcu_memb_read_unlock();
+	text = capture_end();
+	ck_assert_reported(text, "cowmap_cell_free");
+	ck_assert_reported(text, "read-side critical section");
+	ck_assert_int_eq(cowmap_cell_barrier(c), 0);	/* still a live cell */
+	cowmap_cell_free(c);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
 /* In release builds a finished transaction is recognised "for a while";
  * the debug build's quarantine makes it reliable: here after a thousand
  * other transactions and versions have come and gone. */
@@ -450,6 +471,7 @@ Suite *debug_misuse_suite(void)
 	tcase_add_test(tc, freed_cell_in_writers_is_einval_and_reported);
 	tcase_add_test(tc, freed_cell_in_readers_and_stats_is_einval_and_reported);
 	tcase_add_test(tc, freeing_a_cell_twice_is_reported_not_freed_twice);
+	tcase_add_test(tc, freeing_a_cell_inside_a_read_section_is_reported);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("finished transactions");
