@@ -781,6 +781,18 @@ START_TEST(publish_releases_old_version_after_grace_period)
 }
 END_TEST
 
+/* A cell of @tf over keys k0.. with @n tracked values (see map_of()). */
+static struct cowmap_cell *tracked_cell(const struct tf_flavor *tf,
+					struct tval *vals[], unsigned n)
+{
+	struct cowmap_options o = tv_opts();
+	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, n, vals),
+						tf->flavor);
+
+	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
 /* Waiting for a grace period inside a read-side critical section would
  * wait for itself: the barrier refuses at once, without queueing
  * anything, and works once the section ends.  QSBR has no sections to
@@ -788,12 +800,9 @@ END_TEST
 START_TEST(barrier_inside_a_read_section_is_refused)
 {
 	const struct tf_flavor *tf = begin(_i);
-	struct cowmap_options o = tv_opts();
 	struct tval *vals[4];
-	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 4, vals),
-						tf->flavor);
+	struct cowmap_cell *c = tracked_cell(tf, vals, 4);
 
-	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(cowmap_cell_set(c, "k1", 2, tv_new()), 0);
 	tf_read_lock(tf);
 	int rc = cowmap_cell_barrier(c);
@@ -820,12 +829,9 @@ END_TEST
 START_TEST(cell_free_inside_a_read_section_frees_nothing)
 {
 	const struct tf_flavor *tf = begin(_i);
-	struct cowmap_options o = tv_opts();
 	struct tval *vals[4];
-	struct cowmap_cell *c = cowmap_cell_new(map_of(&o, 4, vals),
-						tf->flavor);
+	struct cowmap_cell *c = tracked_cell(tf, vals, 4);
 
-	ck_assert_ptr_nonnull(c);
 	if (!tf->is_qsbr) {
 		tf_read_lock(tf);
 		cowmap_cell_free(c);
