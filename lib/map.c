@@ -100,8 +100,7 @@ void cowmap_release(struct cowmap *m)
 		return;
 	}
 #endif
-	unsigned old = atomic_fetch_sub_explicit(&m->refs, 1,
-						 memory_order_release);
+	unsigned old = atomic_fetch_sub_explicit(&m->refs, 1, CM_DROP_ORDER);
 
 	if ((old & CM_REFS_COUNT) != 1)
 		return;

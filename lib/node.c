@@ -16,7 +16,7 @@
 /* Drop a reference: the count before, with its flags (node.h). */
 static unsigned drop_ref_flags(atomic_uint *refs)
 {
-	unsigned old = atomic_fetch_sub_explicit(refs, 1, memory_order_release);
+	unsigned old = atomic_fetch_sub_explicit(refs, 1, CM_DROP_ORDER);
 
 	if ((old & CM_REFS_COUNT) == 1)
 		atomic_thread_fence(memory_order_acquire);

@@ -123,6 +123,24 @@
 #define CM_REFS_COUNT (CM_REFS_CLAIMED - 1)
 #define CM_LEN_BOXED 15u	/* length code of a boxed entry */
 
+/*
+ * The order of the decrement that drops a reference.  The holder of the
+ * last one frees, after an acquire fence that orders the other holders'
+ * reads before the free.  ThreadSanitizer does not model fences, so it
+ * reported every such free as a race with those reads; under it the
+ * decrement itself acquires, which orders the same things.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define CM_DROP_ORDER memory_order_acq_rel
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CM_DROP_ORDER memory_order_acq_rel
+#endif
+#endif
+#ifndef CM_DROP_ORDER
+#define CM_DROP_ORDER memory_order_release
+#endif
+
 enum cm_node_kind { CM_BITMAP = 0, CM_COLLISION = 1 };
 
 /* Boxed entry: an out-of-line key and/or a value the map owns. */
