@@ -47,7 +47,9 @@
  * in a file named by TSAN_OPTIONS=suppressions=FILE, and run with
  * COWMAP_SLABS=0, CK_FORK=no and detect_deadlocks=0 in TSAN_OPTIONS (the
  * fork handlers hold every slab class lock, more than TSan's deadlock
- * detector tracks); the grace-period frees remain.  The cells' own
+ * detector tracks); the grace-period frees remain.  (Frees by the last
+ * holder of a reference are not among them: under TSan the decrement
+ * itself acquires, see CM_DROP_ORDER in lib/node.h.)  The cells' own
  * hand-offs (a batch's records, its callback's last touch of the cell
  * before cowmap_cell_free()) go through C11 atomics and need no
  * suppression.
