@@ -541,24 +541,15 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 }
 
 /*
- * A barrier mark joins the line of retired versions like one of them:
- * every version retired before it is in its batch or an earlier one, and
- * batches finish one at a time, in order.  So once the mark's batch is
- * done, each of those versions is ready or freed; free_all_ready() then
- * frees the ready ones, and takes the lock a writer frees under, so the
- * rest are freed too.  Each flavor barrier waits for the callbacks queued
- * before it; the batch carrying the mark may be queued later (a callback
- * or a writer between taking the stack and sending it), hence the loop.
- */
-/*
  * Is the calling thread inside a read-side critical section of @c's
- * flavor?  Waiting there for a grace period would wait for itself; and
- * rcu_barrier() then returns at once with a warning, so the loop below
- * would spin for ever.  QSBR has no sections to see: read_ongoing() says
- * whether the thread is online, which a writer must be; so, as
- * rcu_barrier() does, ask again after going offline, which QSBR answers
- * with false and the other flavors (where going offline does nothing)
- * with true inside a section.
+ * flavor?  Waiting there for a grace period would wait for itself:
+ * rcu_barrier() then returns at once with a warning, so the loop of
+ * cowmap_cell_barrier() would spin for ever, and cowmap_cell_free()
+ * would hang in synchronize_rcu().  QSBR has no sections to see:
+ * read_ongoing() says whether the thread is online, which a writer must
+ * be; so, as rcu_barrier() does, ask again after going offline, which
+ * QSBR answers with false and the other flavors (where going offline
+ * does nothing) with true inside a section.
  */
 static bool in_read_section(struct cowmap_cell *c)
 {
@@ -574,6 +565,16 @@ static bool in_read_section(struct cowmap_cell *c)
 	return inside;
 }
 
+/*
+ * A barrier mark joins the line of retired versions like one of them:
+ * every version retired before it is in its batch or an earlier one, and
+ * batches finish one at a time, in order.  So once the mark's batch is
+ * done, each of those versions is ready or freed; free_all_ready() then
+ * frees the ready ones, and takes the lock a writer frees under, so the
+ * rest are freed too.  Each flavor barrier waits for the callbacks queued
+ * before it; the batch carrying the mark may be queued later (a callback
+ * or a writer between taking the stack and sending it), hence the loop.
+ */
 int cowmap_cell_barrier(struct cowmap_cell *c)
 {
 	if (!cell_live(c, "cowmap_cell_barrier"))

@@ -58,9 +58,8 @@ static size_t lookup_group(const struct cowmap *m, size_t n,
 
 	/* The rounds read only the packed hashes and nodes; the probe is
 	 * looked at once, for the entry a key's walk ends on. */
-	unsigned depth;
-
-	for (depth = 0; nactive > 0 && depth < CM_COLLISION_DEPTH; depth++) {
+	for (unsigned depth = 0; nactive > 0 && depth < CM_COLLISION_DEPTH;
+	     depth++) {
 		unsigned still = 0;
 
 		for (unsigned k = 0; k < nactive; k++) {

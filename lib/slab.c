@@ -812,9 +812,10 @@ __attribute__((destructor)) static void slabs_drain(void)
 			if (s->live == 0) {
 				bin_unlink(cl, s);
 				cl->slabs--;
-				slab_delete(s);
+				s->next = empties;
+				empties = s;
 			}
 		}
-		class_unlock(cl, empties);
+		class_unlock(cl, empties);	/* deletes them */
 	}
 }
