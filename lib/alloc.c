@@ -46,6 +46,11 @@ void *cm_calloc(size_t count, size_t size)
 	return should_fail() ? NULL : calloc(count, size);
 }
 
+void *cm_realloc(void *p, size_t size)
+{
+	return should_fail() ? NULL : realloc(p, size);
+}
+
 void *cm_aligned_alloc(size_t align, size_t size)
 {
 	void *p;

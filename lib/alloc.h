@@ -14,6 +14,8 @@
 
 void *cm_malloc(size_t size);
 void *cm_calloc(size_t count, size_t size);
+/* As realloc(): on failure (NULL) @p is untouched and still @p's owner's. */
+void *cm_realloc(void *p, size_t size);
 /* @size bytes aligned to @align (a power of two, at least sizeof(void *)),
  * freed with cm_free(); for objects with over-aligned members, which
  * malloc() does not guarantee. */

@@ -69,32 +69,12 @@ struct lone {
 	bool have_full;
 };
 
-/* The probe an unplaced item's key would have, for the matching and
- * entry-making helpers of node.h. */
-static void item_probe(const struct cm_item *it, struct cm_probe *p)
-{
-	p->hash = it->hash;
-	p->boxed = it->boxed;
-	if (it->boxed) {
-		p->key = it->u.box.key;
-		p->len = (uint32_t)it->u.box.len;
-		p->tag = cm_tag(it->hash, CM_LEN_BOXED);
-		p->head[0] = p->head[1] = 0;
-	} else {
-		p->key = NULL;	/* an inline key is matched by its head */
-		p->head[0] = it->u.in.head[0];
-		p->head[1] = it->u.in.head[1];
-		memcpy(&p->tag, p->head, sizeof(p->tag));
-		p->len = p->tag & 15u;
-	}
-}
-
 /* Does entry @e hold @it's key? */
 static bool item_matches(const struct cm_entry *e, const struct cm_item *it)
 {
 	struct cm_probe p;
 
-	item_probe(it, &p);
+	cm_item_probe(it, &p);
 	return cm_entry_matches(e, &p);
 }
 
@@ -106,22 +86,29 @@ static bool items_same_key(const struct cm_item *a, const struct cm_item *b)
 	if (!a->boxed)
 		return a->u.in.head[0] == b->u.in.head[0] &&
 		       a->u.in.head[1] == b->u.in.head[1];
-	return a->u.box.len == b->u.box.len &&
-	       memcmp(a->u.box.key, b->u.box.key, a->u.box.len) == 0;
+
+	uint32_t la, lb;
+	const unsigned char *ka = cm_item_key(a, &la), *kb = cm_item_key(b, &lb);
+
+	return la == lb && memcmp(ka, kb, la) == 0;
 }
 
 /*
  * Turn winning item @it into its entry: an inline item already is one; a
- * boxed one gets its leaf, and the union then holds the entry.  Returns
- * false on ENOMEM (the item stays as it was).
+ * boxed one gets its leaf, and the union then holds the entry (a leafed
+ * one has it already).  Returns false on ENOMEM (the item stays as it
+ * was).
  */
 static bool item_place(struct cm_item *it)
 {
-	if (it->boxed) {
+	if (it->leafed) {
+		/* The node takes a reference of its own; the item keeps its. */
+		cm_entry_retain(&it->u.entry);
+	} else if (it->boxed) {
 		struct cm_probe p;
 		struct cm_entry e;
 
-		item_probe(it, &p);
+		cm_item_probe(it, &p);
 		if (!cm_entry_make(&e, &p, it->u.box.value))
 			return false;
 		it->u.entry = e;

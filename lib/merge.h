@@ -52,7 +52,14 @@ struct cm_item {
 	uint32_t seq;	/* its place in the caller's arrays: the later wins */
 	uint8_t boxed;
 	uint8_t fate;	/* enum cm_item_fate */
+	/* A boxed item whose leaf already exists (a set gathered by a
+	 * transaction, lib/txn.c): the union holds its entry from the start,
+	 * and the item keeps its own reference to the leaf whatever the
+	 * merge does, so a merge that fails can be tried again. */
+	uint8_t leafed;
 };
+
+_Static_assert(sizeof(struct cm_item) == 40, "items are 40 bytes");
 
 _Static_assert(offsetof(struct cm_item, u.in.value) ==
 			       offsetof(struct cm_item, u.entry.value) &&
@@ -76,6 +83,38 @@ static inline void cm_item_init(struct cm_item *it, const struct cm_probe *p,
 	it->seq = seq;
 	it->boxed = p->boxed;
 	it->fate = CM_ITEM_PENDING;
+	it->leafed = 0;
+}
+
+/* The key bytes of an unplaced or leafed boxed item. */
+static inline const unsigned char *cm_item_key(const struct cm_item *it,
+					       uint32_t *len)
+{
+	if (it->leafed) {
+		*len = it->u.entry.u.leaf->len;
+		return it->u.entry.u.leaf->key;
+	}
+	*len = (uint32_t)it->u.box.len;
+	return it->u.box.key;
+}
+
+/* The probe an unplaced (or leafed) item's key would have, for the
+ * matching and entry-making helpers of node.h. */
+static inline void cm_item_probe(const struct cm_item *it, struct cm_probe *p)
+{
+	p->hash = it->hash;
+	p->boxed = it->boxed;
+	if (it->boxed) {
+		p->key = cm_item_key(it, &p->len);
+		p->tag = cm_tag(it->hash, CM_LEN_BOXED);
+		p->head[0] = p->head[1] = 0;
+	} else {
+		p->key = NULL;	/* an inline key is matched by its head */
+		p->head[0] = it->u.in.head[0];
+		p->head[1] = it->u.in.head[1];
+		memcpy(&p->tag, p->head, sizeof(p->tag));
+		p->len = p->tag & 15u;
+	}
 }
 
 /*

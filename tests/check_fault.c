@@ -398,13 +398,16 @@ static long fault_txn_del(struct fixture *f, struct draft *d, uint64_t id)
 	return n;
 }
 
-/* Commit cannot run out of memory: it must succeed with every
- * allocation failing. */
+/* Commit of a merged draft cannot run out of memory: it must succeed
+ * with every allocation failing.  (Sets gathered since the last read are
+ * merged by commit, which can fail: see
+ * commit_of_gathered_sets_without_memory_discards_the_draft.) */
 static struct cowmap *commit_without_memory(struct fixture *f,
 					    struct draft *d)
 {
 	struct cowmap *next;
 
+	(void)cowmap_txn_size(d->t);	/* merges what was gathered */
 	errno = 0;
 	cm_test_fail_after(0);
 	next = cowmap_txn_commit(d->t);
@@ -778,6 +781,136 @@ END_TEST
 
 /* ------------------------------------------------------------------ */
 
+
+/* ------------------------------------------------------------------ */
+/* Gathered sets: merged on the next read, commit or abort             */
+/* ------------------------------------------------------------------ */
+
+#define GATHER 40
+
+/* Gather GATHER sets in @d with no failures: new keys, replacements of
+ * base keys, and a repeat of every fourth key; their ids go to @ids. */
+static void gather_sets(struct fixture *f, struct draft *d, uint64_t phase,
+			uint64_t ids[GATHER])
+{
+	for (unsigned i = 0; i < GATHER; i++) {
+		uint64_t id = i % 3 == 0
+				      ? f->shape->n + (phase + i) % (GATHER / 2)
+				      : spread_id(f->shape, i, GATHER,
+						  (unsigned)phase);
+		struct tu_key k;
+
+		key_of(f, id, &k);
+		for (int again = 0; again <= (i % 4 == 0); again++) {
+			void *v = fresh_value(f);
+
+			TU_REQUIRE(cowmap_txn_set(d->t, k.bytes, k.len, v) ==
+					   0,
+				   "[%s] cowmap_txn_set failed",
+				   f->shape->name);
+			f->stored++;
+			tu_model_set(d->model, k.bytes, k.len, v, NULL);
+		}
+		ids[i] = id;
+	}
+}
+
+/*
+ * Reads of a draft whose merge fails at every allocation in turn: the
+ * size and every gathered key answer as the model says, the base is
+ * untouched, and in the end (fixture_fini) every value was freed once.
+ */
+START_TEST(gathered_merge_failures_change_nothing)
+{
+	struct fixture f;
+	struct draft d;
+	uint64_t ids[GATHER];
+	long failures = 0;
+
+	fixture_init(&f, &shapes[_i]);
+	d.t = fault_txn_begin(&f);
+	d.model = tu_model_copy(f.model);
+	for (uint64_t round = 0; round < 3; round++) {
+		gather_sets(&f, &d, round * 11, ids);
+		for (long n = 0; n < MAX_FAILS; n++) {
+			unsigned long before = cm_test_alloc_count();
+			size_t size;
+
+			cm_test_fail_after(n);
+			size = cowmap_txn_size(d.t);
+			cm_test_fail_after(-1);
+			TU_REQUIRE(size == tu_model_size(d.model),
+				   "[%s] draft size %zu with allocation %ld "
+				   "failing, model %zu",
+				   f.shape->name, size, n,
+				   tu_model_size(d.model));
+			if (cm_test_alloc_count() - before <= (unsigned long)n)
+				break;	/* nothing failed: merged */
+			failures++;
+			cm_test_fail_after(0);
+			for (unsigned i = 0; i < GATHER; i++) {
+				struct tu_key k;
+				void *want = NULL, *got = NULL;
+				int had, rc;
+
+				key_of(&f, ids[i], &k);
+				had = tu_model_get(d.model, k.bytes, k.len,
+						   &want);
+				rc = cowmap_txn_get(d.t, k.bytes, k.len, &got);
+				TU_REQUIRE(rc == had && got == want,
+					   "[%s] gathered key %llu misread "
+					   "while merging fails",
+					   f.shape->name,
+					   (unsigned long long)ids[i]);
+			}
+			cm_test_fail_after(-1);
+			check_map_matches_model(f.map, f.model);
+		}
+		check_txn_matches_model(d.t, d.model);
+		/* A delete whose merge fails first, then succeeds. */
+		gather_sets(&f, &d, round * 11 + 5, ids);
+		fault_txn_del(&f, &d, ids[GATHER - 1]);
+	}
+	ck_assert_int_gt(failures, 0);
+	cowmap_release(f.map);
+	f.map = commit_without_memory(&f, &d);
+	tu_model_free(f.model);
+	f.model = d.model;
+	fixture_fini(&f);
+}
+END_TEST
+
+/* Commit merges what was gathered; without memory it fails with ENOMEM
+ * and discards the draft like abort: its values are freed once
+ * (fixture_fini counts them), the base is as it was. */
+START_TEST(commit_of_gathered_sets_without_memory_discards_the_draft)
+{
+	struct fixture f;
+	struct draft d;
+	uint64_t ids[GATHER];
+	struct cowmap *next;
+
+	fixture_init(&f, &shapes[_i]);
+	d.t = fault_txn_begin(&f);
+	d.model = tu_model_copy(f.model);
+	gather_sets(&f, &d, 3, ids);
+	errno = 0;
+	cm_test_fail_after(0);
+	next = cowmap_txn_commit(d.t);
+	cm_test_fail_after(-1);
+	TU_REQUIRE(next == NULL && errno == ENOMEM,
+		   "[%s] commit of gathered sets without memory returned %p, "
+		   "errno %d",
+		   f.shape->name, (void *)next, errno);
+	ck_assert_int_eq(cowmap_txn_size(d.t), 0);	/* consumed */
+	check_map_matches_model(f.map, f.model);
+	tu_model_free(d.model);
+	fixture_fini(&f);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+
 Suite *fault_suite(void);
 
 Suite *fault_suite(void)
@@ -797,6 +930,11 @@ Suite *fault_suite(void)
 			    0, NSHAPES);
 	tcase_add_loop_test(tc, txn_failures_change_neither_draft_nor_base, 0,
 			    NSHAPES);
+	tcase_add_loop_test(tc, gathered_merge_failures_change_nothing, 0,
+			    NSHAPES);
+	tcase_add_loop_test(tc,
+			    commit_of_gathered_sets_without_memory_discards_the_draft,
+			    0, NSHAPES);
 	tcase_add_loop_test(tc, txn_failures_then_abort_leave_the_base, 0,
 			    NSHAPES);
 	tcase_add_loop_test(

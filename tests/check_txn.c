@@ -749,22 +749,27 @@ END_TEST
 /* value_free in drafts                                                */
 /* ------------------------------------------------------------------ */
 
-START_TEST(txn_frees_a_value_replaced_in_the_draft_at_once)
+/* Sets are gathered and merged when the draft is next read, so a value
+ * replaced inside the draft is freed then, once. */
+START_TEST(txn_frees_a_value_replaced_in_the_draft_by_the_next_read)
 {
 	struct tu_free_log log;
 	struct cowmap *base;
 	struct cowmap_txn *t;
 	struct cowmap *next;
+	void *v = NULL;
 
 	tu_free_log_init(&log);
 	base = new_map(17, NULL, &log);
 	t = begin(base);
 	ck_assert_int_eq(cowmap_txn_set(t, "k", 1, tu_val(1)), 0);
-	ck_assert_uint_eq(log.calls, 0);
 	ck_assert_int_eq(cowmap_txn_set(t, "k", 1, tu_val(2)), 0);
+	ck_assert_int_eq(cowmap_txn_get(t, "k", 1, &v), 1);
+	ck_assert_ptr_eq(v, tu_val(2));
 	ck_assert_uint_eq(log.calls, 1);
 	ck_assert_uint_eq(tu_free_log_count(&log, tu_val(1)), 1);
 	ck_assert_int_eq(cowmap_txn_set(t, "k", 1, tu_val(3)), 0);
+	ck_assert_uint_eq(cowmap_txn_size(t), 1);
 	ck_assert_uint_eq(log.calls, 2);
 	ck_assert_uint_eq(tu_free_log_count(&log, tu_val(2)), 1);
 	next = commit(t);
@@ -1027,6 +1032,171 @@ END_TEST
 
 /* ------------------------------------------------------------------ */
 
+
+/* ------------------------------------------------------------------ */
+/* Gathered sets (merged when the draft is next read or committed)     */
+/* ------------------------------------------------------------------ */
+
+/* Lengths that give inline keys and boxed ones. */
+static const size_t gather_lens[] = { 1, 8, 12, 13, TU_LONG_KEY_LEN };
+#define NGATHER_LENS (sizeof(gather_lens) / sizeof(gather_lens[0]))
+
+/*
+ * A long loop of sets over a small universe (so keys repeat) with a read
+ * now and then: every read sees every earlier set, and every value the
+ * map was given is freed exactly once in the end.  Loop 0 runs with the
+ * built-in hash, loop 1 with one that makes every key collide in groups.
+ */
+START_TEST(txn_get_sees_every_earlier_set_of_a_long_loop)
+{
+	struct tu_free_log log;
+	struct tu_model *model = tu_model_new();
+	struct tu_rng r;
+	struct cowmap *base, *next;
+	struct cowmap_txn *t;
+	uint64_t v = 1;
+
+	tu_free_log_init(&log);
+	tu_rng_init(&r, 77 + (uint64_t)_i);
+	base = new_map(5, _i ? tu_hash_group8 : NULL, &log);
+	for (uint64_t id = 0; id < 300; id++) {
+		struct tu_key k;
+
+		tu_key_make(&k, gather_lens[id % NGATHER_LENS], id);
+		base = tu_set_replace(base, k.bytes, k.len, tu_val(v));
+		tu_model_set(model, k.bytes, k.len, tu_val(v++), NULL);
+	}
+	t = begin(base);
+	for (unsigned i = 0; i < 6000; i++) {
+		uint64_t id = tu_rng_below(&r, 1500);
+		struct tu_key k;
+		void *got = NULL;
+
+		tu_key_make(&k, gather_lens[id % NGATHER_LENS], id);
+		txn_set_id(t, model, k.len, id, tu_val(v++));
+		if (tu_rng_below(&r, 500) == 0) {
+			/* A read right after a set sees it. */
+			ck_assert_int_eq(cowmap_txn_get(t, k.bytes, k.len,
+							&got), 1);
+			ck_assert_ptr_eq(got, tu_val(v - 1));
+			ck_assert_uint_eq(cowmap_txn_size(t),
+					  tu_model_size(model));
+		}
+	}
+	check_txn_matches_model(t, model);
+	next = commit(t);
+	check_map_matches_model(next, model);
+	cowmap_release(base);
+	cowmap_release(next);
+	for (uint64_t i = 1; i < v; i++)
+		TU_REQUIRE(tu_free_log_count(&log, tu_val(i)) == 1,
+			   "value %llu freed %zu times", (unsigned long long)i,
+			   tu_free_log_count(&log, tu_val(i)));
+	tu_model_free(model);
+	tu_free_log_fini(&log);
+}
+END_TEST
+
+/*
+ * Abort with sets still gathered: values stored only by the draft are
+ * freed once, at abort; a set that gives a key back its base value, or
+ * stores one pointer twice, frees nothing extra; the base keeps its own.
+ */
+START_TEST(abort_after_gathered_sets_frees_each_value_once)
+{
+	struct tu_free_log log;
+	struct cowmap *base;
+	struct cowmap_txn *t;
+	struct tu_key k;
+
+	tu_free_log_init(&log);
+	base = new_map(9, NULL, &log);
+	for (uint64_t id = 0; id < 40; id++) {
+		tu_key_make(&k, gather_lens[id % NGATHER_LENS], id);
+		base = tu_set_replace(base, k.bytes, k.len, tu_val(id + 1));
+	}
+	t = begin(base);
+	for (uint64_t id = 0; id < 80; id++) {	/* 40 replaced, 40 new */
+		tu_key_make(&k, gather_lens[id % NGATHER_LENS], id);
+		ck_assert_int_eq(cowmap_txn_set(t, k.bytes, k.len,
+						tu_val(1000 + id)), 0);
+		ck_assert_int_eq(cowmap_txn_set(t, k.bytes, k.len,
+						tu_val(2000 + id)), 0);
+		ck_assert_int_eq(cowmap_txn_set(t, k.bytes, k.len,
+						tu_val(2000 + id)), 0);
+		if (id < 10)	/* back to the base's value */
+			ck_assert_int_eq(cowmap_txn_set(t, k.bytes, k.len,
+							tu_val(id + 1)),
+					 0);
+	}
+	cowmap_txn_abort(t);
+	for (uint64_t id = 0; id < 80; id++) {
+		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(1000 + id)),
+				  1);
+		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(2000 + id)),
+				  1);
+	}
+	ck_assert_uint_eq(log.calls, 160);	/* none of the base's */
+	ck_assert_uint_eq(cowmap_size(base), 40);
+	for (uint64_t id = 0; id < 40; id++) {
+		void *got = NULL;
+
+		tu_key_make(&k, gather_lens[id % NGATHER_LENS], id);
+		ck_assert_int_eq(cowmap_get(base, k.bytes, k.len, &got), 1);
+		ck_assert_ptr_eq(got, tu_val(id + 1));
+	}
+	cowmap_release(base);
+	ck_assert_uint_eq(log.calls, 200);
+	for (uint64_t id = 0; id < 40; id++)
+		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id + 1)), 1);
+	tu_free_log_fini(&log);
+}
+END_TEST
+
+/* Gathered sets respect the limit: new keys up to it succeed, the next
+ * fails with ENOSPC and changes nothing, replacements and repeats of a
+ * pending key still go through. */
+START_TEST(gathered_sets_stop_at_max_entries)
+{
+	struct cowmap_options o = tu_opts(3, NULL, NULL);
+	struct tu_model *model = tu_model_new();
+	struct cowmap *base, *next;
+	struct cowmap_txn *t;
+	struct tu_key k;
+
+	o.max_entries = 100;
+	base = cowmap_new(&o);
+	ck_assert_ptr_nonnull(base);
+	for (uint64_t id = 0; id < 60; id++) {
+		tu_key_make(&k, 8, id);
+		base = tu_set_replace(base, k.bytes, k.len, tu_val(id + 1));
+		tu_model_set(model, k.bytes, k.len, tu_val(id + 1), NULL);
+	}
+	t = begin(base);
+	/* Repeats of one new key count once. */
+	for (unsigned i = 0; i < 50; i++)
+		txn_set_id(t, model, 8, 500, tu_val(900 + i));
+	for (uint64_t id = 60; id < 99; id++)
+		txn_set_id(t, model, gather_lens[id % NGATHER_LENS], id,
+			   tu_val(id + 1));
+	ck_assert_uint_eq(cowmap_txn_size(t), 100);
+	tu_key_make(&k, 8, 99);
+	ck_assert_int_eq(cowmap_txn_set(t, k.bytes, k.len, tu_val(7)),
+			 -ENOSPC);
+	tu_key_make(&k, TU_LONG_KEY_LEN, 99);
+	ck_assert_int_eq(cowmap_txn_set(t, k.bytes, k.len, tu_val(7)),
+			 -ENOSPC);
+	for (uint64_t id = 0; id < 60; id += 3)	/* replacements */
+		txn_set_id(t, model, 8, id, tu_val(700 + id));
+	check_txn_matches_model(t, model);
+	next = commit(t);
+	check_map_matches_model(next, model);
+	cowmap_release(next);
+	cowmap_release(base);
+	tu_model_free(model);
+}
+END_TEST
+
 Suite *txn_suite(void);
 
 Suite *txn_suite(void)
@@ -1075,7 +1245,7 @@ Suite *txn_suite(void)
 
 	tc = tcase_create("value_free");
 	tcase_set_timeout(tc, TIMEOUT);
-	tcase_add_test(tc, txn_frees_a_value_replaced_in_the_draft_at_once);
+	tcase_add_test(tc, txn_frees_a_value_replaced_in_the_draft_by_the_next_read);
 	tcase_add_test(tc, txn_keeps_a_replaced_base_value_while_the_base_lives);
 	tcase_add_test(tc, abort_frees_the_values_set_in_the_draft);
 	tcase_add_test(tc, commit_then_release_frees_each_value_once);
@@ -1083,6 +1253,14 @@ Suite *txn_suite(void)
 	tcase_add_test(tc, txn_failed_set_does_not_free_the_value);
 	tcase_add_test(tc, txn_deleted_draft_value_is_freed_exactly_once);
 	tcase_add_test(tc, abort_after_replacements_frees_each_value_once);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("gathered");
+	tcase_set_timeout(tc, TIMEOUT);
+	tcase_add_loop_test(tc, txn_get_sees_every_earlier_set_of_a_long_loop,
+			    0, 2);
+	tcase_add_test(tc, abort_after_gathered_sets_frees_each_value_once);
+	tcase_add_test(tc, gathered_sets_stop_at_max_entries);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("large");
