@@ -3,7 +3,7 @@
  *
  * Usage: cowmap-bench [--quick] [--csv FILE] [--plot DIR]
  *                     [--workload NAME]... [--seconds S] [--reps N]
- *                     [--words PATH]
+ *                     [--words PATH] [--build-only]
  *
  * Everything runs in one process, and every figure is measured for all
  * implementations in the same repetition, interleaved, so that the
@@ -57,6 +57,7 @@ static struct {
 	int nonly;
 	double seconds;	/* per reader/writer measurement */
 	int reps;
+	bool build_only;	/* builds, heap and RSS only: no readers */
 } opt = {
 	.words = "/usr/share/dict/words",
 	.seconds = 0.3,
@@ -166,6 +167,25 @@ size_t heap_in_use(void)
 #else
 	return 0;
 #endif
+}
+
+/*
+ * Resident memory of the process, as the OS counts it, after giving
+ * malloc's free pages back (malloc_trim), so that a build that reuses
+ * memory an earlier one freed is charged for the pages it touches.
+ */
+static size_t rss_now(void)
+{
+	FILE *f;
+	unsigned long size = 0, resident = 0;
+
+	malloc_trim(0);
+	if ((f = fopen("/proc/self/statm", "r")) == NULL)
+		return 0;
+	if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+		resident = 0;
+	fclose(f);
+	return resident * (size_t)sysconf(_SC_PAGESIZE);
 }
 
 struct result {
@@ -660,6 +680,7 @@ static void build_all(const struct workload *w, void *tables[BENCH_NIMPL])
 				h0 = heap_in_use();
 			}
 
+			size_t r0 = rep == 0 ? rss_now() : 0;
 			struct stopwatch sw;
 
 			sw_start(&sw);
@@ -670,9 +691,13 @@ static void build_all(const struct workload *w, void *tables[BENCH_NIMPL])
 			if (rep == 0) {
 				urcu_memb_barrier();
 				size_t h1 = heap_in_use();
+				size_t r1 = rss_now();
 
 				result_add(w->name, "heap_per_entry", im->name,
 					   ((double)h1 - (double)h0) / (double)w->n,
+					   "bytes");
+				result_add(w->name, "rss_per_entry", im->name,
+					   ((double)r1 - (double)r0) / (double)w->n,
 					   "bytes");
 				verify_all_hit(im, t, w);
 				tables[i] = t;
@@ -682,15 +707,41 @@ static void build_all(const struct workload *w, void *tables[BENCH_NIMPL])
 			}
 		}
 	}
+	struct cowmap *built = cowmap_cell_snapshot(bench_cowmap_cell(tables[0]));
+	struct cowmap_stats st;
+
+	if (built != NULL && cowmap_stats(built, &st) == 0)
+		result_add(w->name, "stats_per_entry", "cowmap",
+			   (double)st.bytes / (double)w->n, "bytes");
+	cowmap_release(built);
+
 	double single[16];
 
 	for (int rep = 0; rep < opt.reps; rep++) {
 		struct stopwatch sw;
+		size_t h0 = 0, r0 = 0;
 
+		if (rep == 0) {
+			urcu_memb_barrier();
+			h0 = heap_in_use();
+			r0 = rss_now();
+		}
 		sw_start(&sw);
 		void *t = bench_cowmap_build_singly(w->keys, w->n);
 		sw_stop(&sw);
 		single[rep] = sw.wall / (double)w->n;
+		if (rep == 0) {
+			urcu_memb_barrier();
+			size_t h1 = heap_in_use();
+			size_t r1 = rss_now();
+
+			result_add(w->name, "heap_per_entry_singly", "cowmap",
+				   ((double)h1 - (double)h0) / (double)w->n,
+				   "bytes");
+			result_add(w->name, "rss_per_entry_singly", "cowmap",
+				   ((double)r1 - (double)r0) / (double)w->n,
+				   "bytes");
+		}
 		impl_cowmap.destroy(t);
 		urcu_memb_barrier();
 	}
@@ -840,6 +891,10 @@ static void print_workload(const struct workload *w)
 		{ "build", "build (ns/entry)", 1 },
 		{ "build_singly", "  cowmap: one txn_set per key", 1 },
 		{ "heap_per_entry", "heap (bytes/entry)", 1 },
+		{ "stats_per_entry", "  cowmap_stats bytes/entry", 1 },
+		{ "rss_per_entry", "RSS growth (bytes/entry)", 1 },
+		{ "heap_per_entry_singly", "  cowmap txn_set loop: heap", 1 },
+		{ "rss_per_entry_singly", "  cowmap txn_set loop: RSS", 1 },
 	};
 
 	printf("\n== %s: %s ==\n%-38s", w->name, w->desc, "");
@@ -847,6 +902,13 @@ static void print_workload(const struct workload *w)
 		printf("%13s", bench_impls[i]->name);
 	printf("\n");
 	for (size_t r = 0; r < sizeof(rows) / sizeof(rows[0]); r++) {
+		bool any = false;
+
+		for (int i = 0; i < BENCH_NIMPL; i++)
+			any |= !isnan(result_get(w->name, rows[r].metric,
+						 bench_impls[i]->name));
+		if (!any)	/* not measured in this run (--build-only) */
+			continue;
 		printf("%-38s", rows[r].label);
 		for (int i = 0; i < BENCH_NIMPL; i++) {
 			double v = result_get(w->name, rows[r].metric,
@@ -889,6 +951,11 @@ static void bench_workload(struct workload *w, bool big)
 
 	fprintf(stderr, "[%s] building...\n", w->name);
 	build_all(w, tables);
+	if (opt.build_only) {
+		destroy_all(tables);
+		print_workload(w);
+		return;
+	}
 	fprintf(stderr, "[%s] readers...\n", w->name);
 	read_all(w, tables, 0, NCFG_QUIET);
 	fprintf(stderr, "[%s] readers with a writer...\n", w->name);
@@ -1095,6 +1162,23 @@ static void print_targets(void)
 		target_1m("heap bytes/entry vs ck_hs", w,
 		       result_get(w, "heap_per_entry", "cowmap"),
 		       result_get(w, "heap_per_entry", "ck_hs"), "ck_hs", 0.8, true);
+		/* Issue #18: what the process pays, on both ways of building. */
+		info("RSS bytes/entry vs cowmap_stats bytes", w,
+		     result_get(w, "rss_per_entry", "cowmap"),
+		     result_get(w, "stats_per_entry", "cowmap"), "stats", 1.1,
+		     true);
+		info("  same, txn_set loop", w,
+		     result_get(w, "rss_per_entry_singly", "cowmap"),
+		     result_get(w, "stats_per_entry", "cowmap"), "stats", 1.1,
+		     true);
+		info("RSS bytes/entry vs ck_hs's RSS", w,
+		     result_get(w, "rss_per_entry", "cowmap"),
+		     result_get(w, "rss_per_entry", "ck_hs"), "ck_hs", 0.75,
+		     true);
+		info("  same, txn_set loop", w,
+		     result_get(w, "rss_per_entry_singly", "cowmap"),
+		     result_get(w, "rss_per_entry", "ck_hs"), "ck_hs", 0.75,
+		     true);
 	}
 	for (int k = 0; k < 2; k++) {
 		const char *w = pair[k];
@@ -1279,12 +1363,14 @@ static void usage(FILE *f)
 		"usage: cowmap-bench [--quick] [--csv FILE] [--plot DIR]\n"
 		"                    [--workload rand1M|words|rand10k|sizes]...\n"
 		"                    [--seconds S] [--reps N] [--words PATH]\n"
+		"                    [--build-only]\n"
 		"  --quick     small sizes and short runs (a smoke test)\n"
 		"  --csv FILE  write rows workload,metric,implementation,value,unit\n"
 		"  --plot DIR  write reader_throughput.png and latency_vs_size.png\n"
 		"  --workload  run only the named workloads (repeatable)\n"
 		"  --seconds   length of each reader/writer measurement (0.3)\n"
-		"  --reps      repetitions per figure, median reported (3)\n");
+		"  --reps      repetitions per figure, median reported (3)\n"
+		"  --build-only  builds, heap and RSS per entry only (no readers)\n");
 }
 
 static bool selected(const char *name)
@@ -1317,6 +1403,8 @@ int main(int argc, char **argv)
 			opt.seconds = atof(argv[++i]);
 		} else if (strcmp(a, "--reps") == 0 && next) {
 			opt.reps = atoi(argv[++i]);
+		} else if (strcmp(a, "--build-only") == 0) {
+			opt.build_only = true;
 		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			usage(stdout);
 			return 0;
@@ -1385,7 +1473,7 @@ int main(int argc, char **argv)
 	sizes[1] = n_small;
 	sizes[2] = opt.quick ? 10000 : 100000;
 	sizes[3] = n_big;
-	if (selected("sizes")) {
+	if (selected("sizes") && !opt.build_only) {
 		for (int s = 0; s < 4; s += 2) {	/* 1k and 100k; the others ran */
 			struct workload *w =
 				workload_random(size_names[s], sizes[s], 10 + (uint64_t)s);

@@ -223,10 +223,19 @@ struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base);
 
 /**
  * cowmap_txn_set - set @key to @value in the draft.
+ *
+ * The key is copied and the set gathered; gathered sets are merged into
+ * the draft in one pass, as by cowmap_txn_set_many(), when the draft is
+ * next read or edited otherwise (cowmap_txn_get, _del, _size, _set_many)
+ * or committed.  So a loop of sets loads a table as fast as one batch,
+ * and every read sees every earlier set.  A value replaced inside the
+ * draft that no version holds is passed to value_free when the sets are
+ * merged, by cowmap_txn_set_many()'s rule (each distinct value a key's
+ * earlier sets stored, once, unless the key ends with it).
+ *
  * Returns 0, or -ENOMEM, -ENOSPC (max_entries), -EINVAL (bad key, or a
  * transaction already committed or aborted).  On failure the draft is as
- * it was and @value still belongs to the caller.  A value replaced inside
- * the draft that no version holds is passed to value_free at once.
+ * it was and @value still belongs to the caller.
  */
 COWMAP_API
 int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
@@ -285,9 +294,12 @@ size_t cowmap_txn_size(const struct cowmap_txn *t);
  *
  * Consumes @t and returns a new reference (the base itself, retained, if
  * nothing changed).  Commit publishes nothing: hand the result to
- * cowmap_cell_publish() to share it.  Commit cannot run out of memory;
- * it returns NULL with errno EINVAL only for a NULL or finished
- * transaction.
+ * cowmap_cell_publish() to share it.  Returns NULL with errno EINVAL for
+ * a NULL or finished transaction, and with ENOMEM when sets gathered
+ * since the draft was last read cannot be merged: @t is then discarded
+ * as by cowmap_txn_abort() and the base is untouched.  Commit allocates
+ * only for that merge: with no sets gathered (none since a read, delete
+ * or set_many merged them) it cannot run out of memory.
  */
 COWMAP_API
 struct cowmap *cowmap_txn_commit(struct cowmap_txn *t);

@@ -241,10 +241,13 @@ static int config_parse(const char *path, struct config_file *f,
 	free(line);
 	fclose(in);
 
-	if (rc == 0)
-		f->index = cowmap_txn_commit(index);	/* cannot fail */
-	else
+	if (rc == 0) {
+		f->index = cowmap_txn_commit(index);	/* consumes index */
+		if (f->index == NULL)
+			rc = parse_error(err, path, 0, "out of memory");
+	} else {
 		cowmap_txn_abort(index);		/* NULL is fine */
+	}
 	if (rc != 0)
 		config_file_free(f);
 	return rc;
