@@ -65,6 +65,11 @@ struct workload {
 	const void **kptr;
 	size_t *klen;
 	void *arena_keys, *arena_order;
+	/* How it was made, so that a fresh process can make it again
+	 * (the RSS probe of cowmap-bench.c): words_path NULL for random. */
+	const char *words_path;
+	size_t limit;	/* n for random keys, the line limit for words */
+	uint64_t seed;
 };
 
 struct workload *workload_random(const char *name, size_t n, uint64_t seed);

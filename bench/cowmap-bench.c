@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -186,6 +187,81 @@ static size_t rss_now(void)
 		resident = 0;
 	fclose(f);
 	return resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/*
+ * The resident memory a build adds, as the OS counts it.  Measured in a
+ * fresh process (this program run again with --rss-probe), which makes
+ * the workload, builds a small table of the same kind first (one-time
+ * allocations), then the table, and reports the RSS it grew by: in this
+ * process, pages that earlier builds freed and the allocators kept would
+ * be reused unseen (and a forked child's writes to pages it shares with
+ * its parent do not grow its RSS at all).  @impl is an implementation's
+ * name or "singly" (cowmap, one txn_set per key).  NAN if the probe
+ * failed.
+ */
+static double rss_per_entry(const char *impl, const struct workload *w)
+{
+	char exe[4096], cmd[8400];
+	ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	double v = NAN;
+
+	if (len <= 0)
+		return NAN;
+	exe[len] = '\0';
+	snprintf(cmd, sizeof(cmd), "'%s' --rss-probe %s %zu %llu '%s'", exe,
+		 impl, w->limit, (unsigned long long)w->seed,
+		 w->words_path ? w->words_path : "-");
+	fflush(NULL);
+
+	FILE *p = popen(cmd, "r");
+
+	if (p == NULL)
+		return NAN;
+	if (fscanf(p, "%lf", &v) != 1)
+		v = NAN;
+	if (pclose(p) != 0)
+		v = NAN;
+	return v;
+}
+
+static void *(*probe_builder(const char *impl))(struct kv *const *, size_t)
+{
+	if (strcmp(impl, "singly") == 0)
+		return bench_cowmap_build_singly;
+	for (int i = 0; i < BENCH_NIMPL; i++)
+		if (strcmp(impl, bench_impls[i]->name) == 0)
+			return bench_impls[i]->build;
+	return NULL;
+}
+
+/* --rss-probe IMPL LIMIT SEED WORDS: print the RSS bytes per entry. */
+static int rss_probe(char **argv)
+{
+	void *(*build)(struct kv *const *, size_t) = probe_builder(argv[0]);
+	size_t limit = strtoull(argv[1], NULL, 10);
+	uint64_t seed = strtoull(argv[2], NULL, 10);
+	struct workload *w =
+		strcmp(argv[3], "-") == 0
+			? workload_random("probe", limit, seed)
+			: workload_words("probe", argv[3], limit, seed);
+	struct workload *small = workload_random("warmup", 4096, 99);
+
+	if (build == NULL || w == NULL)
+		return 1;
+	setenv("G_SLICE", "always-malloc", 1);
+	urcu_memb_register_thread();
+	(void)build(small->keys, small->n);	/* kept: nothing is freed */
+
+	size_t r0 = rss_now();
+
+	(void)build(w->keys, w->n);
+
+	size_t r1 = rss_now();
+
+	printf("%.3f\n", ((double)r1 - (double)r0) / (double)w->n);
+	fflush(stdout);
+	_exit(0);	/* the tables are not torn down */
 }
 
 struct result {
@@ -670,6 +746,13 @@ static void build_all(const struct workload *w, void *tables[BENCH_NIMPL])
 {
 	double bt[BENCH_NIMPL][16], bc[BENCH_NIMPL][16];
 
+	/* RSS: each build in a fresh process (see rss_per_entry()). */
+	for (int i = 0; i < BENCH_NIMPL; i++)
+		result_add(w->name, "rss_per_entry", bench_impls[i]->name,
+			   rss_per_entry(bench_impls[i]->name, w), "bytes");
+	result_add(w->name, "rss_per_entry_singly", "cowmap",
+		   rss_per_entry("singly", w), "bytes");
+
 	for (int rep = 0; rep < opt.reps; rep++) {
 		for (int i = 0; i < BENCH_NIMPL; i++) {
 			const struct impl *im = bench_impls[i];
@@ -680,7 +763,6 @@ static void build_all(const struct workload *w, void *tables[BENCH_NIMPL])
 				h0 = heap_in_use();
 			}
 
-			size_t r0 = rep == 0 ? rss_now() : 0;
 			struct stopwatch sw;
 
 			sw_start(&sw);
@@ -691,14 +773,11 @@ static void build_all(const struct workload *w, void *tables[BENCH_NIMPL])
 			if (rep == 0) {
 				urcu_memb_barrier();
 				size_t h1 = heap_in_use();
-				size_t r1 = rss_now();
 
 				result_add(w->name, "heap_per_entry", im->name,
 					   ((double)h1 - (double)h0) / (double)w->n,
 					   "bytes");
-				result_add(w->name, "rss_per_entry", im->name,
-					   ((double)r1 - (double)r0) / (double)w->n,
-					   "bytes");
+
 				verify_all_hit(im, t, w);
 				tables[i] = t;
 			} else {
@@ -719,12 +798,11 @@ static void build_all(const struct workload *w, void *tables[BENCH_NIMPL])
 
 	for (int rep = 0; rep < opt.reps; rep++) {
 		struct stopwatch sw;
-		size_t h0 = 0, r0 = 0;
+		size_t h0 = 0;
 
 		if (rep == 0) {
 			urcu_memb_barrier();
 			h0 = heap_in_use();
-			r0 = rss_now();
 		}
 		sw_start(&sw);
 		void *t = bench_cowmap_build_singly(w->keys, w->n);
@@ -733,14 +811,11 @@ static void build_all(const struct workload *w, void *tables[BENCH_NIMPL])
 		if (rep == 0) {
 			urcu_memb_barrier();
 			size_t h1 = heap_in_use();
-			size_t r1 = rss_now();
 
 			result_add(w->name, "heap_per_entry_singly", "cowmap",
 				   ((double)h1 - (double)h0) / (double)w->n,
 				   "bytes");
-			result_add(w->name, "rss_per_entry_singly", "cowmap",
-				   ((double)r1 - (double)r0) / (double)w->n,
-				   "bytes");
+
 		}
 		impl_cowmap.destroy(t);
 		urcu_memb_barrier();
@@ -1385,6 +1460,8 @@ static bool selected(const char *name)
 
 int main(int argc, char **argv)
 {
+	if (argc == 6 && strcmp(argv[1], "--rss-probe") == 0)
+		return rss_probe(argv + 2);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *next = i + 1 < argc ? argv[i + 1] : NULL;

@@ -123,6 +123,9 @@ struct workload *workload_random(const char *name, size_t n, uint64_t seed)
 
 	struct workload *w = layout(name, desc, n, bytes, lens, seed);
 
+	w->words_path = NULL;
+	w->limit = n;
+	w->seed = seed;
 	free(raw);
 	free(bytes);
 	free(lens);
@@ -233,6 +236,9 @@ struct workload *workload_words(const char *name, const char *path,
 
 	struct workload *w = layout(name, desc, n, bytes, lens, seed);
 
+	w->words_path = path;
+	w->limit = limit;
+	w->seed = seed;
 	free(bytes);
 	free(lens);
 	free(perm);

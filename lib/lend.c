@@ -66,10 +66,33 @@
 #include "alloc.h"
 
 #include <sched.h>
+#include <stdlib.h>
+#include <string.h>
 #include <urcu/arch.h>	/* caa_cpu_relax() */
+
+/*
+ * COWMAP_LEND=0 in the environment turns lending off (every copy retains
+ * what it keeps), so that bench/ can measure what lending buys in the
+ * same build.  Read once.
+ */
+static bool lend_enabled(void)
+{
+	static _Atomic int enabled = -1;
+	int e = atomic_load_explicit(&enabled, memory_order_relaxed);
+
+	if (e < 0) {
+		const char *env = getenv("COWMAP_LEND");
+
+		e = env == NULL || strcmp(env, "0") != 0;
+		atomic_store_explicit(&enabled, e, memory_order_relaxed);
+	}
+	return e;
+}
 
 bool cm_lend_root_ok(const struct cowmap *m)
 {
+	if (!lend_enabled())
+		return false;
 	/* Acquire: if the root's count just fell to one, what its other
 	 * holder did with it happens before the callback frees it. */
 	return atomic_load_explicit(&m->refs, memory_order_acquire) == 1 &&

@@ -88,6 +88,13 @@
 #define SLABS 1
 #endif
 
+#ifdef HAVE_LIBMIMALLOC
+#include <mimalloc.h>
+#endif
+#ifndef COWMAP_NODE_ALLOC
+#define COWMAP_NODE_ALLOC "slab"
+#endif
+
 #if SLABS && defined(HAVE_VALGRIND_VALGRIND_H)
 #include <valgrind/valgrind.h>
 #else
@@ -148,6 +155,7 @@ static struct slab_class classes[NCLASSES];
 static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 static atomic_bool classes_ready;	/* set once by classes_init() */
 static bool use_slabs;			/* decided once by classes_init() */
+static bool use_mimalloc;		/* every block from mi_malloc */
 
 /*
  * Where slabs come from.  Mapping each slab on its own would cost one
@@ -266,10 +274,20 @@ static void classes_init(void)
 	const char *env = getenv("COWMAP_SLABS");
 
 	/* COWMAP_SLABS=1 keeps them under valgrind (for callgrind). */
+	/* The configured allocator, or COWMAP_NODE_ALLOC's (for bench/). */
+	const char *choice = getenv("COWMAP_NODE_ALLOC");
+
+	if (choice == NULL)
+		choice = COWMAP_NODE_ALLOC;
+#ifdef HAVE_LIBMIMALLOC
+	use_mimalloc = strcmp(choice, "mimalloc") == 0;
+#endif
 	if (env != NULL && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0))
 		use_slabs = SLABS && env[0] == '1';
 	else
-		use_slabs = SLABS && !RUNNING_ON_VALGRIND;
+		use_slabs = SLABS && !RUNNING_ON_VALGRIND &&
+			    strcmp(choice, "slab") == 0;
+	use_slabs = use_slabs && !use_mimalloc;
 	huge_mode = read_huge_mode();
 	pthread_mutexattr_t attr;
 
@@ -695,6 +713,11 @@ static void *class_alloc(unsigned cls)
 
 void *cm_slab_alloc(size_t bytes)
 {
+#ifdef HAVE_LIBMIMALLOC
+	pthread_once(&classes_once, classes_init);
+	if (use_mimalloc)
+		return cm_alloc_permitted() ? mi_malloc(bytes) : NULL;
+#endif
 	if (!in_slab(bytes))
 		return cm_malloc(bytes);
 	if (!cm_alloc_permitted())
@@ -706,6 +729,12 @@ void cm_slab_free(void *p, size_t bytes)
 {
 	if (p == NULL)
 		return;
+#ifdef HAVE_LIBMIMALLOC
+	if (use_mimalloc) {
+		mi_free(p);
+		return;
+	}
+#endif
 	if (!in_slab(bytes)) {
 		cm_free(p);
 		return;
@@ -727,6 +756,11 @@ void cm_slab_free(void *p, size_t bytes)
 void *cm_slab_shrink(void *p, size_t old_bytes, size_t new_bytes)
 {
 	bool old_slab = in_slab(old_bytes), new_slab = in_slab(new_bytes);
+
+#ifdef HAVE_LIBMIMALLOC
+	if (use_mimalloc)
+		return mi_realloc(p, new_bytes);
+#endif
 
 	if (!old_slab && !new_slab)
 		return realloc(p, new_bytes);
