@@ -130,7 +130,9 @@ struct impl {
  * cowmap_txn_set_many (the "build" figure); destroy with impl_cowmap. */
 void *bench_cowmap_build_singly(struct kv *const *keys, size_t n);
 extern const struct impl impl_cowmap, impl_lfht, impl_ckhs, impl_ghash;
-#define BENCH_NIMPL 4
+/* bench/peers_cxx.cc (C++ libraries). */
+extern const struct impl impl_boost_flat, impl_cuckoo;
+#define BENCH_NIMPL 6
 extern const struct impl *const bench_impls[BENCH_NIMPL];
 
 /* cowmap specifics (bench/peers.c). */
@@ -145,6 +147,10 @@ struct cowmap_cell *bench_cowmap_cell(void *t);
 void *cs_build(struct kv *const *keys, size_t n);
 uint64_t cs_publish(void *t, const struct kv *q, void *value);
 void cs_destroy(void *t);
+
+/* boost_flat's publish (bench/peers_cxx.cc): copy, change, swap, timed
+ * like cs_publish(); the table comes from impl_boost_flat.build. */
+uint64_t bench_flat_publish(void *t, const struct kv *q, void *value);
 
 /* ---- timing, statistics, results ---- */
 

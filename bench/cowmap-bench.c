@@ -3,7 +3,7 @@
  *
  * Usage: cowmap-bench [--quick] [--csv FILE] [--plot DIR]
  *                     [--workload NAME]... [--seconds S] [--reps N]
- *                     [--words PATH] [--build-only]
+ *                     [--words PATH] [--build-only] [--max-size N]
  *
  * Everything runs in one process, and every figure is measured for all
  * implementations in the same repetition, interleaved, so that the
@@ -59,7 +59,9 @@ static struct {
 	double seconds;	/* per reader/writer measurement */
 	int reps;
 	bool build_only;	/* builds, heap and RSS only: no readers */
+	size_t max_size;	/* largest latency-vs-size point (1M) */
 } opt = {
+	.max_size = 1000000,
 	.words = "/usr/share/dict/words",
 	.seconds = 0.3,
 	.reps = 3,
@@ -564,6 +566,28 @@ static void copy_swap_latency(const struct workload *w, size_t iters,
 	cs_destroy(cs);
 }
 
+/* The same for Boost's flat map published whole (bench/peers_cxx.cc). */
+static void flat_publish_latency(const struct workload *w, size_t iters,
+				 double *p50, double *p99)
+{
+	void *t = impl_boost_flat.build(w->keys, w->n);
+	double *lat = malloc(iters * sizeof(*lat));
+	uint64_t rng = 0x4321, counter = 1;
+
+	if (lat == NULL)
+		die("out of memory");
+	for (size_t i = 0; i < iters; i++) {
+		const struct kv *q = w->keys[bench_rand(&rng) % w->n];
+
+		lat[i] = (double)bench_flat_publish(t, q,
+						    fresh_value(&counter));
+	}
+	*p50 = percentile(lat, iters, 0.50);
+	*p99 = percentile(lat, iters, 0.99);
+	free(lat);
+	impl_boost_flat.destroy(t);
+}
+
 static double cowmap_snapshot_ns(struct cowmap_cell *cell, size_t iters,
 				 double *cpu)
 {
@@ -919,6 +943,9 @@ static void cowmap_figures(const struct workload *w, struct cowmap_cell *cell,
 	copy_swap_latency(w, cs_iters, &a[0], &b[0]);
 	result_add(w->name, "publish_p50", "copy_swap", a[0], "ns");
 	result_add(w->name, "publish_p99", "copy_swap", b[0], "ns");
+	flat_publish_latency(w, cs_iters, &a[0], &b[0]);
+	result_add(w->name, "publish_p50", "boost_flat", a[0], "ns");
+	result_add(w->name, "publish_p99", "boost_flat", b[0], "ns");
 
 	for (int nw = 1; nw <= 2; nw++) {
 		char m[32], pm[32];
@@ -1002,11 +1029,13 @@ static void print_workload(const struct workload *w)
 	double p50 = result_get(w->name, "publish_p50", "cowmap");
 
 	if (!isnan(p50)) {
-		printf("cowmap: publish p50/p99 %.0f/%.0f ns (copy_swap %.0f/%.0f ns); "
-		       "snapshot+release %.1f ns\n",
+		printf("cowmap: publish p50/p99 %.0f/%.0f ns (copy_swap %.0f/%.0f ns, "
+		       "boost_flat %.0f/%.0f ns); snapshot+release %.1f ns\n",
 		       p50, result_get(w->name, "publish_p99", "cowmap"),
 		       result_get(w->name, "publish_p50", "copy_swap"),
 		       result_get(w->name, "publish_p99", "copy_swap"),
+		       result_get(w->name, "publish_p50", "boost_flat"),
+		       result_get(w->name, "publish_p99", "boost_flat"),
 		       result_get(w->name, "snapshot_release", "cowmap"));
 		printf("cowmap: diff of %d keys %.1f us, full iteration %.1f us; "
 		       "cowmap_cell_set 1 writer %.0f k/s, 2 writers %.0f k/s "
@@ -1061,18 +1090,37 @@ static void warm_up(void)
 	workload_free(w);
 }
 
-/* Latency versus size: one reader, no writer. */
+/* Latency versus size: one reader, no writer.  Points beyond 1M keys
+ * build one table at a time (10M keys take 0.5-1 GB a table, 50M some
+ * 2.5-5 GB), so the run needs the largest table and the workload, not
+ * all of them at once. */
 static void bench_size_point(struct workload *w)
 {
 	void *tables[BENCH_NIMPL];
 
 	fprintf(stderr, "[%s] size point...\n", w->name);
-	for (int i = 0; i < BENCH_NIMPL; i++) {
-		tables[i] = bench_impls[i]->build(w->keys, w->n);
-		verify_all_hit(bench_impls[i], tables[i], w);
+	if (w->n <= 1000000) {
+		for (int i = 0; i < BENCH_NIMPL; i++) {
+			tables[i] = bench_impls[i]->build(w->keys, w->n);
+			verify_all_hit(bench_impls[i], tables[i], w);
+		}
+		read_all(w, tables, 0, 1);
+		destroy_all(tables);
+		return;
 	}
-	read_all(w, tables, 0, 1);
-	destroy_all(tables);
+	for (int i = 0; i < BENCH_NIMPL; i++) {
+		const struct impl *im = bench_impls[i];
+		double ns[16];
+		void *t = im->build(w->keys, w->n);
+
+		verify_all_hit(im, t, w);
+		for (int rep = 0; rep < opt.reps; rep++)
+			ns[rep] = run_readers(im, t, w, 1, 0).ns_per_op;
+		result_add(w->name, "get_1r", im->name,
+			   median(ns, (size_t)opt.reps), "ns/op");
+		im->destroy(t);
+		urcu_memb_barrier();
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -1438,14 +1486,17 @@ static void usage(FILE *f)
 		"usage: cowmap-bench [--quick] [--csv FILE] [--plot DIR]\n"
 		"                    [--workload rand1M|words|rand10k|sizes]...\n"
 		"                    [--seconds S] [--reps N] [--words PATH]\n"
-		"                    [--build-only]\n"
+		"                    [--build-only] [--max-size N]\n"
 		"  --quick     small sizes and short runs (a smoke test)\n"
 		"  --csv FILE  write rows workload,metric,implementation,value,unit\n"
 		"  --plot DIR  write reader_throughput.png and latency_vs_size.png\n"
 		"  --workload  run only the named workloads (repeatable)\n"
 		"  --seconds   length of each reader/writer measurement (0.3)\n"
 		"  --reps      repetitions per figure, median reported (3)\n"
-		"  --build-only  builds, heap and RSS per entry only (no readers)\n");
+		"  --build-only  builds, heap and RSS per entry only (no readers)\n"
+		"  --max-size N  latency-vs-size points up to N keys: 10000000 adds\n"
+		"                10M, 50000000 adds 10M and 50M (1000000; 50M\n"
+		"                needs some 8 GB and several minutes)\n");
 }
 
 static bool selected(const char *name)
@@ -1482,6 +1533,8 @@ int main(int argc, char **argv)
 			opt.reps = atoi(argv[++i]);
 		} else if (strcmp(a, "--build-only") == 0) {
 			opt.build_only = true;
+		} else if (strcmp(a, "--max-size") == 0 && next) {
+			opt.max_size = strtoull(argv[++i], NULL, 10);
 		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			usage(stdout);
 			return 0;
@@ -1543,17 +1596,28 @@ int main(int argc, char **argv)
 		workload_free(w);
 	}
 
-	size_t sizes[4];
-	const char *size_names[4] = { "rand1k", "rand10k", "rand100k", "rand1M" };
+	size_t sizes[6];
+	const char *size_names[6] = { "rand1k", "rand10k", "rand100k", "rand1M",
+				      "rand10M", "rand50M" };
+	int nsizes = 4;
 
 	sizes[0] = 1000;
 	sizes[1] = n_small;
 	sizes[2] = opt.quick ? 10000 : 100000;
 	sizes[3] = n_big;
+	sizes[4] = 10000000;
+	sizes[5] = 50000000;
+	while (nsizes < 6 && sizes[nsizes] <= opt.max_size)
+		nsizes++;
 	if (selected("sizes") && !opt.build_only) {
-		for (int s = 0; s < 4; s += 2) {	/* 1k and 100k; the others ran */
-			struct workload *w =
-				workload_random(size_names[s], sizes[s], 10 + (uint64_t)s);
+		/* 1k and 100k, and the points --max-size adds; 10k and 1M
+		 * ran as workloads of their own (if selected). */
+		for (int s = 0; s < nsizes; s++) {
+			if (s == 1 || s == 3)
+				continue;
+
+			struct workload *w = workload_random(
+				size_names[s], sizes[s], 10 + (uint64_t)s);
 
 			bench_size_point(w);
 			workload_free(w);
@@ -1573,7 +1637,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "cowmap-bench: %s: %s\n", opt.csv, strerror(-rc));
 	}
 	if (opt.plot != NULL)
-		write_plots(opt.plot, "rand1M", sizes, size_names, 4);
+		write_plots(opt.plot, "rand1M", sizes, size_names, nsizes);
 
 	urcu_memb_barrier();
 	urcu_memb_unregister_thread();

@@ -35,10 +35,14 @@ bench_cowmap_bench_SOURCES = \
 	bench/cowmap-bench.c \
 	bench/peers.c \
 	bench/workloads.c \
+	bench/peers_cxx.cc \
 	bench/bench.h
 bench_cowmap_bench_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/lib
 bench_cowmap_bench_CFLAGS = $(AM_CFLAGS) $(URCU_CFLAGS) $(URCU_CDS_CFLAGS) \
 	$(CK_CFLAGS) $(GLIB_CFLAGS)
+# The C++ peers: C++17 for libcuckoo and Boost.Unordered; bench.h's
+# flexible array member is a GNU extension in C++.
+bench_cowmap_bench_CXXFLAGS = -std=gnu++17 -pthread $(URCU_CFLAGS)
 bench_cowmap_bench_LDADD = lib/libcowmap_core.la $(URCU_LIBS) $(URCU_CDS_LIBS) \
 	$(CK_LIBS) $(GLIB_LIBS) $(LIBM)
 CLEANFILES += bench/cowmap-bench$(EXEEXT)
@@ -50,9 +54,10 @@ bench: bench/cowmap-bench$(EXEEXT)
 	rc=$$?; cat $(BENCH_RESULTS)/summary.txt; exit $$rc
 else
 bench:
-	@echo "make bench needs liburcu-cds, Concurrency Kit (ck_hs.h, -lck) and" >&2
-	@echo "glib-2.0; install them (liburcu-dev libck-dev libglib2.0-dev) and" >&2
-	@echo "re-run configure." >&2
+	@echo "make bench needs liburcu-cds, Concurrency Kit (ck_hs.h, -lck)," >&2
+	@echo "glib-2.0, libcuckoo and Boost 1.81+ with a C++ compiler; install" >&2
+	@echo "them (liburcu-dev libck-dev libglib2.0-dev libcuckoo-dev" >&2
+	@echo "libboost1.81-dev g++) and re-run configure." >&2
 	@exit 1
 endif
 

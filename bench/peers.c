@@ -683,7 +683,8 @@ const struct impl impl_ghash = {
 };
 
 const struct impl *const bench_impls[BENCH_NIMPL] = {
-	&impl_cowmap, &impl_lfht, &impl_ckhs, &impl_ghash,
+	&impl_cowmap, &impl_lfht, &impl_ckhs, &impl_ghash, &impl_boost_flat,
+	&impl_cuckoo,
 };
 
 /* ------------------------------------------------------------------ */
