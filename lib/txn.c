@@ -276,6 +276,20 @@ static int txn_apply_few(struct cowmap_txn *t)
 static void txn_free_replaced(const struct cowmap *m,
 			      const struct cm_item *items, size_t n);
 
+/* Do two of the (few) pending sets have the same key? */
+static bool pending_repeats_a_key(const struct cowmap_txn *t)
+{
+	for (size_t i = 0; i < t->npend; i++) {
+		struct cm_probe p;
+
+		cm_item_probe(&t->pend[i], &p);
+		for (size_t j = i + 1; j < t->npend; j++)
+			if (item_matches_probe(&t->pend[j], &p))
+				return true;
+	}
+	return false;
+}
+
 /*
  * Merge the pending sets into the draft.  Returns 0, or -ENOMEM with the
  * draft as it was and the sets still pending.
@@ -289,9 +303,11 @@ static int txn_flush(struct cowmap_txn *t)
 	if (t->npend == 0)
 		return 0;
 	/* Pair by pair, a value that one set replaces goes to value_free
-	 * at once; the merge frees by set_many's rule.  Only the merge is
-	 * used for value-owning maps, so that gathered sets follow one. */
-	if (t->npend <= TXN_FEW && m->own.value_free == NULL) {
+	 * at once; the merge frees by set_many's rule.  The two agree
+	 * unless a key has several pending sets, so a value-owning map
+	 * takes the merge then, and gathered sets follow one rule. */
+	if (t->npend <= TXN_FEW &&
+	    (m->own.value_free == NULL || !pending_repeats_a_key(t))) {
 		int rc = txn_apply_few(t);
 
 		if (t->npend == 0)
