@@ -26,6 +26,10 @@
  * and the same bounds held to the words workload where the issue names
  * only the 1M keys, pass or miss.
  */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include <urcu/urcu-memb.h>
 #include <cowmap.h>
 
@@ -44,6 +48,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef HAVE_LIBMIMALLOC
+#include <mimalloc.h>	/* linked: it is the process's malloc too */
+#endif
 
 #define READ_CHUNK 256	/* lookups between two looks at the stop flag */
 #define GET_MANY_BATCH 32
@@ -183,6 +191,9 @@ static size_t rss_now(void)
 	unsigned long size = 0, resident = 0;
 
 	malloc_trim(0);
+#ifdef HAVE_LIBMIMALLOC
+	mi_collect(true);	/* mimalloc keeps freed pages otherwise */
+#endif
 	if ((f = fopen("/proc/self/statm", "r")) == NULL)
 		return 0;
 	if (fscanf(f, "%lu %lu", &size, &resident) != 2)
@@ -211,7 +222,13 @@ static double rss_per_entry(const char *impl, const struct workload *w)
 	if (len <= 0)
 		return NAN;
 	exe[len] = '\0';
-	snprintf(cmd, sizeof(cmd), "'%s' --rss-probe %s %zu %llu '%s'", exe,
+	/* Where mimalloc is linked (--with-node-allocator=mimalloc) it is
+	 * the process's malloc, and by default it gives freed pages back
+	 * with MADV_FREE, later: they stay in RSS and the build reuses them
+	 * unseen.  These options make it reset them at once. */
+	snprintf(cmd, sizeof(cmd),
+		 "MIMALLOC_PAGE_RESET=1 MIMALLOC_DECOMMIT_DELAY=0 "
+		 "MIMALLOC_RESET_DELAY=0 '%s' --rss-probe %s %zu %llu '%s'", exe,
 		 impl, w->limit, (unsigned long long)w->seed,
 		 w->words_path ? w->words_path : "-");
 	fflush(NULL);

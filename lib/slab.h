@@ -2,7 +2,7 @@
  * slab.h - trie nodes packed by size, so that churn does not scatter them.
  *
  * Nodes and leaves up to CM_SLAB_MAX bytes come from 64 KiB slabs, one
- * size class (a multiple of 16 bytes) per slab; larger ones (big
+ * size class (a multiple of 8 bytes) per slab; larger ones (big
  * collision nodes, long keys) come from malloc.  The size of a block is
  * not stored: the caller passes the size it asked for, which a node knows
  * from its words field and a leaf from its key length.
