@@ -280,12 +280,19 @@ int cowmap_txn_set_many(struct cowmap_txn *t, size_t n,
 COWMAP_API
 int cowmap_txn_del(struct cowmap_txn *t, const void *key, size_t len);
 
-/** cowmap_txn_get - look up @key in the draft; as cowmap_get(). */
+/**
+ * cowmap_txn_get - look up @key in the draft; as cowmap_get().
+ * It merges the sets gathered since the last read (cowmap_txn_set()), so
+ * like every call on a draft it belongs to the draft's one thread, @t
+ * being const notwithstanding.  If that merge runs out of memory the
+ * answer is still right (the sets stay gathered).
+ */
 COWMAP_API
 int cowmap_txn_get(const struct cowmap_txn *t, const void *key, size_t len,
 		   void **value);
 
-/** cowmap_txn_size - entries in the draft; 0 for an invalid transaction. */
+/** cowmap_txn_size - entries in the draft; 0 for an invalid transaction.
+ * Merges gathered sets, as cowmap_txn_get() does. */
 COWMAP_API
 size_t cowmap_txn_size(const struct cowmap_txn *t);
 
