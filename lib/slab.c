@@ -24,9 +24,7 @@
  * made more single-writer changes a second on 1M keys in three pairs of
  * four (0.73-1.59 of the slabs' time); builds, publish latency and the
  * RSS of a fresh build (37.2 against 36.9 bytes an entry on 1M keys, 38.7
- * against 39.7 on the words) were even.  Nodes of one size packed
- * together are what the readers gain: mimalloc's pages hold blocks of
- * one size too, but spread a writer's churn over more of them.
+ * against 39.7 on the words) were even.
  *
  * Classes are 8 bytes apart: a node is 20 bytes plus 8 a slot, so with
  * 16-byte classes half of them wasted 12 bytes, and the small nodes of a
