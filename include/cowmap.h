@@ -427,6 +427,14 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *  - Threads that write a cell (publish, cas, update, set, del, free) must
  *    be registered too, and with urcu-qsbr online: liburcu's call_rcu()
  *    and rcu_barrier() require it.
+ *  - A writing call may wait for a grace period: when the cell is over
+ *    its pending limit (see struct cowmap_cell_stats).  Outside a
+ *    read-side critical section that is all it means.  Inside one it
+ *    does not wait (it would wait for itself) and the limit does not
+ *    hold for that call.  Under urcu-qsbr the wait takes the thread
+ *    offline, which is a quiescent state: a QSBR writer must not keep a
+ *    version borrowed from cowmap_cell_load() across a writing call
+ *    (take a snapshot instead).
  *  - QSBR: reader threads announce quiescent states
  *    (urcu_qsbr_quiescent_state()) or go offline when idle.  A thread that
  *    stops announcing them stops every grace period: retired versions then
@@ -474,7 +482,7 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  * Only a grace period that does not end can hold memory back: a reader
  * that stays in its critical section, a urcu-qsbr thread that announces
  * no quiescent state, a writer writing from inside a read-side section.
- * Then writers do not wait for it (after one wait of 100 ms, none waits
+ * Then writers do not wait for it (after one wait of a second, none waits
  * again until a grace period ends): pending_bytes grows, and shows it,
  * until that grace period ends, and drains within a few grace periods
  * after.
