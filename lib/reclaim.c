@@ -356,6 +356,17 @@ static void hold_to_limit(struct cm_reclaim *rc)
 {
 	while (over_limit(rc)) {
 		if (!anything_ready(rc)) {
+			if (!(atomic_load_explicit(&rc->gathering,
+						   memory_order_relaxed) &
+			      CM_IN_FLIGHT)) {
+				/* No batch to wait for: what is pending is
+				 * being freed by the lock's holder.  Let it
+				 * finish. */
+				pthread_mutex_lock(&rc->lock);
+				pthread_mutex_unlock(&rc->lock);
+				return;
+			}
+
 			uint64_t seen = atomic_load(&rc->batches_done);
 
 			if (atomic_load_explicit(&rc->stall_seen,
