@@ -427,6 +427,9 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *  - Threads that write a cell (publish, cas, update, set, del, free) must
  *    be registered too, and with urcu-qsbr online: liburcu's call_rcu()
  *    and rcu_barrier() require it.
+ *  - call_rcu callbacks must not write cells (nor free them, nor call
+ *    cowmap_cell_barrier()): they run on liburcu's call_rcu thread,
+ *    which also runs the cells' own grace-period callbacks.
  *  - A writing call may wait for a grace period: when the cell is over
  *    its pending limit (see struct cowmap_cell_stats).  Outside a
  *    read-side critical section that is all it means.  Inside one it
@@ -473,6 +476,11 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *                 grace period, liburcu's call_rcu thread frees; when
  *                 writes stop, the last batch's callback frees them all;
  *                 cowmap_cell_barrier() waits for that).
+ *
+ * pending_bytes counts the library's memory (nodes, boxed keys, version
+ * headers), not the values: a retired version's replaced values wait
+ * with it, and value_free runs when it is freed.  With large values,
+ * pending_versions times the value size is what they add.
  *
  * The bound.  pending_bytes stays below the cell's pending limit
  * (COWMAP_CELL_PENDING_LIMIT, or cowmap_cell_set_pending_limit()) plus
@@ -625,9 +633,14 @@ int cowmap_cell_cas(struct cowmap_cell *c, const struct cowmap *expected,
  * change" and publishes nothing, whether @fn retained it
  * (cowmap_retain(cur), cowmap_set() of an unchanged value, an empty
  * transaction's commit) or not: the cell counts the references @fn's
- * thread takes and drops on cur and gives back only one it was handed.
+ * thread takes and drops on cur and drops one if the count is up.  So
+ * an @fn that returns cur unretained must not keep a reference to cur it
+ * took (a retain, a snapshot, an open transaction on cur): the cell
+ * would take that one for the returned one.
  * A version of another family is refused (-EINVAL) and released.
- * @fn must not write to the same cell.
+ * @fn must not write to the same cell, and should not write to others:
+ * such a write may wait for a grace period (the pending limit) while
+ * this cell's writers wait for @fn.
  */
 COWMAP_API
 int cowmap_cell_update(struct cowmap_cell *c,

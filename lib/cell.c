@@ -309,6 +309,11 @@ int cowmap_cell_update(struct cowmap_cell *c,
 	if (next == NULL) {
 		rc = errno != 0 ? -errno : -EINVAL;
 	} else if (next == cur) {
+#ifdef COWMAP_DEBUG
+		if (held < 0)
+			cm_debug_report("cowmap_cell_update",
+					"fn released the current version");
+#endif
 		if (held > 0)
 			cowmap_release(next);
 	} else if (!family_ok(c, next)) {

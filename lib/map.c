@@ -132,6 +132,13 @@ struct cowmap *cowmap_retain(const struct cowmap *m)
 
 void cowmap_release(struct cowmap *m)
 {
+	if (m != NULL && __builtin_expect(m == watched.version, 0))
+		watched.held--;
+	cm_version_release(m);
+}
+
+void cm_version_release(struct cowmap *m)
+{
 	if (m == NULL)
 		return;
 #ifdef COWMAP_DEBUG
@@ -140,9 +147,6 @@ void cowmap_release(struct cowmap *m)
 		return;
 	}
 #endif
-	if (__builtin_expect(m == watched.version, 0))
-		watched.held--;
-
 	unsigned old = atomic_fetch_sub_explicit(&m->refs, 1, CM_DROP_ORDER);
 
 	if ((old & CM_REFS_COUNT) != 1)

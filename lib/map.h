@@ -210,6 +210,10 @@ void cm_retain_watch_begin(struct cm_retain_watch *saved,
 			   const struct cowmap *m);
 long cm_retain_watch_end(struct cm_retain_watch *saved);
 
+/* cowmap_release() for the library's own references (a cell's retired
+ * versions), which an update's count must not see. */
+void cm_version_release(struct cowmap *m);
+
 /* Do two versions hash the same key to the same place? */
 static inline bool cm_same_layout(const struct cowmap *a, const struct cowmap *b)
 {

@@ -96,6 +96,15 @@
  * a second is well beyond any grace period that is merely slow. */
 #define CM_STALL_NS (1000 * 1000 * 1000L)
 
+/*
+ * Set on a thread once it has run one of our batch callbacks: a thread
+ * that runs call_rcu callbacks.  A callback that writes a cell there must
+ * not wait for a batch, which would run only after it, on that thread.
+ * A thread is known as such only after its first batch; the header asks
+ * callbacks not to write cells at all.
+ */
+static _Thread_local bool on_callback_thread;
+
 /* One retired version waiting for its grace period.  head comes first so
  * the callback gets the record back with a plain conversion; only the
  * first record of a batch has its head queued.  A record whose version
@@ -194,7 +203,7 @@ static void count_pending(struct cm_reclaim *rc, const struct cm_retired *r,
 
 static void free_one(struct cm_reclaim *rc, struct cm_retired *r)
 {
-	cowmap_release(r->version);
+	cm_version_release(r->version);	/* not a reference an update's fn took */
 	count_pending(rc, r, -1);
 	cm_free(r);
 }
@@ -330,7 +339,12 @@ static bool wait_for_batch(struct cm_reclaim *rc, uint64_t seen)
 	deadline.tv_sec += deadline.tv_nsec / 1000000000L;
 	deadline.tv_nsec %= 1000000000L;
 
-	rc->flavor->thread_offline();
+	/* QSBR: only a thread that is online goes offline, and only it
+	 * comes back (liburcu's own waits do the same). */
+	bool was_online = rc->flavor->read_ongoing();
+
+	if (was_online)
+		rc->flavor->thread_offline();
 	pthread_mutex_lock(&rc->wait_lock);
 	atomic_fetch_add(&rc->waiters, 1);
 	while (atomic_load(&rc->batches_done) == seen) {
@@ -342,49 +356,72 @@ static bool wait_for_batch(struct cm_reclaim *rc, uint64_t seen)
 	}
 	atomic_fetch_sub(&rc->waiters, 1);
 	pthread_mutex_unlock(&rc->wait_lock);
-	rc->flavor->thread_online();
+	if (was_online)
+		rc->flavor->thread_online();
 	return ended;
+}
+
+/* A wait at @seen timed out: no writer waits again until a batch ends.
+ * Only ever raised, so that a late store of an older timeout cannot
+ * undo a newer one. */
+static void note_stall(struct cm_reclaim *rc, uint64_t seen)
+{
+	uint64_t old = atomic_load_explicit(&rc->stall_seen,
+					    memory_order_relaxed);
+
+	while (old < seen + 1 &&
+	       !atomic_compare_exchange_weak_explicit(
+		       &rc->stall_seen, &old, seen + 1, memory_order_relaxed,
+		       memory_order_relaxed))
+		;
 }
 
 /*
  * Over the limit: wait for the next grace period, then free until under
  * it.  Not inside a read-side section (the wait would wait for itself),
- * and not again within a grace period that already made a writer wait
- * in vain (stall_seen holds batches_done + 1 of that one; 0 for none).
+ * not on a thread that runs call_rcu callbacks (the batch it would wait
+ * for is queued behind the very callback that is writing), and not again
+ * within a grace period that already made a writer wait in vain
+ * (stall_seen holds batches_done + 1 of that one; 0 for none).
  */
 static void hold_to_limit(struct cm_reclaim *rc)
 {
-	while (over_limit(rc)) {
-		if (!anything_ready(rc)) {
-			if (!(atomic_load_explicit(&rc->gathering,
-						   memory_order_relaxed) &
-			      CM_IN_FLIGHT)) {
-				/* No batch to wait for: what is pending is
-				 * being freed by the lock's holder.  Let it
-				 * finish. */
-				pthread_mutex_lock(&rc->lock);
-				pthread_mutex_unlock(&rc->lock);
-				return;
-			}
+	if (on_callback_thread)
+		return;
+	for (;;) {
+		/* First: a batch that ends after this load ends the wait
+		 * below; one that ended before it shows in the checks. */
+		uint64_t seen = atomic_load(&rc->batches_done);
 
-			uint64_t seen = atomic_load(&rc->batches_done);
-
-			if (atomic_load_explicit(&rc->stall_seen,
-						 memory_order_relaxed) ==
-			    seen + 1)
-				return;
-			if (cm_in_read_section(rc->flavor))
-				return;
-			if (!wait_for_batch(rc, seen)) {
-				atomic_store_explicit(&rc->stall_seen, seen + 1,
-						      memory_order_relaxed);
-				return;
-			}
+		if (!over_limit(rc))
+			return;
+		if (anything_ready(rc)) {
+			pthread_mutex_lock(&rc->lock);
+			while (over_limit(rc) &&
+			       free_ready(rc, CM_PAY_PER_WRITE) != 0)
+				;
+			pthread_mutex_unlock(&rc->lock);
+			continue;
 		}
-		pthread_mutex_lock(&rc->lock);
-		while (over_limit(rc) && free_ready(rc, CM_PAY_PER_WRITE) != 0)
-			;
-		pthread_mutex_unlock(&rc->lock);
+		if (!(atomic_load(&rc->gathering) & CM_IN_FLIGHT)) {
+			/* No batch to wait for: every pending record is
+			 * being freed by the lock's holder, or is a moment
+			 * from joining the line (counted, not yet pushed, by
+			 * a writer that may have been preempted there: do
+			 * not spin on it).  Let the holder finish. */
+			pthread_mutex_lock(&rc->lock);
+			pthread_mutex_unlock(&rc->lock);
+			return;
+		}
+		if (atomic_load_explicit(&rc->stall_seen,
+					 memory_order_relaxed) == seen + 1)
+			return;
+		if (cm_in_read_section(rc->flavor))
+			return;
+		if (!wait_for_batch(rc, seen)) {
+			note_stall(rc, seen);
+			return;
+		}
 	}
 }
 
@@ -535,6 +572,8 @@ static void batch_done(struct rcu_head *head)
 	struct cm_reclaim *rc = ((struct cm_retired *)(void *)head)->rc;
 	struct cm_retired *batch = take_marks((struct cm_retired *)(void *)head,
 					      &last, &marks);
+
+	on_callback_thread = true;
 
 	if (anything_ready(rc))	/* ready since the last batch, or longer */
 		free_all_ready(rc);
