@@ -49,3 +49,14 @@ bench_etcd_mirror_LDADD = $(etcd_tests_ldadd)
 CLEANFILES += bench/etcd-mirror$(EXEEXT)
 
 endif
+
+# examples/config-reload --etcd ENDPOINTS --prefix P: the configuration
+# from an etcd prefix (examples/config-reload/etcd_source.c).
+if BUILD_ETCD_MIRROR
+examples_config_reload_config_reload_SOURCES += \
+	examples/config-reload/etcd_source.c \
+	examples/config-reload/etcd_source.h
+examples_config_reload_config_reload_CPPFLAGS = $(AM_CPPFLAGS) \
+	-DCONFIG_RELOAD_ETCD=1
+examples_config_reload_config_reload_LDADD += etcd/libcowmap-etcd.la
+endif

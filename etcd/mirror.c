@@ -191,11 +191,12 @@ static int set_stamp(struct cowmap_txn *t, int64_t revision, unsigned flags)
 }
 
 /*
- * Publish @next (a new reference, consumed) as the version of @revision.
- * Calls on_publish with the previous version and the new one.
+ * Publish @next (a new reference, consumed) as the version of @revision,
+ * which applied @events watch events (0: a whole read).  Calls on_publish
+ * with the previous version and the new one.
  */
 static int publish(struct cowmap_etcd *m, struct cowmap *next,
-		   int64_t revision, unsigned flags)
+		   int64_t revision, unsigned flags, size_t events)
 {
 	struct cowmap *prev = m->cur;
 	int rc;
@@ -228,6 +229,10 @@ static int publish(struct cowmap_etcd *m, struct cowmap *next,
 	pthread_mutex_lock(&m->lock);
 	m->st.applied_revision = revision;
 	m->st.versions++;
+	if (events > 0) {
+		m->st.revisions++;
+		m->st.events += events;
+	}
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 	return 0;
@@ -543,7 +548,7 @@ static int read_range(struct cowmap_etcd *m, unsigned flags,
 			cowmap_txn_abort(t);
 			return 0;
 		}
-		rc = publish(m, cowmap_txn_commit(t), rev, flags);
+		rc = publish(m, cowmap_txn_commit(t), rev, flags, 0);
 		if (rc < 0) {
 			snprintf(m->why, sizeof(m->why), "cannot publish: %s",
 				 strerror(-rc));
@@ -617,17 +622,11 @@ static int apply_revision(struct cowmap_etcd *m, json_t *events, size_t from,
 		cowmap_txn_abort(t);	/* the published version stays */
 		return rc;
 	}
-	rc = publish(m, cowmap_txn_commit(t), rev, 0);
-	if (rc < 0) {
+	rc = publish(m, cowmap_txn_commit(t), rev, 0, to - from);
+	if (rc < 0)
 		snprintf(m->why, sizeof(m->why), "cannot publish: %s",
 			 strerror(-rc));
-		return rc;
-	}
-	pthread_mutex_lock(&m->lock);
-	m->st.revisions++;
-	m->st.events += to - from;
-	pthread_mutex_unlock(&m->lock);
-	return 0;
+	return rc;
 }
 
 static int64_t event_revision(json_t *ev)
@@ -847,7 +846,12 @@ static enum watch_outcome watch(struct cowmap_etcd *m)
 
 				curl_easy_getinfo(m->watch,
 						  CURLINFO_RESPONSE_CODE, &status);
-				if (res != CURLE_OK)
+				if (res == CURLE_PARTIAL_FILE ||
+				    res == CURLE_RECV_ERROR)
+					snprintf(m->why, sizeof(m->why),
+						 "%s: the connection was lost "
+						 "mid-stream", url);
+				else if (res != CURLE_OK)
 					snprintf(m->why, sizeof(m->why),
 						 "%s: watch: %s", url,
 						 curl_easy_strerror(res));
@@ -871,12 +875,18 @@ static enum watch_outcome watch(struct cowmap_etcd *m)
 					contact(m, json_object_get(doc, "header"));
 					m->last_activity_ms = gw_now_ms();
 				} else if (m->outcome == W_RUNNING) {
+					char what[64];
+
+					if (res != CURLE_OK)
+						snprintf(what, sizeof(what), "%s",
+							 curl_easy_strerror(res));
+					else
+						snprintf(what, sizeof(what),
+							 "HTTP %ld", status);
 					snprintf(m->why, sizeof(m->why),
 						 "%s: the watch is silent and a "
 						 "read failed: %s", probe_url,
-						 res != CURLE_OK
-						 ? curl_easy_strerror(res)
-						 : "bad answer");
+						 what);
 					m->outcome = W_DISCONNECTED;
 				}
 				json_decref(doc);
