@@ -60,3 +60,14 @@ examples_config_reload_config_reload_CPPFLAGS = $(AM_CPPFLAGS) \
 	-DCONFIG_RELOAD_ETCD=1
 examples_config_reload_config_reload_LDADD += etcd/libcowmap-etcd.la
 endif
+
+# make bench-etcd: bench/etcd-mirror with BENCH_ETCD_ARGS (not a test).
+BENCH_ETCD_ARGS =
+.PHONY: bench-etcd
+if BUILD_ETCD_MIRROR
+bench-etcd: bench/etcd-mirror$(EXEEXT)
+	./bench/etcd-mirror$(EXEEXT) $(BENCH_ETCD_ARGS)
+else
+bench-etcd:
+	@echo "make bench-etcd: the etcd mirror is not built (configure did not find libcurl and jansson)"; exit 1
+endif
