@@ -236,6 +236,17 @@ static unsigned recorder_events(struct recorder *r, enum cowmap_etcd_event e)
 	return n;
 }
 
+/* Events are told after the version they concern is published: wait. */
+static unsigned wait_events(struct recorder *r, enum cowmap_etcd_event e,
+			    unsigned at_least)
+{
+	unsigned n;
+
+	for (int i = 0; (n = recorder_events(r, e)) < at_least && i < 500; i++)
+		usleep(10 * 1000);
+	return n;
+}
+
 static void recorder_free(struct recorder *r)
 {
 	free(r->revs);
@@ -501,9 +512,7 @@ START_TEST(oversized_value_is_refused_and_last_version_kept)
 
 	ck_assert_msg(m != NULL, "%s", err);
 	ck_assert_int_gt(etcd_put(ep, "/big/b", big), 0);
-	for (int i = 0; i < 100 && recorder_events(&r, COWMAP_ETCD_REFUSED) == 0; i++)
-		usleep(50 * 1000);
-	ck_assert_uint_ge(recorder_events(&r, COWMAP_ETCD_REFUSED), 1);
+	ck_assert_uint_ge(wait_events(&r, COWMAP_ETCD_REFUSED, 1), 1);
 	ck_assert_msg(strstr(r.messages[COWMAP_ETCD_REFUSED],
 			     "value of 2000 bytes is larger than max_value_bytes (1024)") &&
 		      strstr(r.messages[COWMAP_ETCD_REFUSED], "/big/b"),
@@ -542,7 +551,7 @@ START_TEST(oversized_value_is_refused_and_last_version_kept)
 	ck_assert_str_eq(cowmap_etcd_get(v, "/big/b", 6)->data, "fits now");
 	ck_assert_str_eq(cowmap_etcd_get(v, "/big/c", 6)->data, "later");
 	cowmap_release(v);
-	ck_assert_uint_ge(recorder_events(&r, COWMAP_ETCD_RESYNCED), 1);
+	ck_assert_uint_ge(wait_events(&r, COWMAP_ETCD_RESYNCED, 1), 1);
 	assert_mirror_equals_store(m, ep, "/big/");
 
 	cowmap_etcd_free(m);
@@ -690,9 +699,7 @@ static void malformed_case(const char *watch_lines, const char *expected)
 	struct cowmap_etcd *m = cowmap_etcd_start(&o, err);
 
 	ck_assert_msg(m != NULL, "%s", err);
-	for (int i = 0; i < 100 && recorder_events(&r, COWMAP_ETCD_REFUSED) == 0; i++)
-		usleep(20 * 1000);
-	ck_assert_uint_ge(recorder_events(&r, COWMAP_ETCD_REFUSED), 1);
+	ck_assert_uint_ge(wait_events(&r, COWMAP_ETCD_REFUSED, 1), 1);
 	ck_assert_msg(strstr(r.messages[COWMAP_ETCD_REFUSED], expected),
 		      "message \"%s\" does not say \"%s\"",
 		      r.messages[COWMAP_ETCD_REFUSED], expected);
@@ -803,10 +810,16 @@ static void writer_wait_done(struct writer *w, long count)
 }
 
 /* Every acknowledged transaction was published as its own version. */
-static void assert_no_revision_lost(struct recorder *r, struct writer *w)
+static void assert_no_revision_lost(struct cowmap_etcd *m, struct recorder *r,
+				    struct writer *w)
 {
+	int64_t last = 0;
+
 	pthread_join(w->thread, NULL);
 	ck_assert(!atomic_load(&w->failed));
+	for (long i = 0; i < w->n; i++)
+		last = w->acked[i] > last ? w->acked[i] : last;
+	ck_assert_int_eq(cowmap_etcd_wait(m, last, 20000), 0);
 	ck_assert_msg(r->broken == 0, "a version broke the invariant: %s",
 		      r->first_broken);
 	ck_assert_uint_eq(r->out_of_order, 0);
@@ -840,7 +853,7 @@ START_TEST(killed_member_restarted_mirror_misses_no_revision)
 	usleep(300 * 1000);
 	ck_assert_int_eq(etcd_member_restart(&c, 0), 0);
 	ck_assert_int_eq(etcd_member_wait_ready(&c, 0, 20000), 0);
-	assert_no_revision_lost(&r, &w);
+	assert_no_revision_lost(m, &r, &w);
 	assert_mirror_equals_store(m, c.endpoints, prefix);
 
 	struct cowmap_etcd_stats st;
@@ -848,7 +861,7 @@ START_TEST(killed_member_restarted_mirror_misses_no_revision)
 	cowmap_etcd_stats(m, &st);
 	ck_assert_uint_ge(st.reconnects, 1);
 	ck_assert_uint_eq(st.resyncs, 0);
-	ck_assert_uint_ge(recorder_events(&r, COWMAP_ETCD_DISCONNECTED), 1);
+	ck_assert_uint_ge(wait_events(&r, COWMAP_ETCD_DISCONNECTED, 1), 1);
 
 	cowmap_etcd_free(m);
 	etcd_cluster_stop(&c);
@@ -911,7 +924,7 @@ START_TEST(three_members_failover_misses_no_revision)
 	usleep(300 * 1000);
 	ck_assert_int_eq(etcd_member_restart(&c, killed), 0);
 
-	assert_no_revision_lost(&r, &w);
+	assert_no_revision_lost(m, &r, &w);
 	assert_mirror_equals_store(m, c.endpoints, prefix);
 
 	struct cowmap_etcd_stats st;
@@ -957,7 +970,7 @@ START_TEST(compaction_during_disconnect_forces_a_whole_reread)
 
 	ck_assert(recorder_has(&r, rev, &flags));
 	ck_assert_uint_eq(flags, COWMAP_ETCD_VERSION_RESYNC);
-	ck_assert_uint_ge(recorder_events(&r, COWMAP_ETCD_RESYNCED), 1);
+	ck_assert_uint_ge(wait_events(&r, COWMAP_ETCD_RESYNCED, 1), 1);
 	ck_assert_msg(strstr(r.messages[COWMAP_ETCD_RESYNCED], "compacted"),
 		      "message: %s", r.messages[COWMAP_ETCD_RESYNCED]);
 	ck_assert_msg(r.broken == 0, "%s", r.first_broken);
@@ -1008,9 +1021,7 @@ START_TEST(unreachable_at_start_publishes_marked_empty_version_by_option)
 	ck_assert_uint_eq(info.flags, COWMAP_ETCD_VERSION_UNREACHABLE);
 	ck_assert_uint_eq(info.keys, 0);
 	cowmap_release(v);
-	for (int i = 0; i < 100 && recorder_events(&r, COWMAP_ETCD_UNREACHABLE) == 0; i++)
-		usleep(20 * 1000);
-	ck_assert_uint_eq(recorder_events(&r, COWMAP_ETCD_UNREACHABLE), 1);
+	ck_assert_uint_eq(wait_events(&r, COWMAP_ETCD_UNREACHABLE, 1), 1);
 
 	/* etcd comes up: the first read is published. */
 	ck_assert_int_eq(etcd_member_restart(&c, 0), 0);

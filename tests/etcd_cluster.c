@@ -12,6 +12,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,10 +101,24 @@ static size_t collect(char *data, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
+/* One kept-alive connection a thread, cleaned up when the thread exits. */
+static pthread_key_t easy_key;
+static pthread_once_t easy_once = PTHREAD_ONCE_INIT;
+
+static void easy_free(void *easy)
+{
+	curl_easy_cleanup(easy);
+}
+
+static void easy_key_init(void)
+{
+	pthread_key_create(&easy_key, easy_free);
+}
+
 json_t *etcd_post(const char *endpoint, const char *path, json_t *body,
 		  unsigned timeout_ms)
 {
-	static __thread CURL *easy;	/* one kept-alive connection a thread */
+	CURL *easy;
 	char *text = json_dumps(body, JSON_COMPACT);
 	char url[256];
 	struct answer a = { 0 };
@@ -113,8 +128,12 @@ json_t *etcd_post(const char *endpoint, const char *path, json_t *body,
 	long status = 0;
 
 	json_decref(body);
-	if (easy == NULL)
+	pthread_once(&easy_once, easy_key_init);
+	easy = pthread_getspecific(easy_key);
+	if (easy == NULL) {
 		easy = curl_easy_init();
+		pthread_setspecific(easy_key, easy);
+	}
 	snprintf(url, sizeof(url), "%s%s", endpoint, path);
 	curl_easy_reset(easy);
 	curl_easy_setopt(easy, CURLOPT_URL, url);
