@@ -151,7 +151,7 @@ int main(int argc, char **argv)
 	unsigned writers = 2;
 	int samples = 500;
 
-	for (int i = 1; i < argc; i++) {
+	for (int i = 1; i < argc; i += 2) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
 		if (v && strcmp(argv[i], "--seconds") == 0)
@@ -167,7 +167,6 @@ int main(int argc, char **argv)
 					"[--writers W] [--keys K] [--samples N]\n");
 			return 2;
 		}
-		i++;
 	}
 	if (seconds <= 0 || writers < 1 || writers > 64 || b.keys < 1 ||
 	    b.keys > 64 || samples < 10) {
