@@ -252,7 +252,12 @@ void gw_setup(struct gw *g, CURL *easy, const char *url, const char *body)
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
 			 (long)g->connect_timeout_ms);
+#if LIBCURL_VERSION_NUM >= 0x075500	/* 7.85 */
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS,
+			 (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
 	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
 	/* A member that dies without closing the connection (power, cable)
 	 * is found by keepalive probes, the silent-watch probe aside. */

@@ -1306,6 +1306,9 @@ struct cowmap_etcd *cowmap_etcd_start(const struct cowmap_etcd_options *opts,
 	}
 	cowmap_etcd_stop(m);
 fail_thread:
+	if (m->watch)
+		curl_easy_cleanup(m->watch);
+	gw_buf_free(&m->line);
 	gw_fini(&m->gw);
 	pthread_cond_destroy(&m->cond);
 	pthread_mutex_destroy(&m->lock);
