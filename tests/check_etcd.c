@@ -884,6 +884,20 @@ static int watched_member(struct cowmap_etcd *m)
 	return -1;
 }
 
+/* Wait until the mirror watches a member other than @from. */
+static bool moved_away(struct cowmap_etcd *m, int from)
+{
+	struct cowmap_etcd_stats st;
+
+	for (int i = 0; i < 300; i++) {
+		cowmap_etcd_stats(m, &st);
+		if (st.connected && (int)st.endpoint != from)
+			return true;
+		usleep(50 * 1000);
+	}
+	return false;
+}
+
 START_TEST(three_members_failover_misses_no_revision)
 {
 	struct etcd_cluster c;
@@ -904,6 +918,7 @@ START_TEST(three_members_failover_misses_no_revision)
 
 	ck_assert_int_ge(down, 0);
 	etcd_member_signal(&c, down, SIGKILL);
+	ck_assert(moved_away(m, down));
 
 	/* 2. The member it moved to hangs (SIGSTOP): its connection stays
 	 * open and silent; the probe must notice. */
@@ -913,7 +928,7 @@ START_TEST(three_members_failover_misses_no_revision)
 	ck_assert_int_ge(hung, 0);
 	ck_assert_int_ne(hung, down);
 	etcd_member_signal(&c, hung, SIGSTOP);
-	usleep(1500 * 1000);
+	ck_assert_msg(moved_away(m, hung), "the mirror stayed on a hung member");
 	etcd_member_signal(&c, hung, SIGCONT);
 
 	/* 3. The watched member dies and comes back. */
