@@ -345,6 +345,62 @@ START_TEST(initial_range_is_one_version_with_its_revision)
 }
 END_TEST
 
+/* Pages of 4 keys, all read at the first page's revision, make one
+ * version. */
+START_TEST(paged_read_is_one_version_at_one_revision)
+{
+	const char *ep = shared.endpoints;
+	struct recorder r;
+	struct etcd_op ops[25];
+	char keys[25][32];
+	int64_t rev;
+
+	recorder_init(&r, NULL);
+	for (int i = 0; i < 25; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "/paged/%02d", i);
+		ops[i] = (struct etcd_op){ .key = keys[i], .value = keys[i],
+					   .len = strlen(keys[i]) };
+	}
+	rev = etcd_txn(ep, ops, 25);
+	ck_assert_int_gt(rev, 0);
+
+	struct cowmap_etcd_options o = {
+		.endpoints = ep, .prefix = "/paged/", .range_page = 4,
+		.on_publish = on_publish, .on_event = on_event, .ctx = &r,
+	};
+	char err[COWMAP_ETCD_ERROR_MAX];
+	struct cowmap_etcd *m = cowmap_etcd_start(&o, err);
+
+	ck_assert_msg(m != NULL, "%s", err);
+	ck_assert_uint_eq(r.nrevs, 1);
+	assert_mirror_equals_store(m, ep, "/paged/");
+
+	/* The whole keyspace (prefix ""), paged too, holds them as well. */
+	struct recorder all;
+
+	recorder_init(&all, NULL);
+	o.prefix = "";
+	o.ctx = &all;
+	struct cowmap_etcd *whole = cowmap_etcd_start(&o, err);
+
+	ck_assert_msg(whole != NULL, "%s", err);
+
+	struct cowmap *v = cowmap_cell_snapshot(cowmap_etcd_cell(whole));
+	struct cowmap_etcd_version_info info;
+
+	cowmap_etcd_version_info(v, &info);
+	ck_assert_uint_gt(info.keys, 25);
+	for (int i = 0; i < 25; i++)
+		ck_assert_str_eq(cowmap_etcd_get(v, keys[i], strlen(keys[i]))->data,
+				 keys[i]);
+	cowmap_release(v);
+	cowmap_etcd_free(whole);
+	cowmap_etcd_free(m);
+	recorder_free(&r);
+	recorder_free(&all);
+}
+END_TEST
+
 START_TEST(each_etcd_transaction_is_one_version)
 {
 	const char *ep = shared.endpoints;
@@ -1074,6 +1130,7 @@ static Suite *etcd_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_checked_fixture(tc, register_thread, unregister_thread);
 	tcase_add_test(tc, initial_range_is_one_version_with_its_revision);
+	tcase_add_test(tc, paged_read_is_one_version_at_one_revision);
 	tcase_add_test(tc, each_etcd_transaction_is_one_version);
 	tcase_add_test(tc, readers_never_see_half_a_transaction);
 	tcase_add_test(tc, oversized_value_is_refused_and_last_version_kept);
