@@ -108,6 +108,7 @@ struct cowmap_etcd {
 	struct cowmap_etcd_stats st;
 	int64_t contact_ms;
 	int start_state;	/* 0 pending, 1 first read published, <0 -errno */
+	int start_failure;	/* the last failure of the first read, -errno */
 	bool stopped;
 };
 
@@ -802,7 +803,6 @@ static enum watch_outcome watch(struct cowmap_etcd *m)
 	char *probe_body = preq ? json_dumps(preq, JSON_COMPACT) : NULL;
 	struct gw_buf probe_answer = { .max = 1 << 16 };
 	bool probing = false;
-	int64_t probe_started = 0;
 
 	json_decref(req);
 	json_decref(preq);
@@ -910,15 +910,12 @@ static enum watch_outcome watch(struct cowmap_etcd *m)
 			curl_easy_setopt(m->gw.req, CURLOPT_WRITEDATA,
 					 &probe_answer);
 			if (curl_multi_add_handle(m->gw.multi, m->gw.req) ==
-			    CURLM_OK) {
+			    CURLM_OK)
 				probing = true;
-				probe_started = now;
-			}
 			continue;
 		}
 		if (!probing && m->o.probe_interval_ms - idle < wait)
 			wait = (long)(m->o.probe_interval_ms - idle);
-		(void)probe_started;
 		curl_multi_poll(m->gw.multi, NULL, 0, (int)(wait > 0 ? wait : 1),
 				NULL);
 	}
@@ -1018,6 +1015,11 @@ static void *mirror_main(void *arg)
 				if (!refused_wait(m))
 					break;
 			} else {
+				if (initial) {
+					pthread_mutex_lock(&m->lock);
+					m->start_failure = rc;
+					pthread_mutex_unlock(&m->lock);
+				}
 				tell(m, COWMAP_ETCD_DISCONNECTED, m->applied,
 				     "%s", m->why);
 				if (initial && !m->unreachable_told &&
@@ -1261,6 +1263,8 @@ struct cowmap_etcd *cowmap_etcd_start(const struct cowmap_etcd_options *opts,
 	if (rc == 0) {
 		rc = -pthread_create(&m->thread, NULL, mirror_main, m);
 		m->thread_started = rc == 0;
+		if (rc == 0)	/* for top -H and debuggers; may fail, harmless */
+			pthread_setname_np(m->thread, "cowmap-etcd");
 	}
 	if (rc < 0) {
 		snprintf(err, COWMAP_ETCD_ERROR_MAX, "cannot start: %s",
@@ -1282,7 +1286,7 @@ struct cowmap_etcd *cowmap_etcd_start(const struct cowmap_etcd_options *opts,
 	while (m->start_state == 0 &&
 	       pthread_cond_timedwait(&m->cond, &m->lock, &until) != ETIMEDOUT)
 		;
-	int state = m->start_state;
+	int state = m->start_state, failure = m->start_failure;
 
 	snprintf(err, COWMAP_ETCD_ERROR_MAX, "%s", m->st.last_error);
 	pthread_mutex_unlock(&m->lock);
@@ -1300,7 +1304,7 @@ struct cowmap_etcd *cowmap_etcd_start(const struct cowmap_etcd_options *opts,
 		snprintf(err, COWMAP_ETCD_ERROR_MAX,
 			 "etcd unreachable: no endpoint answered within %u ms "
 			 "(last error: %.180s)", m->o.start_timeout_ms, why);
-		rc = strstr(why, "imed") ? -ETIMEDOUT : -ECONNREFUSED;
+		rc = failure == -ETIMEDOUT ? -ETIMEDOUT : -ECONNREFUSED;
 	} else {
 		rc = state;
 	}

@@ -617,6 +617,33 @@ START_TEST(oversized_value_is_refused_and_last_version_kept)
 }
 END_TEST
 
+START_TEST(refused_data_at_start_is_a_clear_error)
+{
+	const char *ep = shared.endpoints;
+	char big[2001], err[COWMAP_ETCD_ERROR_MAX];
+	struct recorder r;
+	struct cowmap_etcd_options o = {
+		.endpoints = ep, .prefix = "/bigstart/", .max_value_bytes = 1024,
+		.on_event = on_event, .ctx = &r,
+	};
+
+	recorder_init(&r, NULL);
+	memset(big, 'y', 2000);
+	big[2000] = '\0';
+	ck_assert_int_gt(etcd_put(ep, "/bigstart/k", big), 0);
+
+	int64_t t0 = now_ms();
+
+	errno = 0;
+	ck_assert_ptr_null(cowmap_etcd_start(&o, err));
+	ck_assert_int_eq(errno, EPROTO);
+	ck_assert_msg(strstr(err, "/bigstart/k") && strstr(err, "max_value_bytes"),
+		      "unclear message: %s", err);
+	ck_assert_int_lt(now_ms() - t0, 3000);	/* no waiting for the timeout */
+	recorder_free(&r);
+}
+END_TEST
+
 START_TEST(unreachable_at_start_is_a_clear_error)
 {
 	char ep[64], err[COWMAP_ETCD_ERROR_MAX];
@@ -1134,6 +1161,7 @@ static Suite *etcd_suite(void)
 	tcase_add_test(tc, each_etcd_transaction_is_one_version);
 	tcase_add_test(tc, readers_never_see_half_a_transaction);
 	tcase_add_test(tc, oversized_value_is_refused_and_last_version_kept);
+	tcase_add_test(tc, refused_data_at_start_is_a_clear_error);
 	tcase_add_test(tc, unreachable_at_start_is_a_clear_error);
 	tcase_add_test(tc, malformed_event_is_refused_and_last_version_kept);
 	tcase_add_test(tc, malformed_watch_message_is_refused);
