@@ -51,15 +51,19 @@ CLEANFILES += bench/etcd-mirror$(EXEEXT)
 endif
 
 # examples/config-reload --etcd ENDPOINTS --prefix P: the configuration
-# from an etcd prefix (examples/config-reload/etcd_source.c).
+# from an etcd prefix (examples/config-reload/etcd_source.c).  The
+# per-target CPPFLAGS is set in every configuration: automake then uses
+# it instead of AM_CPPFLAGS.
+config_reload_etcd_cppflags =
 if BUILD_ETCD_MIRROR
+config_reload_etcd_cppflags += -DCONFIG_RELOAD_ETCD=1
 examples_config_reload_config_reload_SOURCES += \
 	examples/config-reload/etcd_source.c \
 	examples/config-reload/etcd_source.h
-examples_config_reload_config_reload_CPPFLAGS = $(AM_CPPFLAGS) \
-	-DCONFIG_RELOAD_ETCD=1
 examples_config_reload_config_reload_LDADD += etcd/libcowmap-etcd.la
 endif
+examples_config_reload_config_reload_CPPFLAGS = $(AM_CPPFLAGS) \
+	$(config_reload_etcd_cppflags)
 
 # make bench-etcd: bench/etcd-mirror with BENCH_ETCD_ARGS (not a test).
 BENCH_ETCD_ARGS =

@@ -180,7 +180,8 @@ static int serve_etcd(const char *endpoints, const char *prefix,
 	(void)port;
 	(void)workers;
 	fprintf(stderr, "config-reload: built without the etcd mirror "
-			"(configure did not find libcurl and jansson)\n");
+			"(configure found no libcurl and jansson, or was "
+			"given --without-etcd-mirror)\n");
 	return EXIT_FAILURE;
 #endif
 }
