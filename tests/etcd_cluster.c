@@ -458,7 +458,8 @@ static void dump_logs(struct etcd_cluster *c)
 	}
 }
 
-int etcd_cluster_start(struct etcd_cluster *c, int n, const char *parent)
+static int cluster_start_once(struct etcd_cluster *c, int n,
+			      const char *parent)
 {
 	char base[512];
 
@@ -533,6 +534,16 @@ int etcd_cluster_start(struct etcd_cluster *c, int n, const char *parent)
 		}
 	}
 	return 0;
+}
+
+int etcd_cluster_start(struct etcd_cluster *c, int n, const char *parent)
+{
+	/* A port found free can be taken by someone else before etcd binds
+	 * it: then start again on other ports. */
+	for (int attempt = 0; attempt < 3; attempt++)
+		if (cluster_start_once(c, n, parent) == 0)
+			return 0;
+	return -1;
 }
 
 void etcd_member_signal(struct etcd_cluster *c, int i, int sig)
