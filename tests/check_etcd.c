@@ -44,6 +44,9 @@
 #define NKEYS 16
 
 static struct etcd_cluster shared;	/* one member, started by main() */
+/* Every cluster's directory lives in here: main() removes it at the end,
+ * also what a failed test (a forked child that exits at once) left. */
+static char base_dir[512];
 
 static int64_t now_ms(void)
 {
@@ -927,7 +930,7 @@ START_TEST(killed_member_restarted_mirror_misses_no_revision)
 	struct writer w;
 	const char *prefix = "/kill/";
 
-	ck_assert_int_eq(etcd_cluster_start(&c, 1, NULL), 0);
+	ck_assert_int_eq(etcd_cluster_start(&c, 1, base_dir), 0);
 	recorder_init(&r, prefix);
 
 	struct cowmap_etcd *m = start(c.endpoints, prefix, &r, 0);
@@ -988,7 +991,7 @@ START_TEST(three_members_failover_misses_no_revision)
 	struct writer w;
 	const char *prefix = "/failover/";
 
-	ck_assert_int_eq(etcd_cluster_start(&c, 3, NULL), 0);
+	ck_assert_int_eq(etcd_cluster_start(&c, 3, base_dir), 0);
 	recorder_init(&r, prefix);
 
 	struct cowmap_etcd *m = start(c.endpoints, prefix, &r, 0);
@@ -1047,7 +1050,7 @@ START_TEST(compaction_during_disconnect_forces_a_whole_reread)
 	const char *prefix = "/compact/";
 	char others[256];
 
-	ck_assert_int_eq(etcd_cluster_start(&c, 3, NULL), 0);
+	ck_assert_int_eq(etcd_cluster_start(&c, 3, base_dir), 0);
 	snprintf(others, sizeof(others), "%s,%s", c.m[1].url, c.m[2].url);
 	recorder_init(&r, prefix);
 
@@ -1095,7 +1098,7 @@ START_TEST(unreachable_at_start_publishes_marked_empty_version_by_option)
 	struct recorder r;
 	const char *prefix = "/late/";
 
-	ck_assert_int_eq(etcd_cluster_start(&c, 1, NULL), 0);
+	ck_assert_int_eq(etcd_cluster_start(&c, 1, base_dir), 0);
 	int64_t rev = etcd_put(c.endpoints, "/late/k", "v");
 
 	ck_assert_int_gt(rev, 0);
@@ -1189,8 +1192,19 @@ int main(void)
 		return 77;
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (etcd_cluster_start(&shared, 1, NULL) < 0) {
+
+	const char *tmp = getenv("TMPDIR");
+
+	if (tmp == NULL || !*tmp)
+		tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+	snprintf(base_dir, sizeof(base_dir), "%s/cowmap-check-etcd.XXXXXX", tmp);
+	if (mkdtemp(base_dir) == NULL) {
+		perror("check_etcd: mkdtemp");
+		return 1;
+	}
+	if (etcd_cluster_start(&shared, 1, base_dir) < 0) {
 		fprintf(stderr, "check_etcd: cannot start %s\n", bin);
+		etcd_rm_rf(base_dir);
 		return 1;
 	}
 	printf("check_etcd: %s, shared member at %s\n", bin, shared.endpoints);
@@ -1202,6 +1216,7 @@ int main(void)
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	etcd_cluster_stop(&shared);
+	etcd_rm_rf(base_dir);
 	curl_global_cleanup();
 	return failed == 0 ? 0 : 1;
 }
