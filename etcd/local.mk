@@ -16,7 +16,10 @@ pkgconfig_DATA += cowmap-etcd.pc
 
 lib_LTLIBRARIES += etcd/libcowmap-etcd.la
 etcd_libcowmap_etcd_la_SOURCES = \
-	etcd/mirror.c \
+	etcd/mirror.c etcd/mirror.h \
+	etcd/version.c \
+	etcd/range.c \
+	etcd/watch.c \
 	etcd/gateway.c etcd/gateway.h
 etcd_libcowmap_etcd_la_CFLAGS = $(AM_CFLAGS) $(COWMAP_VISIBILITY_CFLAGS) \
 	$(URCU_CFLAGS) $(ETCD_DEPS_CFLAGS)
