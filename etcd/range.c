@@ -10,11 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ------------------------------------------------------------------ */
-/* Reading the range                                                   */
-/* ------------------------------------------------------------------ */
-
-
 /* The JSON body of one range page: from @from (binary), at @rev. */
 static char *range_body(const struct cowmap_etcd *m, const char *from_b64,
 			int64_t rev)

@@ -11,10 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ------------------------------------------------------------------ */
-/* Versions                                                            */
-/* ------------------------------------------------------------------ */
-
+/* options.value_free of every version: values and stamps are single
+ * malloc'd blocks. */
 void mirror_free_value(void *value, void *ctx)
 {
 	(void)ctx;

@@ -10,10 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ------------------------------------------------------------------ */
-/* Watching                                                            */
-/* ------------------------------------------------------------------ */
-
 /* Apply events [from, to) of one revision as one version. */
 static int apply_revision(struct cowmap_etcd *m, json_t *events, size_t from,
 			  size_t to, int64_t rev)
