@@ -11,9 +11,8 @@
  * keys up.  A sampler thread reads
  * cowmap_cell_stats() and the process's resident set every few
  * milliseconds.  The test fails if
- *  - pending_bytes ever exceeds the bound README.md states
- *    (COWMAP_CELL_PENDING_LIMIT plus one grace period's worth at the
- *    throttled pace: checked here against twice the limit), or
+ *  - pending_bytes ever exceeds the bound README.md states (the cell's
+ *    pending limit plus one call's retirement per writer thread), or
  *  - resident memory grows past twice that bound, or
  *  - in runs of 10 s or more (make soak), where a trend has time to show
  *    through the noise of grace periods that run long for a while,
