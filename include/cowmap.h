@@ -125,6 +125,20 @@ COWMAP_API
 struct cowmap *cowmap_new(const struct cowmap_options *opts);
 
 /**
+ * cowmap_empty_like - an empty version of @m's family.
+ *
+ * The same seed, hash, value_free, context and max_entries as @m: the one
+ * call for a table rebuilt from scratch (a configuration reload) that is
+ * then published in @m's cell, which refuses versions of another family
+ * (cowmap_cell_publish()), and compared with @m's versions by
+ * cowmap_diff() node by node (a new cowmap_new() picks a new random
+ * seed, and a diff across seeds looks every key up in the other).
+ * Returns a new reference, or NULL with errno EINVAL (NULL @m) or ENOMEM.
+ */
+COWMAP_API
+struct cowmap *cowmap_empty_like(const struct cowmap *m);
+
+/**
  * cowmap_retain - take another reference to the same version.
  * Returns @m.  Safe from any thread holding a reference (or inside the RCU
  * read-side critical section that loaded @m; see cowmap_cell_snapshot()).
@@ -432,6 +446,17 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *  - Threads that write a cell (publish, cas, update, set, del, free) must
  *    be registered too, and with urcu-qsbr online: liburcu's call_rcu()
  *    and rcu_barrier() require it.
+ *  - call_rcu callbacks must not write cells (nor free them, nor call
+ *    cowmap_cell_barrier()): they run on liburcu's call_rcu thread,
+ *    which also runs the cells' own grace-period callbacks.
+ *  - A writing call may wait for a grace period: when the cell is over
+ *    its pending limit (see struct cowmap_cell_stats).  Outside a
+ *    read-side critical section that is all it means.  Inside one it
+ *    does not wait (it would wait for itself) and the limit does not
+ *    hold for that call.  Under urcu-qsbr the wait takes the thread
+ *    offline, which is a quiescent state: a QSBR writer must not keep a
+ *    version borrowed from cowmap_cell_load() across a writing call
+ *    (take a snapshot instead).
  *  - QSBR: reader threads announce quiescent states
  *    (urcu_qsbr_quiescent_state()) or go offline when idle.  A thread that
  *    stops announcing them stops every grace period: retired versions then
@@ -465,16 +490,38 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  * @pending_nodes: nodes in the same state.
  * @pending_versions: retired versions not freed yet: gathering for the
  *                 next batch, in their batch's grace period, or past it
- *                 and waiting for the cell's next publish, which frees a
- *                 few of them (when writes stop, the last batch's
- *                 callback frees them all; cowmap_cell_barrier() waits
- *                 for that).
+ *                 and waiting for the writers' next calls, each of which
+ *                 frees a few of them (what the writers leave for a whole
+ *                 grace period, liburcu's call_rcu thread frees; when
+ *                 writes stop, the last batch's callback frees them all;
+ *                 cowmap_cell_barrier() waits for that).
+ *
+ * pending_bytes counts the library's memory (nodes, boxed keys, version
+ * headers), not the values: a retired version's replaced values wait
+ * with it, and value_free runs when it is freed.  With large values,
+ * pending_versions times the value size is what they add.
+ *
+ * The bound.  pending_bytes stays below the cell's pending limit
+ * (COWMAP_CELL_PENDING_LIMIT, or cowmap_cell_set_pending_limit()) plus
+ * what each writing thread retires in one call, whatever the number of
+ * writer threads: a writer that finds the cell over its limit waits for
+ * the next grace period to end and frees what it can before it returns.
+ * Only a grace period that does not end can hold memory back: a reader
+ * that stays in its critical section, a urcu-qsbr thread that announces
+ * no quiescent state, a writer writing from inside a read-side section.
+ * Then writers do not wait for it (after one wait of a second, none waits
+ * again until a grace period ends): pending_bytes grows, and shows it,
+ * until that grace period ends, and drains within a few grace periods
+ * after.
  */
 struct cowmap_cell_stats {
 	uint64_t published;
 	size_t pending_bytes, pending_nodes;
 	size_t pending_versions;
 };
+
+/* The default pending limit of a cell, in bytes (see above). */
+#define COWMAP_CELL_PENDING_LIMIT ((size_t)32 << 20)
 
 /**
  * cowmap_cell_new - a cell whose current version is @initial.
@@ -501,8 +548,10 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
  * thread may write to it.  Must not be called inside a read-side critical
  * section or from a call_rcu callback.  Called inside a read-side
  * critical section, where it would wait for itself, it frees nothing and
- * returns, leaving the cell usable (debug builds report it); under
- * urcu-qsbr a section cannot be told from being online.
+ * returns with errno set to EDEADLK, leaving the cell usable (debug
+ * builds also report it on stderr): a caller that may be in such a
+ * section sets errno to 0 first and checks it after.  Under urcu-qsbr a
+ * section cannot be told from being online.
  *
  * A freed cell must not be passed to any cowmap_cell_* call again.  Debug
  * builds keep freed cells poisoned for a while and answer such a call
@@ -542,6 +591,13 @@ int cowmap_cell_barrier(struct cowmap_cell *c);
  * until the matching rcu_read_unlock() and must not be released.  Costs one
  * acquire load: no lock, no allocation, no shared store.  NULL for a NULL
  * cell.
+ *
+ * The thread must be registered with the cell's flavor
+ * (rcu_register_thread() of that flavor; urcu-bp registers by itself).
+ * An unregistered thread's rcu_read_lock() looks like it works, but no
+ * grace period waits for it, so the version can be freed while it reads:
+ * silent corruption in release builds.  Debug builds (configure
+ * --enable-debug) report such a read on stderr, naming the call.
  */
 COWMAP_API
 const struct cowmap *cowmap_cell_load(struct cowmap_cell *c);
@@ -560,9 +616,17 @@ struct cowmap *cowmap_cell_snapshot(struct cowmap_cell *c);
 
 /**
  * cowmap_cell_publish - make @next the current version.
- * @next: stolen in every case, also on failure.
- * Returns 0, -EINVAL (NULL argument), or -ENOMEM (the current version is
- * kept).  The old version is released after a grace period.
+ * @next: stolen in every case, also on failure.  It must be of the cell's
+ *        family: the same value_free, context, hash function and
+ *        max_entries as the cell's first version (every version derived
+ *        from it, and cowmap_empty_like() of it, are).  The seed may
+ *        differ, but then cowmap_diff() against the versions before
+ *        walks both whole: build a reloaded table on cowmap_empty_like().
+ * Returns 0, -EINVAL (NULL argument, or a version of another family: its
+ * values would be freed by the wrong function, or never), or -ENOMEM
+ * (the current version is kept).  The old version is released after a
+ * grace period.  Like every writing call, it may first wait for a grace
+ * period when the cell is over its pending limit (cowmap_cell_stats()).
  */
 COWMAP_API
 int cowmap_cell_publish(struct cowmap_cell *c, struct cowmap *next);
@@ -572,7 +636,7 @@ int cowmap_cell_publish(struct cowmap_cell *c, struct cowmap *next);
  * @expected: compared by pointer; hold a reference to it (a snapshot) so it
  *            cannot be freed and reused meanwhile.  NULL never matches
  *            (-EAGAIN).
- * @next:     stolen in every case.
+ * @next:     stolen in every case; of the cell's family, as for publish.
  * Returns 0, -EAGAIN if another version won, -EINVAL, or -ENOMEM.
  */
 COWMAP_API
@@ -583,11 +647,19 @@ int cowmap_cell_cas(struct cowmap_cell *c, const struct cowmap *expected,
  * cowmap_cell_update - publish fn(current) atomically.
  *
  * @fn runs with the cell's writer lock held and must return a new
- * reference (cowmap_retain(cur) for "no change": nothing is published;
- * returning cur itself without retaining it frees the published version
- * under the readers' feet) or
- * NULL with errno set to abort (returned as -errno; -EINVAL if errno is 0).
- * @fn must not write to the same cell.
+ * reference of the cell's family, or NULL with errno set to abort
+ * (returned as -errno; -EINVAL if errno is 0).  Returning cur means "no
+ * change" and publishes nothing, whether @fn retained it
+ * (cowmap_retain(cur), cowmap_set() of an unchanged value, an empty
+ * transaction's commit) or not: the cell counts the references @fn's
+ * thread takes and drops on cur and drops one if the count is up.  So
+ * an @fn that returns cur unretained must not keep a reference to cur it
+ * took (a retain, a snapshot, an open transaction on cur): the cell
+ * would take that one for the returned one.
+ * A version of another family is refused (-EINVAL) and released.
+ * @fn must not write to the same cell, and should not write to others:
+ * such a write may wait for a grace period (the pending limit) while
+ * this cell's writers wait for @fn.
  */
 COWMAP_API
 int cowmap_cell_update(struct cowmap_cell *c,
@@ -619,6 +691,18 @@ int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
  */
 COWMAP_API
 int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len);
+
+/**
+ * cowmap_cell_set_pending_limit - bound the bytes waiting for a grace
+ * period.
+ * @bytes: the new limit (see struct cowmap_cell_stats for what it
+ *         bounds); SIZE_MAX lets writers run ahead of reclamation as far
+ *         as grace periods allow.  The default is COWMAP_CELL_PENDING_LIMIT.
+ * A smaller limit keeps memory tighter and makes writers wait for grace
+ * periods sooner.  Returns 0 or -EINVAL.  Safe from any thread.
+ */
+COWMAP_API
+int cowmap_cell_set_pending_limit(struct cowmap_cell *c, size_t bytes);
 
 /**
  * cowmap_cell_stats - fill @out; returns 0 or -EINVAL.

@@ -29,6 +29,32 @@ void cm_map_init(struct cowmap *m, const struct cowmap *like,
 									 : NULL);
 }
 
+/* A new, empty version with @proto's options (seed and key already
+ * set); NULL with errno ENOMEM. */
+static struct cowmap *empty_version(const struct cowmap *proto)
+{
+	struct cowmap *m = cm_malloc(sizeof(*m));
+	struct cm_node *root = cm_node_alloc(CM_BITMAP, 0, 0, false);
+
+	if (m == NULL || root == NULL) {
+		cm_free(m);
+		cm_node_free(root);
+		errno = ENOMEM;
+		return NULL;
+	}
+	cm_map_init(m, proto, root, 0);
+	return m;
+}
+
+struct cowmap *cowmap_empty_like(const struct cowmap *m)
+{
+	if (!cm_map_valid(m)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return empty_version(m);
+}
+
 struct cowmap *cowmap_new(const struct cowmap_options *opts)
 {
 	struct cowmap proto = { .root = NULL };
@@ -50,18 +76,30 @@ struct cowmap *cowmap_new(const struct cowmap_options *opts)
 	}
 
 	proto.sipkey = cm_sipkey_from_seed(proto.seed);
+	return empty_version(&proto);
+}
 
-	struct cowmap *m = cm_malloc(sizeof(*m));
-	struct cm_node *root = cm_node_alloc(CM_BITMAP, 0, 0, false);
+/*
+ * The version whose references this thread's cowmap_cell_update() is
+ * counting, and the count (see cm_retain_watch_begin()).  Initial-exec:
+ * a look at it costs retain and release one load, not a call.
+ */
+static _Thread_local struct cm_retain_watch watched
+	__attribute__((tls_model("initial-exec")));
 
-	if (m == NULL || root == NULL) {
-		cm_free(m);
-		cm_node_free(root);
-		errno = ENOMEM;
-		return NULL;
-	}
-	cm_map_init(m, &proto, root, 0);
-	return m;
+void cm_retain_watch_begin(struct cm_retain_watch *saved,
+			   const struct cowmap *m)
+{
+	*saved = watched;
+	watched = (struct cm_retain_watch){ .version = m };
+}
+
+long cm_retain_watch_end(struct cm_retain_watch *saved)
+{
+	long held = watched.held;
+
+	watched = *saved;
+	return held;
 }
 
 struct cowmap *cowmap_retain(const struct cowmap *m)
@@ -87,10 +125,19 @@ struct cowmap *cowmap_retain(const struct cowmap *m)
 	}
 	if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT)
 		cm_lend_claim_version(mut);
+	if (__builtin_expect(m == watched.version, 0))
+		watched.held++;
 	return mut;
 }
 
 void cowmap_release(struct cowmap *m)
+{
+	if (m != NULL && __builtin_expect(m == watched.version, 0))
+		watched.held--;
+	cm_version_release(m);
+}
+
+void cm_version_release(struct cowmap *m)
 {
 	if (m == NULL)
 		return;

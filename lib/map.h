@@ -181,6 +181,39 @@ void cm_lend_mark(struct cowmap *m, uint64_t hash, unsigned levels);
 void cm_lend_claim_version(struct cowmap *m);
 void cm_lend_free_version(struct cowmap *m);
 
+/*
+ * May @b be published where @a is: the same family (the same value_free,
+ * context, hash function and limit)?  Values would otherwise be freed by
+ * the wrong function, or never, and the limit would change unseen.  The
+ * seed is not part of it: another seed costs cowmap_diff() its shortcut
+ * (cowmap_empty_like() keeps it), not correctness.
+ */
+static inline bool cm_same_family(const struct cowmap *a,
+				  const struct cowmap *b)
+{
+	return a->hash == b->hash && a->own.value_free == b->own.value_free &&
+	       a->own.ctx == b->own.ctx && a->max_entries == b->max_entries;
+}
+
+/*
+ * References this thread takes and drops on one version, counted while a
+ * cell's update function runs: returning the current version unretained
+ * ("no change") must not drop the cell's own reference.  Nested updates
+ * (of other cells) save and restore the outer count.
+ */
+struct cm_retain_watch {
+	const struct cowmap *version;
+	long held;	/* retains minus releases of version */
+};
+
+void cm_retain_watch_begin(struct cm_retain_watch *saved,
+			   const struct cowmap *m);
+long cm_retain_watch_end(struct cm_retain_watch *saved);
+
+/* cowmap_release() for the library's own references (a cell's retired
+ * versions), which an update's count must not see. */
+void cm_version_release(struct cowmap *m);
+
 /* Do two versions hash the same key to the same place? */
 static inline bool cm_same_layout(const struct cowmap *a, const struct cowmap *b)
 {
@@ -189,11 +222,24 @@ static inline bool cm_same_layout(const struct cowmap *a, const struct cowmap *b
 	       (a->own.value_free != NULL) == (b->own.value_free != NULL);
 }
 
+/*
+ * Add to *@bytes and *@nodes what @m holds that no other version shares
+ * (lib/stats.c): the figure a cell reports as pending once it retires @m.
+ * @lone_hash: when @m's successor is @m with one key's update, that key's
+ * hash, so the walk costs the path; else NULL (a walk of what @m alone
+ * holds).  An estimate: snapshot holders may retain or release meanwhile.
+ */
+void cm_version_sole_owned(const struct cowmap *m, const uint64_t *lone_hash,
+			   size_t *bytes, size_t *nodes);
+
 #ifdef COWMAP_DEBUG
 /* Debug builds: check every trie invariant after each write, and report
- * misuse (a released version, a finished transaction) on stderr. */
+ * misuse (a released version, a finished transaction, a cell read from a
+ * thread the cell's flavor does not know: lib/rcu_debug.c) on stderr. */
 void cm_debug_check_trie(const struct cowmap *m, const struct cowmap *base);
 void cm_debug_report(const char *call, const char *what);
+void cm_debug_check_registered(const struct rcu_flavor_struct *flavor,
+			       const char *call);
 #else
 static inline void cm_debug_check_trie(const struct cowmap *m,
 				       const struct cowmap *base)

@@ -10,6 +10,9 @@
  */
 #include "node.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "alloc.h"
 #include "slab.h"
 
@@ -138,4 +141,12 @@ struct cm_node *cm_node_trim(struct cm_node *n)
 	m->words = used;
 	atomic_init(cm_node_refs(m), refs);
 	return m;
+}
+
+void cm_refs_overflow(const void *what)
+{
+	fprintf(stderr, "cowmap: more than %u references to the node or leaf "
+		"at %p; stopping rather than corrupting memory\n",
+		(unsigned)CM_NODE_REFS_MAX, what);
+	abort();
 }

@@ -412,11 +412,37 @@ bool cm_entry_make(struct cm_entry *e, const struct cm_probe *p, void *value);
 
 /* Take / drop one reference on what @e points to (nothing if inline).
  * The last drop frees the key and calls value_free. */
+/*
+ * References to one node or leaf past this stop the process (see
+ * cm_refs_overflow()) rather than carry into the lending flags, which
+ * would free memory that is still in use.  As for versions
+ * (CM_VERSION_REFS_MAX), half the count's range: the margin keeps
+ * concurrent increments that are about to stop from carrying.
+ */
+#define CM_NODE_REFS_MAX (CM_REFS_COUNT / 2)
+
+/*
+ * Every reference to a node or leaf is held by a parent node, a draft or
+ * a version, each a separate allocation of at least 64 bytes, so the
+ * limit needs some 16 GiB of parents of one node.  Copies that take
+ * references cannot fail after they allocate (their callers rely on it),
+ * so instead of an error this reports the overflow on stderr and aborts:
+ * a stop, never a silent use-after-free.
+ */
+_Noreturn void cm_refs_overflow(const void *what);
+
+static inline void cm_refs_check(unsigned old, const void *what)
+{
+	if (__builtin_expect((old & CM_REFS_COUNT) >= CM_NODE_REFS_MAX, 0))
+		cm_refs_overflow(what);
+}
+
 static inline void cm_entry_retain(const struct cm_entry *e)
 {
 	if (cm_entry_boxed(e))
-		atomic_fetch_add_explicit(&e->u.leaf->refs, 1,
-					  memory_order_relaxed);
+		cm_refs_check(atomic_fetch_add_explicit(&e->u.leaf->refs, 1,
+							memory_order_relaxed),
+			      e->u.leaf);
 }
 
 void cm_entry_release(const struct cm_entry *e, const struct cm_owner *own);
@@ -466,6 +492,7 @@ static inline void cm_node_retain(struct cm_node *n)
 	unsigned old = atomic_fetch_add_explicit(cm_node_refs(n), 1,
 						 memory_order_relaxed);
 
+	cm_refs_check(old, n);
 	if (__builtin_expect((old & (CM_REFS_LENT | CM_REFS_RETURNED)) ==
 				     CM_REFS_LENT,
 			     0))

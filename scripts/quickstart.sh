@@ -34,7 +34,8 @@ say() {
 
 packages="build-essential autoconf automake libtool pkg-config liburcu-dev
 check libck-dev libglib2.0-dev wamerican gnuplot-nox valgrind clang
-libclang-rt-dev g++ libcuckoo-dev libboost1.81-dev libmimalloc-dev"
+libclang-rt-dev libcurl4-openssl-dev libjansson-dev etcd-server etcd-client
+g++ libcuckoo-dev libboost1.81-dev libmimalloc-dev"
 
 installed() {
 	dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null |

@@ -15,6 +15,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -408,6 +409,47 @@ START_TEST(freeing_a_cell_inside_a_read_section_is_reported)
 }
 END_TEST
 
+static void *read_unregistered(void *arg)
+{
+	struct cowmap_cell *c = arg;
+
+	/* No urcu_memb_register_thread(): the lock below only touches this
+	 * thread's counter, and no grace period waits for it. */
+	urcu_memb_read_lock();
+	(void)cowmap_cell_load(c);
+	urcu_memb_read_unlock();
+	return NULL;
+}
+
+START_TEST(reading_a_cell_from_an_unregistered_thread_is_reported)
+{
+	struct cowmap_cell *c;
+	pthread_t th;
+	const char *text;
+
+	urcu_memb_register_thread();
+	c = cowmap_cell_new(NULL, NULL);
+	ck_assert_ptr_nonnull(c);
+
+	/* A registered reader says nothing. */
+	capture_begin();
+	urcu_memb_read_lock();
+	(void)cowmap_cell_load(c);
+	urcu_memb_read_unlock();
+	text = capture_end();
+	ck_assert_str_eq(text, "");
+
+	capture_begin();
+	ck_assert_int_eq(pthread_create(&th, NULL, read_unregistered, c), 0);
+	pthread_join(th, NULL);
+	text = capture_end();
+	ck_assert_reported(text, "cowmap_cell_load");
+	ck_assert_reported(text, "not registered");
+	cowmap_cell_free(c);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
 /* In release builds a finished transaction is recognised "for a while";
  * the debug build's quarantine makes it reliable: here after a thousand
  * other transactions and versions have come and gone. */
@@ -472,6 +514,7 @@ Suite *debug_misuse_suite(void)
 	tcase_add_test(tc, freed_cell_in_readers_and_stats_is_einval_and_reported);
 	tcase_add_test(tc, freeing_a_cell_twice_is_reported_not_freed_twice);
 	tcase_add_test(tc, freeing_a_cell_inside_a_read_section_is_reported);
+	tcase_add_test(tc, reading_a_cell_from_an_unregistered_thread_is_reported);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("finished transactions");

@@ -4,6 +4,7 @@
  * canonical deletion, stats and the run-time version.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -300,6 +301,37 @@ START_TEST(retain_past_the_reference_limit_fails_with_enospc)
 
 	atomic_store(&m->refs, base);	/* the references it stood for */
 	cowmap_release(m);
+}
+END_TEST
+
+/*
+ * A node's count at the limit: the next copy that shares it stops the
+ * process (SIGABRT, with a message) instead of carrying the count into
+ * the lending flags.  Check runs the test in a child, which is what dies.
+ */
+START_TEST(node_references_past_the_limit_stop_the_process)
+{
+	struct cowmap *m = new_map(1, NULL, NULL);
+
+	/* Enough keys for the root to have a child to share. */
+	for (uint64_t i = 0; i < 200; i++) {
+		struct tu_key k;
+
+		tu_key_make(&k, 8, i);
+		m = tu_set_replace(m, k.bytes, k.len, tu_val(i));
+	}
+	ck_assert_uint_gt(cm_child_count(m->root), 0);
+
+	struct cm_node *child = cm_children(m->root)[0];
+
+	atomic_fetch_add(cm_node_refs(child), CM_NODE_REFS_MAX);
+
+	/* A copy of the root takes a reference to every child it keeps. */
+	struct tu_key k;
+
+	tu_key_make(&k, 8, 1000);
+	(void)cowmap_set(m, k.bytes, k.len, tu_val(1000));
+	ck_abort_msg("a copy sharing a node at the limit went on");
 }
 END_TEST
 
@@ -1709,6 +1741,12 @@ Suite *map_suite(void)
 	tcase_add_test(tc, retain_returns_same_version_that_outlives_release);
 	tcase_add_test(tc, retain_of_null_fails_with_einval);
 	tcase_add_test(tc, retain_past_the_reference_limit_fails_with_enospc);
+	/* Only where each test runs in a child: in one process (CK_FORK=no,
+	 * for valgrind) the abort would end the whole run. */
+	if (getenv("CK_FORK") == NULL || strcmp(getenv("CK_FORK"), "no") != 0)
+		tcase_add_test_raise_signal(
+			tc, node_references_past_the_limit_stop_the_process,
+			SIGABRT);
 	tcase_add_test(tc, release_of_null_is_ignored);
 	tcase_add_test(tc, size_of_null_is_zero);
 	tcase_add_test(tc, size_counts_entries_after_each_update);

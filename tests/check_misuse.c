@@ -480,6 +480,227 @@ START_TEST(cell_calls_reject_null_arguments_and_publish_nothing)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* Cells: only versions of the cell's family                           */
+/* ------------------------------------------------------------------ */
+
+static void other_free(void *value, void *ctx)
+{
+	(void)value, (void)ctx;
+}
+
+static uint64_t other_hash(const void *key, size_t len, uint64_t seed,
+			   void *ctx)
+{
+	(void)ctx;
+	uint64_t h = seed;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ ((const unsigned char *)key)[i]) * 0x100000001b3u;
+	return h;
+}
+
+/* owning_map()'s options with one of them changed (@which 0..3 change
+ * the family; 4, the seed, does not). */
+static struct cowmap *foreign_map(int which)
+{
+	struct cowmap_options o = { .seed = 42, .value_free = count_free,
+				    .ctx = vals };
+
+	switch (which) {
+	case 0: o.value_free = other_free; break;
+	case 1: o.ctx = &o; o.value_free = NULL; break;
+	case 2: o.hash = other_hash; break;
+	case 3: o.max_entries = 1000; break;
+	default: o.seed = 43; break;
+	}
+
+	struct cowmap *m = cowmap_new(&o);
+
+	ck_assert_ptr_nonnull(m);
+	return m;
+}
+
+static struct cowmap *return_arg(const struct cowmap *cur, void *arg)
+{
+	(void)cur;
+	return arg;
+}
+
+/*
+ * A version of another family (value_free, context, hash, limit) would
+ * leave its values freed by the wrong function, or never: publish, cas
+ * and update refuse it with EINVAL, release it, and keep the current.
+ * Another seed is accepted (it costs diffs their shortcut, nothing else).
+ */
+START_TEST(publishing_a_version_of_another_family_is_einval)
+{
+	struct cowmap_cell *c;
+	struct cowmap *cur;
+
+	urcu_memb_register_thread();
+	reset_counts();
+	c = cowmap_cell_new(owning_map(), NULL);
+	ck_assert_ptr_nonnull(c);
+	cur = cowmap_cell_snapshot(c);
+	for (int which = 0; which < 4; which++) {
+		ck_assert_int_eq(cowmap_cell_publish(c, foreign_map(which)),
+				 -EINVAL);
+		ck_assert_int_eq(cowmap_cell_cas(c, cur, foreign_map(which)),
+				 -EINVAL);
+		ck_assert_int_eq(cowmap_cell_update(c, return_arg,
+						    foreign_map(which)),
+				 -EINVAL);
+	}
+	ck_assert_uint_eq(published(c), 0);
+	urcu_memb_read_lock();
+	ck_assert_ptr_eq(cowmap_cell_load(c), cur);
+	urcu_memb_read_unlock();
+
+	/* The family's own empty version is accepted, and a seed of its
+	 * own does not make another family. */
+	ck_assert_int_eq(cowmap_cell_publish(c, cowmap_empty_like(cur)), 0);
+	ck_assert_int_eq(cowmap_cell_publish(c, foreign_map(4)), 0);
+	ck_assert_uint_eq(published(c), 2);
+	cowmap_release(cur);
+	cowmap_cell_free(c);
+	ck_assert_uint_eq(freed_count(0), 1);
+	ck_assert_uint_eq(freed_count(1), 1);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
+static int count_change(enum cowmap_change what, const void *key, size_t len,
+			void *old_value, void *new_value, void *ctx)
+{
+	(void)what, (void)key, (void)len, (void)old_value, (void)new_value;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* A table rebuilt from cowmap_empty_like() keeps the seed, so it is
+ * compared with its predecessor structure by structure. */
+START_TEST(empty_like_keeps_the_family_and_the_seed)
+{
+	struct cowmap *m = owning_map(), *e, *r, *t;
+	int changes = 0;
+
+	reset_counts();
+	ck_assert_ptr_null(cowmap_empty_like(NULL));
+	e = cowmap_empty_like(m);
+	ck_assert_ptr_nonnull(e);
+	ck_assert_uint_eq(cowmap_size(e), 0);
+	r = cowmap_set(e, "a", 1, val(0));	/* the same value: unchanged */
+	ck_assert_ptr_nonnull(r);
+	cowmap_release(e);
+	t = cowmap_set(r, "c", 1, val(2));
+	ck_assert_ptr_nonnull(t);
+	cowmap_release(r);
+	ck_assert_int_eq(cowmap_diff(m, t, count_change, &changes), 0);
+	ck_assert_int_eq(changes, 2);	/* b removed, c added */
+
+	/* It owns its values as m does: releasing it frees val(2) and,
+	 * since m still holds val(0), not that one. */
+	cowmap_release(t);
+	ck_assert_uint_eq(freed_count(2), 1);
+	ck_assert_uint_eq(freed_count(0), 1);	/* stored twice: two owners */
+	cowmap_release(m);
+	ck_assert_uint_eq(freed_count(0), 2);
+	ck_assert_uint_eq(freed_count(1), 1);
+}
+END_TEST
+
+static struct cowmap *return_cur(const struct cowmap *cur, void *arg)
+{
+	(void)arg;
+	return (struct cowmap *)(uintptr_t)cur;
+}
+
+static struct cowmap *return_cur_retained(const struct cowmap *cur, void *arg)
+{
+	(void)arg;
+	return cowmap_retain(cur);
+}
+
+static struct cowmap *set_same_value(const struct cowmap *cur, void *arg)
+{
+	(void)arg;
+	return cowmap_set(cur, "a", 1, val(0));	/* already a -> val(0) */
+}
+
+/*
+ * "No change" may come back as cur retained (as documented) or as cur
+ * itself: both publish nothing, and neither frees or leaks the current
+ * version (its values are freed exactly once, when the cell goes).
+ */
+START_TEST(update_returning_the_current_version_changes_nothing)
+{
+	struct cowmap *(*const fns[])(const struct cowmap *, void *) = {
+		return_cur, return_cur_retained, set_same_value,
+	};
+
+	urcu_memb_register_thread();
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		reset_counts();
+
+		struct cowmap_cell *c = cowmap_cell_new(owning_map(), NULL);
+
+		ck_assert_ptr_nonnull(c);
+		for (int round = 0; round < 3; round++)
+			ck_assert_int_eq(cowmap_cell_update(c, fns[i], NULL), 0);
+		ck_assert_uint_eq(published(c), 0);
+		ck_assert_int_eq(cowmap_cell_barrier(c), 0);
+		ck_assert_uint_eq(freed_count(0), 0);
+
+		void *v = NULL;
+
+		urcu_memb_read_lock();
+		ck_assert_int_eq(cowmap_get(cowmap_cell_load(c), "b", 1, &v), 1);
+		urcu_memb_read_unlock();
+		ck_assert_ptr_eq(v, val(1));
+		ck_assert_int_eq(cowmap_cell_set(c, "c", 1, val(3)), 0);
+		cowmap_cell_free(c);
+		ck_assert_uint_eq(freed_count(0), 1);
+		ck_assert_uint_eq(freed_count(1), 1);
+		ck_assert_uint_eq(freed_count(3), 1);
+	}
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
+/* Inside a read-side section cowmap_cell_free() would wait for itself:
+ * it frees nothing, says so through errno, and the cell stays usable. */
+START_TEST(cell_free_inside_a_read_section_fails_with_edeadlk)
+{
+	struct cowmap_cell *c;
+
+	urcu_memb_register_thread();
+	reset_counts();
+	c = cowmap_cell_new(owning_map(), NULL);
+	ck_assert_ptr_nonnull(c);
+	urcu_memb_read_lock();
+	errno = 0;
+	cowmap_cell_free(c);
+	ck_assert_int_eq(errno, EDEADLK);
+	urcu_memb_read_unlock();
+	ck_assert_uint_eq(freed_count(0), 0);
+	ck_assert_int_eq(cowmap_cell_set(c, "c", 1, val(3)), 0);
+	errno = 0;
+	cowmap_cell_free(c);
+	ck_assert_int_eq(errno, 0);
+	ck_assert_uint_eq(freed_count(0), 1);
+	ck_assert_uint_eq(freed_count(3), 1);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
+/* The pending limit is the caller's to set, on a live cell only. */
+START_TEST(pending_limit_rejects_a_null_cell)
+{
+	ck_assert_int_eq(cowmap_cell_set_pending_limit(NULL, 1), -EINVAL);
+}
+END_TEST
+
 Suite *misuse_suite(void)
 {
 	Suite *s = suite_create("misuse");
@@ -508,6 +729,11 @@ Suite *misuse_suite(void)
 	tcase_add_test(tc, cell_new_with_nulls_gives_an_empty_memb_cell);
 	tcase_add_test(tc, cell_calls_reject_a_null_cell);
 	tcase_add_test(tc, cell_calls_reject_null_arguments_and_publish_nothing);
+	tcase_add_test(tc, publishing_a_version_of_another_family_is_einval);
+	tcase_add_test(tc, empty_like_keeps_the_family_and_the_seed);
+	tcase_add_test(tc, update_returning_the_current_version_changes_nothing);
+	tcase_add_test(tc, cell_free_inside_a_read_section_fails_with_edeadlk);
+	tcase_add_test(tc, pending_limit_rejects_a_null_cell);
 	suite_add_tcase(s, tc);
 
 	return s;

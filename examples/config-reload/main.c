@@ -12,6 +12,19 @@
  *           $ ./config-reload --port 7070 example.conf &
  *           $ printf 'GET listen.backlog\nVERSION\n' | nc -q1 127.0.0.1 7070
  *
+ *   config-reload [--port N] [--workers N] --etcd ENDPOINTS [--prefix P]
+ *       Serve the keys under prefix P of an etcd cluster (ENDPOINTS:
+ *       comma-separated member URLs) instead of a file: a configuration key
+ *       is the etcd key without P, every etcd revision is published as one
+ *       version (its changes logged), VERSION answers the etcd revision of
+ *       the version that served the request, and MGET reads every key from
+ *       one version, with that revision in its VALUES line.  Only built
+ *       with the etcd mirror (configure found libcurl and jansson).
+ *
+ *           $ etcdctl put /app/greeting hello
+ *           $ ./config-reload --etcd 127.0.0.1:2379 --prefix /app/ &
+ *           $ printf 'GET greeting\nVERSION\n' | nc -q1 127.0.0.1 <port>
+ *
  *   config-reload --check CONFIG
  *       Only parse CONFIG; report the first error.  Exit status 0 if valid.
  *
@@ -28,6 +41,7 @@
  *              with cowmap_cell_update(), report with cowmap_diff()
  *   server.c   the epoll workers that read the configuration per request
  *   demo.c     --demo;  selftest.c  --selftest
+ *   etcd_source.c  --etcd: the configuration from an etcd prefix
  */
 #include <urcu/urcu-memb.h>	/* the liburcu flavor of every thread here */
 #include <cowmap.h>
@@ -35,6 +49,9 @@
 #include "config.h"
 #include "modes.h"
 #include "server.h"
+#ifdef CONFIG_RELOAD_ETCD
+#include "etcd_source.h"
+#endif
 
 #include <errno.h>
 #include <inttypes.h>
@@ -47,6 +64,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: config-reload [--port N] [--workers N] CONFIG\n"
+		"       config-reload [--port N] [--workers N] --etcd ENDPOINTS [--prefix P]\n"
 		"       config-reload --check CONFIG\n"
 		"       config-reload --demo [--seconds S] [--reloads N] [--clients N]\n"
 		"       config-reload --selftest\n");
@@ -119,13 +137,62 @@ static int serve(const char *path, unsigned port, unsigned workers)
 	return EXIT_SUCCESS;
 }
 
+/* --etcd: the same server, its configuration kept by the etcd mirror. */
+static int serve_etcd(const char *endpoints, const char *prefix,
+		      unsigned port, unsigned workers)
+{
+#ifdef CONFIG_RELOAD_ETCD
+	struct etcd_source *src = etcd_source_start(endpoints, prefix, stdout);
+
+	if (src == NULL)
+		return EXIT_FAILURE;
+
+	struct server_options opts = {
+		.port = (uint16_t)port,
+		.workers = workers,
+		.change_log = stdout,
+		.cell = etcd_source_cell(src),
+		.view = etcd_source_view(src),
+		.source = endpoints,
+	};
+	struct server *s = server_start(&opts);
+
+	if (s == NULL) {
+		etcd_source_free(src);
+		return EXIT_FAILURE;
+	}
+	printf("config-reload: listening on 127.0.0.1:%u "
+	       "(configuration from etcd %s, prefix \"%s\")\n",
+	       (unsigned)server_port(s), endpoints, prefix);
+	server_wait(s);		/* until SIGINT or SIGTERM */
+
+	struct server_stats st;
+
+	server_stats(s, &st);
+	printf("config-reload: %" PRIu64 " requests served\n", st.requests);
+	etcd_source_summary(src, stdout);
+	server_free(s);		/* before the cell it serves */
+	etcd_source_free(src);
+	return EXIT_SUCCESS;
+#else
+	(void)endpoints;
+	(void)prefix;
+	(void)port;
+	(void)workers;
+	fprintf(stderr, "config-reload: built without the etcd mirror "
+			"(configure found no libcurl and jansson, or was "
+			"given --without-etcd-mirror)\n");
+	return EXIT_FAILURE;
+#endif
+}
+
 int main(int argc, char **argv)
 {
 	enum { SERVE, CHECK, DEMO, SELFTEST } mode = SERVE;
 	struct demo_options demo = { .seconds = 2, .reloads = 150,
 				     .clients = 4, .workers = 4 };
 	unsigned port = 0, workers = 4;
-	const char *path = NULL;
+	const char *path = NULL, *etcd = NULL, *prefix = "";
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -148,6 +215,10 @@ int main(int argc, char **argv)
 		} else if (strcmp(a, "--clients") == 0) {
 			demo.clients = (unsigned)number(
 				a, option_value(argc, argv, &i), 1, 64);
+		} else if (strcmp(a, "--etcd") == 0) {
+			etcd = option_value(argc, argv, &i);
+		} else if (strcmp(a, "--prefix") == 0) {
+			prefix = option_value(argc, argv, &i);
 		} else if (strcmp(a, "--demo") == 0) {
 			mode = DEMO;
 		} else if (strcmp(a, "--selftest") == 0) {
@@ -162,7 +233,12 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if ((mode == SERVE || mode == CHECK) && path == NULL) {
+	if (etcd != NULL && (mode != SERVE || path != NULL)) {
+		fprintf(stderr, "config-reload: --etcd serves etcd's keys, "
+				"not a file, and only in the serving mode\n");
+		return 2;
+	}
+	if (((mode == SERVE && etcd == NULL) || mode == CHECK) && path == NULL) {
 		usage(stderr);
 		return 2;
 	}
@@ -203,7 +279,8 @@ int main(int argc, char **argv)
 		status = run_selftest();
 		break;
 	default:
-		status = serve(path, port, workers);
+		status = etcd ? serve_etcd(etcd, prefix, port, workers)
+			      : serve(path, port, workers);
 		break;
 	}
 	urcu_memb_unregister_thread();

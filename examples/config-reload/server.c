@@ -67,6 +67,8 @@ struct worker {
 
 struct server {
 	char *config_path;
+	const struct config_view *view;	/* NULL: the file's versions */
+	bool own_cell;
 	FILE *change_log;
 	struct cowmap_cell *cell;
 	uint16_t port;
@@ -139,6 +141,14 @@ static void server_reload(struct server *s, const char *why, char *answer,
 	struct config_reload_result res;
 	char err[CONFIG_ERROR_MAX];
 
+	if (s->view != NULL) {
+		fprintf(stderr, "config-reload: %s ignored: the configuration "
+				"comes from %s, published on every change\n",
+			why, s->config_path);
+		snprintf(answer, size, "ERR nothing to reload: the configuration "
+			 "comes from %s\n", s->config_path);
+		return;
+	}
 	if (config_reload(s->cell, s->config_path, s->change_log, &res,
 			  err) < 0) {
 		uint64_t kept = current_generation(s);
@@ -205,7 +215,11 @@ static bool answer_get(struct server *s, struct conn *c, const char *key)
 	urcu_memb_read_lock();
 	const struct cowmap *cfg = cowmap_cell_load(s->cell);
 
-	if (cowmap_get(cfg, key, strlen(key), &value) == 1)
+	if (s->view)
+		value = (void *)s->view->get(cfg, key, s->view->ctx);
+	else if (cowmap_get(cfg, key, strlen(key), &value) != 1)
+		value = NULL;
+	if (value)
 		ok = out_line(c, "VALUE", value);
 	else
 		ok = out_puts(c, "NOT_FOUND\n");
@@ -233,9 +247,18 @@ static bool answer_mget(struct server *s, struct conn *c, int nkeys,
 	urcu_memb_read_lock();
 	const struct cowmap *cfg = cowmap_cell_load(s->cell);
 
-	cowmap_get_many(cfg, (size_t)nkeys + 1, keys, lens, values);
-	snprintf(header, sizeof(header), "VALUES %s %d\n",
-		 values[0] ? (const char *)values[0] : "0", nkeys);
+	if (s->view) {
+		/* The revision and every key from this one version. */
+		snprintf(header, sizeof(header), "VALUES %" PRIu64 " %d\n",
+			 s->view->version(cfg, s->view->ctx), nkeys);
+		for (int i = 0; i < nkeys; i++)
+			values[i + 1] = (void *)s->view->get(cfg, names[i],
+							     s->view->ctx);
+	} else {
+		cowmap_get_many(cfg, (size_t)nkeys + 1, keys, lens, values);
+		snprintf(header, sizeof(header), "VALUES %s %d\n",
+			 values[0] ? (const char *)values[0] : "0", nkeys);
+	}
 	ok = out_puts(c, header);
 	for (int i = 1; ok && i <= nkeys; i++)
 		ok = values[i] ? out_line(c, "VALUE", values[i])
@@ -252,8 +275,14 @@ static bool answer_version(struct server *s, struct conn *c)
 	urcu_memb_read_lock();
 	const struct cowmap *cfg = cowmap_cell_load(s->cell);
 
-	if (cowmap_get(cfg, CONFIG_GENERATION_KEY,
-		       strlen(CONFIG_GENERATION_KEY), &value) == 1)
+	if (s->view) {
+		char number[32];
+
+		snprintf(number, sizeof(number), "%" PRIu64,
+			 s->view->version(cfg, s->view->ctx));
+		ok = out_line(c, "VERSION", number);
+	} else if (cowmap_get(cfg, CONFIG_GENERATION_KEY,
+			      strlen(CONFIG_GENERATION_KEY), &value) == 1)
 		ok = out_line(c, "VERSION", value);
 	else
 		ok = out_puts(c, "VERSION 0\n");
@@ -605,21 +634,33 @@ struct server *server_start(const struct server_options *opts)
 	s->change_log = opts->change_log;
 	s->nworkers = opts->workers ? opts->workers : DEFAULT_WORKERS;
 
-	/* Generation 1, or no server: a bad file at start-up is fatal. */
-	struct cowmap *empty = config_empty();
+	if (opts->cell != NULL) {
+		/* Kept current by someone else; the first version is there. */
+		s->cell = opts->cell;
+		s->view = opts->view;
+		s->config_path = strdup(opts->source ? opts->source : "elsewhere");
+		if (s->config_path == NULL) {
+			perror("config-reload");
+			goto fail;
+		}
+	} else {
+		/* Generation 1, or no server: a bad file at start-up is fatal. */
+		struct cowmap *empty = config_empty();
 
-	s->config_path = strdup(opts->config_path);
-	s->cell = empty ? cowmap_cell_new(empty, &urcu_memb_flavor) : NULL;
-	if (s->config_path == NULL || s->cell == NULL) {
-		perror("config-reload");
-		goto fail;
+		s->own_cell = true;
+		s->config_path = strdup(opts->config_path);
+		s->cell = empty ? cowmap_cell_new(empty, &urcu_memb_flavor) : NULL;
+		if (s->config_path == NULL || s->cell == NULL) {
+			perror("config-reload");
+			goto fail;
+		}
+		if (config_reload(s->cell, s->config_path, s->change_log, &res,
+				  err) < 0) {
+			fprintf(stderr, "config-reload: %s\n", err);
+			goto fail;
+		}
+		count_load(s, &res);
 	}
-	if (config_reload(s->cell, s->config_path, s->change_log, &res,
-			  err) < 0) {
-		fprintf(stderr, "config-reload: %s\n", err);
-		goto fail;
-	}
-	count_load(s, &res);
 
 	/* signalfd only sees signals that no thread would otherwise take. */
 	handled_set(&blocked);
@@ -737,7 +778,8 @@ void server_free(struct server *s)
 	if (s->stop_fd >= 0)
 		close(s->stop_fd);
 	/* Frees the last version and waits for the deferred frees. */
-	cowmap_cell_free(s->cell);
+	if (s->own_cell)
+		cowmap_cell_free(s->cell);
 	free(s->config_path);
 	free(s);
 }

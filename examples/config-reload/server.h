@@ -10,6 +10,10 @@
  *                      same version as the generation (at most 32 keys)
  *   VERSION            VERSION <generation>
  *   RELOAD             RELOADED <generation>    or  ERR <file>:<line>: <why>
+ *
+ * With a configuration from etcd (--etcd) the generation is the etcd
+ * revision of the version that answered, and RELOAD answers ERR: the
+ * mirror publishes every revision as it comes.
  *   QUIT               (closes the connection)
  *
  * Anything else is answered with "ERR ...".  SIGHUP reloads the
@@ -29,11 +33,31 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/*
+ * How the server reads a configuration that is not its file's (etcd):
+ * the key's value in @v as a C string (NULL when absent), and the
+ * version's number.  Both are called inside a read-side critical section
+ * and must neither allocate nor block.
+ */
+struct config_view {
+	const char *(*get)(const struct cowmap *v, const char *key, void *ctx);
+	uint64_t (*version)(const struct cowmap *v, void *ctx);
+	void *ctx;
+};
+
 struct server_options {
 	const char *config_path;
 	uint16_t port;		/* 0 = any free port (see server_port()) */
 	unsigned workers;	/* 0 = 4 */
 	FILE *change_log;	/* each reload's changes; NULL = not logged */
+	/*
+	 * Instead of config_path: serve @cell, which another component keeps
+	 * current (the etcd mirror), read through @view.  The server does
+	 * not free it, and RELOAD and SIGHUP have nothing to reload.
+	 */
+	struct cowmap_cell *cell;
+	const struct config_view *view;
+	const char *source;	/* names the configuration's origin in logs */
 };
 
 struct server;

@@ -1,0 +1,597 @@
+/*
+ * check_backlog.c - the memory waiting for a grace period stays bounded
+ * under any number of writers, and grows only while a reader is stuck.
+ *
+ * The load: W writer threads (1, 2, 4, 8, 16: more than this machine's
+ * cores on purpose; a policy tuned for one or two threads is what once let
+ * retired versions pile up to hundreds of MB in seconds) write one cell of
+ * a 1000-key table flat out with every writing call the cell has
+ * (cowmap_cell_set and _del, which combine, and update, publish and cas,
+ * which do not), with no reader and then beside two readers that look
+ * keys up.  A sampler thread reads
+ * cowmap_cell_stats() and the process's resident set every few
+ * milliseconds.  The test fails if
+ *  - pending_bytes ever exceeds the bound README.md states (the cell's
+ *    pending limit plus one call's retirement per writer thread), or
+ *  - resident memory grows past twice that bound, or
+ *  - in runs of 10 s or more (make soak), where a trend has time to show
+ *    through the noise of grace periods that run long for a while,
+ *    pending bytes or RSS trend upward: the second half of the run sits
+ *    well above the first half (medians of pending bytes, peaks of RSS);
+ * and, at the end, every value the writers stored was freed exactly once.
+ *
+ * The values are heap blocks so that a leak of retired versions is a leak
+ * of real memory that RSS shows, as it would in a server.
+ *
+ * COWMAP_BACKLOG_SECONDS (default 1.5) is the length of each writer
+ * count's run; `make soak` runs minutes.  COWMAP_TEST_VERBOSE=1 prints the
+ * samples' summary.
+ */
+#include "testutil.h"
+#include "rcu_flavors.h"
+
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+#define KEYS 1000
+#define MAX_READERS 2
+#define MAX_SAMPLES 200000
+
+static const int writer_counts[] = { 1, 2, 4, 8, 16 };
+#define WRITER_COUNTS (sizeof(writer_counts) / sizeof(writer_counts[0]))
+
+static double run_seconds(void)
+{
+	const char *s = getenv("COWMAP_BACKLOG_SECONDS");
+	double v = s != NULL ? strtod(s, NULL) : 0;
+
+	return v > 0 ? v : 1.5;
+}
+
+static bool verbose(void)
+{
+	const char *s = getenv("COWMAP_TEST_VERBOSE");
+
+	return s != NULL && *s != '\0' && *s != '0';
+}
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Resident set size in bytes, from /proc/self/statm. */
+static size_t rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long size = 0, resident = 0;
+
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+		resident = 0;
+	fclose(f);
+	return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* ---- values: heap blocks, counted ---- */
+
+static atomic_long values_made, values_freed;
+
+static void value_free_counted(void *value, void *ctx)
+{
+	(void)ctx;
+	free(value);
+	atomic_fetch_add_explicit(&values_freed, 1, memory_order_relaxed);
+}
+
+static void *value_new(uint64_t n)
+{
+	uint64_t *v = malloc(32);	/* a small config value */
+
+	ck_assert_ptr_nonnull(v);
+	v[0] = n;
+	atomic_fetch_add_explicit(&values_made, 1, memory_order_relaxed);
+	return v;
+}
+
+/* ---- the load ---- */
+
+struct load {
+	const struct tf_flavor *tf;
+	struct cowmap_cell *cell;
+	atomic_bool stop;
+	atomic_long writes;
+	atomic_long reads;
+};
+
+struct writer_arg {
+	struct load *load;
+	uint64_t seed;
+};
+
+struct one_set {
+	struct tu_key key;
+	void *value;
+};
+
+static struct cowmap *update_set(const struct cowmap *cur, void *arg)
+{
+	const struct one_set *s = arg;
+
+	return cowmap_set(cur, s->key.bytes, s->key.len, s->value);
+}
+
+/* One write with a randomly chosen call; the value is freed here if the
+ * call did not take it. */
+static void write_once(struct load *ld, struct tu_rng *rng)
+{
+	struct one_set s;
+	unsigned op = (unsigned)tu_rng_below(rng, 100);
+	int rc;
+
+	tu_key_make(&s.key, 8, tu_rng_below(rng, KEYS));
+	if (op < 10) {
+		rc = cowmap_cell_del(ld->cell, s.key.bytes, s.key.len);
+		TU_REQUIRE(rc >= 0, "cell_del: %d", rc);
+		return;
+	}
+	s.value = value_new(tu_rng_next(rng));
+	if (op < 75) {
+		rc = cowmap_cell_set(ld->cell, s.key.bytes, s.key.len, s.value);
+	} else if (op < 85) {
+		rc = cowmap_cell_update(ld->cell, update_set, &s);
+	} else {
+		/* Copy and swap, as a reload does: publish, or cas against
+		 * the snapshot it was derived from. */
+		struct cowmap *base = cowmap_cell_snapshot(ld->cell);
+
+		TU_REQUIRE(base != NULL, "snapshot: %d", errno);
+
+		struct cowmap *next = cowmap_set(base, s.key.bytes, s.key.len,
+						 s.value);
+
+		TU_REQUIRE(next != NULL, "set: %d", errno);
+		if (op < 92) {
+			rc = cowmap_cell_publish(ld->cell, next);
+		} else {
+			rc = cowmap_cell_cas(ld->cell, base, next);
+			if (rc == -EAGAIN)
+				rc = 0;	/* another writer won; next released */
+		}
+		cowmap_release(base);
+		TU_REQUIRE(rc == 0, "publish/cas: %d", rc);
+		atomic_fetch_add_explicit(&ld->writes, 1, memory_order_relaxed);
+		return;
+	}
+	if (rc != 0)
+		value_free_counted(s.value, NULL);
+	TU_REQUIRE(rc == 0, "write: %d", rc);
+	atomic_fetch_add_explicit(&ld->writes, 1, memory_order_relaxed);
+}
+
+static void *writer_main(void *p)
+{
+	struct writer_arg *a = p;
+	struct load *ld = a->load;
+	struct tu_rng rng;
+
+	tu_rng_init(&rng, a->seed);
+	tf_register(ld->tf);
+	while (!atomic_load_explicit(&ld->stop, memory_order_relaxed)) {
+		write_once(ld, &rng);
+		tf_quiescent(ld->tf);
+	}
+	tf_offline(ld->tf);
+	tf_unregister(ld->tf);
+	return NULL;
+}
+
+static void *reader_main(void *p)
+{
+	struct load *ld = p;
+	struct tu_rng rng;
+	long n = 0;
+
+	tu_rng_init(&rng, (uint64_t)(uintptr_t)p);
+	tf_register(ld->tf);
+	while (!atomic_load_explicit(&ld->stop, memory_order_relaxed)) {
+		struct tu_key k;
+		void *v;
+
+		tu_key_make(&k, 8, tu_rng_below(&rng, KEYS));
+		tf_read_lock(ld->tf);
+
+		const struct cowmap *m = cowmap_cell_load(ld->cell);
+
+		if (cowmap_get(m, k.bytes, k.len, &v) == 1)
+			TU_REQUIRE(v != NULL, "found a NULL value");
+		tf_read_unlock(ld->tf);
+		tf_quiescent(ld->tf);
+		n++;
+	}
+	tf_offline(ld->tf);
+	tf_unregister(ld->tf);
+	atomic_fetch_add_explicit(&ld->reads, n, memory_order_relaxed);
+	return NULL;
+}
+
+struct sample {
+	double t;
+	size_t pending;
+	size_t rss;
+};
+
+static struct sample *samples;
+
+static size_t peak(const struct sample *s, size_t from, size_t to,
+		   bool rss)
+{
+	size_t m = 0;
+
+	for (size_t i = from; i < to; i++) {
+		size_t v = rss ? s[i].rss : s[i].pending;
+
+		if (v > m)
+			m = v;
+	}
+	return m;
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The median of pending bytes over samples [from, to): a slow grace
+ * period moves a peak, a trend moves the median. */
+static size_t median_pending(const struct sample *s, size_t from, size_t to)
+{
+	size_t n = to - from;
+	size_t *v = malloc((n + 1) * sizeof(*v));
+
+	ck_assert_ptr_nonnull(v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = s[from + i].pending;
+	qsort(v, n, sizeof(*v), cmp_size);
+
+	size_t m = n > 0 ? v[n / 2] : 0;
+
+	free(v);
+	return m;
+}
+
+static struct cowmap_cell *filled_cell(const struct tf_flavor *tf)
+{
+	struct cowmap_options o = { .value_free = value_free_counted };
+	struct cowmap *m = cowmap_new(&o);
+	struct cowmap_txn *t;
+
+	ck_assert_ptr_nonnull(m);
+	t = cowmap_txn_begin(m);
+	cowmap_release(m);
+	ck_assert_ptr_nonnull(t);
+	for (uint64_t i = 0; i < KEYS; i++) {
+		struct tu_key k;
+
+		tu_key_make(&k, 8, i);
+		ck_assert_int_eq(cowmap_txn_set(t, k.bytes, k.len,
+						value_new(i)), 0);
+	}
+	m = cowmap_txn_commit(t);
+	ck_assert_ptr_nonnull(m);
+
+	struct cowmap_cell *c = cowmap_cell_new(m, tf->flavor);
+
+	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
+/*
+ * Run @writers writers and READERS readers for @seconds, sampling; then
+ * check the bound and the trend.
+ */
+static void run_load(const struct tf_flavor *tf, int writers, int readers,
+		     size_t limit, double seconds)
+{
+	struct load ld = { .tf = tf };
+	pthread_t wt[16], rt[MAX_READERS];
+	struct writer_arg wa[16];
+	size_t n = 0;
+
+	atomic_store(&values_made, 0);
+	atomic_store(&values_freed, 0);
+	tf_register(tf);
+	ld.cell = filled_cell(tf);
+	ck_assert_int_eq(cowmap_cell_set_pending_limit(ld.cell, limit), 0);
+	atomic_init(&ld.stop, false);
+	atomic_init(&ld.writes, 0);
+	atomic_init(&ld.reads, 0);
+	tf_offline(tf);	/* the sampler blocks: no grace period waits on it */
+
+	size_t rss_start = rss_bytes();
+
+	for (int i = 0; i < readers; i++)
+		ck_assert_int_eq(pthread_create(&rt[i], NULL, reader_main,
+						&ld), 0);
+	for (int i = 0; i < writers; i++) {
+		wa[i] = (struct writer_arg){ &ld, 0x5eed0000u + (uint64_t)i };
+		ck_assert_int_eq(pthread_create(&wt[i], NULL, writer_main,
+						&wa[i]), 0);
+	}
+
+	double start = now_seconds(), t;
+
+	do {
+		struct cowmap_cell_stats st;
+
+		usleep(5000);
+		t = now_seconds() - start;
+		ck_assert_int_eq(cowmap_cell_stats(ld.cell, &st), 0);
+		if (n < MAX_SAMPLES)
+			samples[n++] = (struct sample){ t, st.pending_bytes,
+							rss_bytes() };
+	} while (t < seconds);
+
+	atomic_store(&ld.stop, true);
+	for (int i = 0; i < writers; i++)
+		pthread_join(wt[i], NULL);
+	for (int i = 0; i < readers; i++)
+		pthread_join(rt[i], NULL);
+
+	struct cowmap_cell_stats end;
+
+	tf_online(tf);
+	ck_assert_int_eq(cowmap_cell_stats(ld.cell, &end), 0);
+	cowmap_cell_free(ld.cell);
+	tf_unregister(tf);
+
+	/* The first quarter warms up (slabs, the first grace periods). */
+	size_t q = n / 4, h = n / 2;
+	size_t pend_early = median_pending(samples, q, h);
+	size_t pend_late = median_pending(samples, h, n);
+	size_t pend_max = peak(samples, 0, n, false);
+	size_t rss_early = peak(samples, q, h, true);
+	size_t rss_late = peak(samples, h, n, true);
+	long writes = atomic_load(&ld.writes);
+
+	if (verbose())
+		fprintf(stderr,
+			"%s %2d writers, %d readers: %ld writes, %ld reads, %zu samples; "
+			"pending peak %zu KiB (medians early %zu, late %zu); "
+			"rss early %zu KiB late %zu KiB\n",
+			tf->name, writers, readers, writes, atomic_load(&ld.reads), n,
+			pend_max >> 10, pend_early >> 10, pend_late >> 10,
+			rss_early >> 10, rss_late >> 10);
+
+	ck_assert_msg(writes > 0, "the writers made no progress");
+	/* The bound: the limit plus one call's retirement per writer (a
+	 * version here is well under 4 KiB). */
+	ck_assert_msg(pend_max <= limit + (size_t)writers * 4096,
+		      "%d writers: %zu bytes pending, over the limit of %zu",
+		      writers, pend_max, limit);
+	/* No upward trend: the late median stays near the early one.  The
+	 * slack covers grace periods that run long for a while; in a short
+	 * run on a loaded machine that is all a trend would show, so only
+	 * runs long enough to tell (make soak) check it. */
+	if (seconds >= 10)
+		ck_assert_msg(pend_late <= 2 * pend_early + (4u << 20),
+			      "%d writers: pending grew from %zu to %zu bytes",
+			      writers, pend_early, pend_late);
+#ifndef UNDER_ASAN	/* its quarantine keeps freed memory resident */
+	/* Resident memory follows: at most the pending bound twice over
+	 * (slabs that the frees leave part empty) beyond the start, ... */
+	size_t rss_max = peak(samples, 0, n, true);
+
+	ck_assert_msg(rss_max <= rss_start + 2 * limit + (64u << 20),
+		      "%d writers: RSS reached %zu bytes from %zu", writers,
+		      rss_max, rss_start);
+	/* ... and flat once it got there: in a run long enough to tell
+	 * (make soak), the second half peaks near the first. */
+	if (seconds >= 10)
+		ck_assert_msg(rss_late <= rss_early + rss_early / 4 +
+						  (16u << 20),
+			      "%d writers: RSS grew from %zu to %zu bytes",
+			      writers, rss_early, rss_late);
+#endif
+	ck_assert_int_eq(atomic_load(&values_made), atomic_load(&values_freed));
+}
+
+START_TEST(pending_stays_bounded_whatever_the_writer_count)
+{
+	/* Even: no readers, as the report that found the pile-up had;
+	 * odd: readers beside the writers. */
+	run_load(&tf_flavors[TF_MEMB], writer_counts[_i / 2],
+		 (_i % 2) * MAX_READERS, COWMAP_CELL_PENDING_LIMIT,
+		 run_seconds());
+}
+END_TEST
+
+START_TEST(pending_stays_bounded_under_every_flavor)
+{
+	run_load(&tf_flavors[_i], 4, MAX_READERS, COWMAP_CELL_PENDING_LIMIT,
+		 run_seconds() / 2);
+}
+END_TEST
+
+/* A limit well below one grace period's worth of retired versions: the
+ * writers wait for grace periods, and the bound holds all the same. */
+START_TEST(pending_stays_under_a_small_limit)
+{
+	run_load(&tf_flavors[TF_MEMB], writer_counts[_i], MAX_READERS,
+		 256 << 10, run_seconds() / 2);
+}
+END_TEST
+
+/* ---- a stuck reader ---- */
+
+struct stuck {
+	const struct tf_flavor *tf;
+	struct cowmap_cell *cell;
+	atomic_int phase;	/* 0 start, 1 inside, 2 leave, 3 left */
+};
+
+static void *stuck_reader_main(void *p)
+{
+	struct stuck *s = p;
+
+	tf_register(s->tf);
+	tf_read_lock(s->tf);
+	(void)cowmap_cell_load(s->cell);
+	atomic_store(&s->phase, 1);
+	while (atomic_load(&s->phase) != 2)
+		usleep(1000);
+	tf_read_unlock(s->tf);
+	tf_offline(s->tf);	/* QSBR: leaving is a quiescent state */
+	tf_unregister(s->tf);
+	atomic_store(&s->phase, 3);
+	return NULL;
+}
+
+static size_t pending_of(struct cowmap_cell *c)
+{
+	struct cowmap_cell_stats st;
+
+	ck_assert_int_eq(cowmap_cell_stats(c, &st), 0);
+	return st.pending_bytes;
+}
+
+/* Write for @seconds from this thread; returns the writes made. */
+static long write_for(struct cowmap_cell *c, const struct tf_flavor *tf,
+		      struct tu_rng *rng, double seconds)
+{
+	struct load ld = { .tf = tf, .cell = c };
+	double end = now_seconds() + seconds;
+	long n = 0;
+
+	atomic_init(&ld.writes, 0);
+	while (now_seconds() < end) {
+		for (int i = 0; i < 64; i++)
+			write_once(&ld, rng);
+		tf_quiescent(tf);
+		n += 64;
+	}
+	return n;
+}
+
+/*
+ * While a reader stays in its critical section no grace period can end:
+ * pending grows and cowmap_cell_stats() shows it, and writers still make
+ * progress (slowed, not stopped).  Once the reader leaves, the backlog
+ * goes back under the limit without a barrier.
+ */
+START_TEST(pending_grows_only_while_a_reader_is_stuck)
+{
+	const struct tf_flavor *tf = &tf_flavors[_i];
+	struct stuck s = { .tf = tf };
+	struct tu_rng rng;
+	pthread_t th;
+
+	atomic_store(&values_made, 0);
+	atomic_store(&values_freed, 0);
+	tu_rng_init(&rng, 77);
+	tf_register(tf);
+	s.cell = filled_cell(tf);
+	atomic_init(&s.phase, 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, stuck_reader_main, &s), 0);
+	while (atomic_load(&s.phase) != 1)
+		usleep(1000);
+
+	size_t before = pending_of(s.cell);
+	long writes = write_for(s.cell, tf, &rng, 0.3);
+	size_t stuck_mid = pending_of(s.cell);
+
+	writes += write_for(s.cell, tf, &rng, 0.3);
+
+	size_t stuck_end = pending_of(s.cell);
+
+	ck_assert_msg(writes > 100, "writers stopped behind the stuck reader "
+		      "(%ld writes)", writes);
+	ck_assert_msg(stuck_mid > before && stuck_end > stuck_mid,
+		      "pending did not grow while the reader was stuck "
+		      "(%zu, %zu, %zu)", before, stuck_mid, stuck_end);
+
+	atomic_store(&s.phase, 2);
+	tf_offline(tf);
+	while (atomic_load(&s.phase) != 3)
+		usleep(1000);
+	tf_online(tf);
+
+	/* Writes go on; within a few grace periods the backlog is back. */
+	size_t after = SIZE_MAX;
+
+	for (int round = 0; round < 200 && after > stuck_end / 4; round++) {
+		write_for(s.cell, tf, &rng, 0.01);
+		after = pending_of(s.cell);
+	}
+	ck_assert_msg(after <= stuck_end / 4 &&
+			      after <= COWMAP_CELL_PENDING_LIMIT,
+		      "pending stayed at %zu bytes (stuck: %zu) after the "
+		      "reader left", after, stuck_end);
+
+	pthread_join(th, NULL);
+	tf_offline(tf);
+	cowmap_cell_free(s.cell);
+	tf_unregister(tf);
+	ck_assert_int_eq(atomic_load(&values_made), atomic_load(&values_freed));
+}
+END_TEST
+
+static Suite *backlog_suite(void)
+{
+	Suite *s = suite_create("backlog");
+	TCase *tc = tcase_create("writers");
+
+	tcase_set_timeout(tc, 120 + 20 * run_seconds());
+	tcase_add_loop_test(tc, pending_stays_bounded_whatever_the_writer_count,
+			    0, 2 * (int)WRITER_COUNTS);
+	tcase_add_loop_test(tc, pending_stays_bounded_under_every_flavor, 0,
+			    TF_COUNT);
+	tcase_add_loop_test(tc, pending_stays_under_a_small_limit, 0,
+			    (int)WRITER_COUNTS);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("stuck reader");
+	tcase_set_timeout(tc, 120);
+	tcase_add_loop_test(tc, pending_grows_only_while_a_reader_is_stuck, 0,
+			    TF_COUNT);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	samples = calloc(MAX_SAMPLES, sizeof(*samples));
+	if (samples == NULL)
+		return 99;
+
+	SRunner *sr = srunner_create(backlog_suite());
+
+	srunner_run_all(sr, CK_NORMAL);
+
+	int failed = srunner_ntests_failed(sr);
+
+	srunner_free(sr);
+	free(samples);
+	return failed == 0 ? 0 : 1;
+}
