@@ -1,0 +1,191 @@
+#!/bin/sh
+# tsan-check.sh - the ThreadSanitizer run: cowmap built with --enable-tsan
+# against a liburcu built with ThreadSanitizer, the concurrent suites run
+# under it, and any report is a failure.
+#
+#   sh scripts/tsan-check.sh WORKDIR
+#
+# 1. scripts/tsan-liburcu.sh WORKDIR/liburcu (Debian's liburcu source
+#    package, instrumented; needs root the first time: deb-src, dpkg-dev).
+# 2. cowmap configured out of tree in WORKDIR/build with --enable-tsan
+#    --enable-werror, linked against that liburcu (run path set, checked
+#    with ldd).  A source tree configured in place is copied with
+#    `make distdir` to WORKDIR/src first, since automake allows only one
+#    configuration per tree.
+# 3. tests/tsan_canary: a free after a grace period must not be reported
+#    (the instrumented liburcu is seen), a free without one must be (the
+#    model does not hide real races); every flavor.
+# 4. tests/check_cell, check_stress, check_lend and check_slab under TSan
+#    with CK_FORK=no, suppressions from tests/tsan.supp.  A suite fails on
+#    any report (exit status or "ThreadSanitizer" in its output) or a
+#    failed check.
+#
+# The last line is "tsan: N passed, N failed" (the canary counts as one).
+# Environment: CC (default gcc), CI_JOBS (make -j, default 2),
+# COWMAP_STRESS_SCALE (default 0.25 here).
+
+set -u
+
+[ $# -eq 1 ] || { echo "usage: sh scripts/tsan-check.sh WORKDIR" >&2; exit 2; }
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$1" || exit 1
+work=$(cd "$1" && pwd)
+jobs=${CI_JOBS:-2}
+CC=${CC:-gcc}
+export CC
+
+passed=0
+failed=0
+
+say() {
+	printf '\n== tsan: %s\n' "$*"
+}
+
+# tsan_said LOG: TSan printed something other than its count of matched
+# suppressions (a report, a CHECK failure, a fatal error).
+tsan_said() {
+	grep ThreadSanitizer "$1" | grep -qv 'ThreadSanitizer: Matched [0-9]* suppressions'
+}
+
+finish() {
+	echo "tsan: $passed passed, $failed failed"
+	[ "$failed" -eq 0 ] && [ "$1" -eq 0 ]
+	exit $?
+}
+
+# --- 1. liburcu -------------------------------------------------------------
+
+say "liburcu with ThreadSanitizer (scripts/tsan-liburcu.sh)"
+prefix=$(sh "$top/scripts/tsan-liburcu.sh" "$work/liburcu" 2>"$work/liburcu.log" | tail -n 1)
+if [ -z "$prefix" ] || [ ! -f "$prefix/lib/pkgconfig/liburcu-memb.pc" ]; then
+	cat "$work/liburcu.log"
+	echo "tsan: building liburcu failed"
+	failed=$((failed + 1))
+	finish 1
+fi
+grep '^== ' "$work/liburcu.log"
+
+# --- 2. cowmap --------------------------------------------------------------
+
+src=$top
+if [ -f "$top/config.status" ]; then
+	say "make distdir (the source tree is configured in place)"
+	rm -rf "$work/src"
+	if ! make -s -C "$top" distdir distdir="$work/src" >"$work/distdir.log" 2>&1; then
+		cat "$work/distdir.log"
+		failed=$((failed + 1))
+		finish 1
+	fi
+	src=$work/src
+fi
+
+say "configure --enable-tsan --enable-werror; make"
+rm -rf "$work/build"
+mkdir -p "$work/build"
+build=$work/build
+if ! (
+	cd "$build" &&
+		PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" \
+			"$src/configure" --enable-tsan --enable-werror \
+			LDFLAGS="-Wl,-rpath,$prefix/lib" >"$work/configure.log" 2>&1 &&
+		make -j"$jobs" >"$work/make.log" 2>&1 &&
+		make -j"$jobs" tests/check_cell tests/check_stress \
+			tests/check_lend tests/check_slab >>"$work/make.log" 2>&1
+); then
+	tail -n 40 "$work/configure.log" "$work/make.log"
+	failed=$((failed + 1))
+	finish 1
+fi
+sed -n '/^cowmap /,/^Next:/p' "$work/configure.log"
+
+# Every test must load the instrumented liburcu, not the system's.
+for t in check_cell check_stress check_lend check_slab; do
+	bad=$(ldd "$build/tests/$t" | awk -v p="$prefix/lib/" '
+		/liburcu/ && index($3, p) != 1 { print $1 " => " $3 }')
+	if [ -n "$bad" ]; then
+		echo "tsan: tests/$t does not load the instrumented liburcu: $bad"
+		failed=$((failed + 1))
+		finish 1
+	fi
+done
+echo "tests load liburcu from $prefix/lib"
+
+# TSAN_OPTIONS: every report is kept (halt_on_error=0) and sets the exit
+# status; the suppressions file holds only named, explained exceptions.
+tsan_options="halt_on_error=0 exitcode=66 history_size=4 second_deadlock_stack=1"
+tsan_options="$tsan_options print_suppressions=1 suppressions=$top/tests/tsan.supp"
+
+# --- 3. canary --------------------------------------------------------------
+
+say "tests/tsan_canary (grace periods seen, their absence reported)"
+# shellcheck disable=SC2046 # pkg-config's flags are words
+if ! $CC -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=thread -fno-omit-frame-pointer \
+	-pthread -Wall -Wextra -Werror -I"$top/tests" \
+	$(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs \
+		liburcu-memb liburcu-qsbr liburcu-mb liburcu-bp) \
+	-Wl,-rpath,"$prefix/lib" \
+	"$top/tests/tsan_canary.c" -o "$build/tsan_canary" 2>"$work/canary-build.log"; then
+	cat "$work/canary-build.log"
+	failed=$((failed + 1))
+	finish 1
+fi
+canary_ok=1
+for f in memb qsbr mb bp; do
+	TSAN_OPTIONS=$tsan_options "$build/tsan_canary" grace "$f" \
+		>"$work/canary-grace-$f.log" 2>&1
+	rc=$?
+	if [ "$rc" -ne 0 ] || tsan_said "$work/canary-grace-$f.log"; then
+		cat "$work/canary-grace-$f.log"
+		echo "tsan: canary grace $f: a free after a grace period was reported (exit status $rc)"
+		canary_ok=0
+	else
+		echo "canary grace $f: not reported (right)"
+	fi
+	TSAN_OPTIONS=$tsan_options "$build/tsan_canary" nograce "$f" \
+		>"$work/canary-nograce-$f.log" 2>&1
+	rc=$?
+	if [ "$rc" -ne 66 ] || ! grep -q 'WARNING: ThreadSanitizer' "$work/canary-nograce-$f.log"; then
+		cat "$work/canary-nograce-$f.log"
+		echo "tsan: canary nograce $f: a free without a grace period went unreported (exit status $rc)"
+		canary_ok=0
+	else
+		echo "canary nograce $f: reported (right)"
+	fi
+done
+if [ "$canary_ok" -eq 1 ]; then
+	passed=$((passed + 1))
+else
+	failed=$((failed + 1))
+fi
+
+# --- 4. the suites ------------------------------------------------------------
+
+for t in check_cell check_stress check_lend check_slab; do
+	opts=$tsan_options
+	# check_slab forks while holding every slab class lock (lib/slab.c's
+	# fork handlers), more locks than TSan's deadlock detector can track
+	# in one thread: it stops with an internal CHECK failure, not a report.
+	[ "$t" = check_slab ] && opts="$opts detect_deadlocks=0"
+	say "tests/$t (TSAN_OPTIONS=$opts)"
+	start=$(date +%s)
+	(
+		cd "$build" &&
+			env CK_FORK=no top_srcdir="$src" top_builddir="$build" \
+				COWMAP_STRESS_SCALE="${COWMAP_STRESS_SCALE:-0.25}" \
+				TSAN_OPTIONS="$opts" "tests/$t"
+	) >"$work/$t.log" 2>&1
+	rc=$?
+	reports=$(grep -c 'WARNING: ThreadSanitizer' "$work/$t.log")
+	grep -e 'Checks:' -e 'Matched' -e 'suppressions' "$work/$t.log"
+	echo "tests/$t: exit status $rc, $reports reports, $(($(date +%s) - start)) s"
+	if [ "$rc" -eq 0 ] && ! tsan_said "$work/$t.log"; then
+		passed=$((passed + 1))
+	else
+		cat "$work/$t.log"
+		echo "tsan: FAIL: tests/$t"
+		failed=$((failed + 1))
+	fi
+done
+
+finish 0
