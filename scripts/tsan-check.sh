@@ -15,10 +15,13 @@
 # 3. tests/tsan_canary: a free after a grace period must not be reported
 #    (the instrumented liburcu is seen), a free without one must be (the
 #    model does not hide real races); every flavor.
-# 4. tests/check_cell, check_stress, check_lend and check_slab under TSan
-#    with CK_FORK=no, suppressions from tests/tsan.supp.  A suite fails on
-#    any report (exit status or "ThreadSanitizer" in its output) or a
-#    failed check.
+# 4. The suites with threads under TSan: tests/check_cell, check_stress,
+#    check_lend, check_slab and check_hardening with CK_FORK=no, then the
+#    threaded examples' bounded demos (tests/check_examples_run.sh).
+#    Suppressions come from tests/tsan.supp.  A suite fails on any report
+#    (exit status, or "ThreadSanitizer" in its output) or failed check.
+#    (check_fork is left out: TSan does not support starting threads in
+#    the child of a multi-threaded fork, which is what it tests.)
 #
 # The last line is "tsan: N passed, N failed" (the canary counts as one).
 # Environment: CC (default gcc), CI_JOBS (make -j, default 2),
@@ -37,6 +40,8 @@ export CC
 
 passed=0
 failed=0
+suites="tests/check_cell tests/check_stress tests/check_lend tests/check_slab
+tests/check_hardening"
 
 say() {
 	printf '\n== tsan: %s\n' "$*"
@@ -90,8 +95,7 @@ if ! (
 			"$src/configure" --enable-tsan --enable-werror \
 			LDFLAGS="-Wl,-rpath,$prefix/lib" >"$work/configure.log" 2>&1 &&
 		make -j"$jobs" >"$work/make.log" 2>&1 &&
-		make -j"$jobs" tests/check_cell tests/check_stress \
-			tests/check_lend tests/check_slab >>"$work/make.log" 2>&1
+		make -j"$jobs" $suites >>"$work/make.log" 2>&1
 ); then
 	tail -n 40 "$work/configure.log" "$work/make.log"
 	failed=$((failed + 1))
@@ -99,17 +103,20 @@ if ! (
 fi
 sed -n '/^cowmap /,/^Next:/p' "$work/configure.log"
 
-# Every test must load the instrumented liburcu, not the system's.
-for t in check_cell check_stress check_lend check_slab; do
-	bad=$(ldd "$build/tests/$t" | awk -v p="$prefix/lib/" '
-		/liburcu/ && index($3, p) != 1 { print $1 " => " $3 }')
+# Every program must load the instrumented liburcu, not the system's
+# (the examples through libtool's wrappers, which set the library path).
+for t in $suites examples/config-reload/config-reload \
+	examples/routing-table/routing-table examples/lookup-table/lookup-table; do
+	bad=$(cd "$build" && ./libtool --mode=execute ldd "$t" | awk -v p="$prefix/lib/" '
+		/liburcu/ { if (index($3, p) == 1) good++; else print $1 " => " $3 }
+		END { if (!good) print "no liburcu at all" }')
 	if [ -n "$bad" ]; then
-		echo "tsan: tests/$t does not load the instrumented liburcu: $bad"
+		echo "tsan: $t does not load the instrumented liburcu: $bad"
 		failed=$((failed + 1))
 		finish 1
 	fi
 done
-echo "tests load liburcu from $prefix/lib"
+echo "tests and examples load liburcu from $prefix/lib"
 
 # TSAN_OPTIONS: every report is kept (halt_on_error=0) and sets the exit
 # status; the suppressions file holds only named, explained exceptions.
@@ -161,29 +168,34 @@ fi
 
 # --- 4. the suites ------------------------------------------------------------
 
-for t in check_cell check_stress check_lend check_slab; do
+for t in $suites tests/check_examples_run.sh; do
 	opts=$tsan_options
 	# check_slab forks while holding every slab class lock (lib/slab.c's
 	# fork handlers), more locks than TSan's deadlock detector can track
 	# in one thread: it stops with an internal CHECK failure, not a report.
-	[ "$t" = check_slab ] && opts="$opts detect_deadlocks=0"
-	say "tests/$t (TSAN_OPTIONS=$opts)"
+	[ "$t" = tests/check_slab ] && opts="$opts detect_deadlocks=0"
+	case $t in
+	*.sh) run="sh $src/$t" ;;
+	*) run=$t ;;
+	esac
+	log="$work/$(basename "$t").log"
+	say "$t (TSAN_OPTIONS=$opts)"
 	start=$(date +%s)
 	(
 		cd "$build" &&
 			env CK_FORK=no top_srcdir="$src" top_builddir="$build" \
 				COWMAP_STRESS_SCALE="${COWMAP_STRESS_SCALE:-0.25}" \
-				TSAN_OPTIONS="$opts" "tests/$t"
-	) >"$work/$t.log" 2>&1
+				TSAN_OPTIONS="$opts" $run
+	) >"$log" 2>&1
 	rc=$?
-	reports=$(grep -c 'WARNING: ThreadSanitizer' "$work/$t.log")
-	grep -e 'Checks:' -e 'Matched' -e 'suppressions' "$work/$t.log"
-	echo "tests/$t: exit status $rc, $reports reports, $(($(date +%s) - start)) s"
-	if [ "$rc" -eq 0 ] && ! tsan_said "$work/$t.log"; then
+	reports=$(grep -c 'WARNING: ThreadSanitizer' "$log")
+	grep -e 'Checks:' -e '^ok:' -e 'Matched' -e 'suppressions' "$log"
+	echo "$t: exit status $rc, $reports reports, $(($(date +%s) - start)) s"
+	if [ "$rc" -eq 0 ] && ! tsan_said "$log"; then
 		passed=$((passed + 1))
 	else
-		cat "$work/$t.log"
-		echo "tsan: FAIL: tests/$t"
+		cat "$log"
+		echo "tsan: FAIL: $t"
 		failed=$((failed + 1))
 	fi
 done
