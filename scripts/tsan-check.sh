@@ -5,6 +5,8 @@
 #
 #   sh scripts/tsan-check.sh WORKDIR
 #
+# 0. A probe: if a TSan program cannot start (an older TSan runtime with
+#    vm.mmap_rnd_bits above 28), every program runs under setarch -R.
 # 1. scripts/tsan-liburcu.sh WORKDIR/liburcu (Debian's liburcu source
 #    package, instrumented; needs root the first time: deb-src, dpkg-dev).
 # 2. cowmap configured out of tree in WORKDIR/build with --enable-tsan
@@ -58,6 +60,35 @@ finish() {
 	[ "$failed" -eq 0 ] && [ "$1" -eq 0 ]
 	exit $?
 }
+
+# --- 0. can TSan run here? -----------------------------------------------------
+
+# Older TSan runtimes (GCC 12's among them) cannot map their shadow memory
+# when the kernel randomises mmap with more than 28 bits (vm.mmap_rnd_bits);
+# they die at start-up.  Without address randomisation they run.
+launch=
+printf '#include <pthread.h>\nstatic void *f(void *a) { return a; }\nint main(void) { pthread_t t; return pthread_create(&t, 0, f, 0) || pthread_join(t, 0); }\n' \
+	>"$work/probe.c"
+if ! $CC -fsanitize=thread -pthread "$work/probe.c" -o "$work/probe" >"$work/probe.log" 2>&1; then
+	cat "$work/probe.log"
+	echo "tsan: $CC cannot build a ThreadSanitizer program"
+	failed=$((failed + 1))
+	finish 1
+fi
+if ! "$work/probe" >"$work/probe.log" 2>&1; then
+	if setarch "$(uname -m)" -R "$work/probe" >/dev/null 2>&1; then
+		launch="setarch $(uname -m) -R"
+		echo "TSan needs address randomisation off here" \
+			"(vm.mmap_rnd_bits=$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null)):" \
+			"programs run under $launch"
+	else
+		cat "$work/probe.log"
+		echo "tsan: a ThreadSanitizer program does not start here, not even" \
+			"under setarch -R (try sysctl vm.mmap_rnd_bits=28)"
+		failed=$((failed + 1))
+		finish 1
+	fi
+fi
 
 # --- 1. liburcu -------------------------------------------------------------
 
@@ -139,7 +170,7 @@ if ! $CC -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=thread -fno-omit-frame-pointer
 fi
 canary_ok=1
 for f in memb qsbr mb bp; do
-	TSAN_OPTIONS=$tsan_options "$build/tsan_canary" grace "$f" \
+	TSAN_OPTIONS=$tsan_options $launch "$build/tsan_canary" grace "$f" \
 		>"$work/canary-grace-$f.log" 2>&1
 	rc=$?
 	if [ "$rc" -ne 0 ] || tsan_said "$work/canary-grace-$f.log"; then
@@ -149,7 +180,7 @@ for f in memb qsbr mb bp; do
 	else
 		echo "canary grace $f: not reported (right)"
 	fi
-	TSAN_OPTIONS=$tsan_options "$build/tsan_canary" nograce "$f" \
+	TSAN_OPTIONS=$tsan_options $launch "$build/tsan_canary" nograce "$f" \
 		>"$work/canary-nograce-$f.log" 2>&1
 	rc=$?
 	if [ "$rc" -ne 66 ] || ! grep -q 'WARNING: ThreadSanitizer' "$work/canary-nograce-$f.log"; then
@@ -185,7 +216,7 @@ for t in $suites tests/check_examples_run.sh; do
 		cd "$build" &&
 			env CK_FORK=no top_srcdir="$src" top_builddir="$build" \
 				COWMAP_STRESS_SCALE="${COWMAP_STRESS_SCALE:-0.25}" \
-				TSAN_OPTIONS="$opts" $run
+				TSAN_OPTIONS="$opts" $launch $run
 	) >"$log" 2>&1
 	rc=$?
 	reports=$(grep -c 'WARNING: ThreadSanitizer' "$log")
