@@ -23,10 +23,17 @@
  * ordering the fences and membarrier(2) give these accesses on the
  * real machine (a reader's accesses inside its section come before its
  * counter store leaving it; a writer acts on what it loaded only after
- * the load), expressed in a form TSan can see; on x86-64 the generated
- * code orders at least as strongly as the original.  liburcu 0.14 and
- * later can do the same by themselves (--enable-compiler-atomic-builtins),
- * but Debian 12 ships 0.13.
+ * the load), expressed in a form TSan can see.  liburcu's own compiler
+ * barriers, fences and membarrier(2) calls stay where they are, and on
+ * x86-64 these loads and stores are still plain moves and the
+ * read-modify-writes locked instructions.  liburcu 0.14 and later can
+ * do the same by themselves (--enable-compiler-atomic-builtins), but
+ * Debian 12 ships 0.13.
+ *
+ * What this cannot hide: a free that no grace period orders after a
+ * reader's accesses is still a race to TSan (tests/tsan_canary checks
+ * both directions).  What it could hide is a liburcu bug in the
+ * orderings it assumes; that is liburcu's to test, not cowmap's.
  *
  * The header includes the liburcu headers whose definitions it
  * replaces; their include guards keep the originals from coming back.
