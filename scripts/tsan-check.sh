@@ -18,7 +18,8 @@
 #    (the instrumented liburcu is seen), a free without one must be (the
 #    model does not hide real races); every flavor.
 # 4. The suites with threads under TSan: tests/check_cell, check_stress,
-#    check_lend, check_slab and check_hardening with CK_FORK=no, then the
+#    check_lend, check_slab, check_hardening and check_backlog (0.5 s
+#    runs) with CK_FORK=no, then the
 #    threaded examples' bounded demos (tests/check_examples_run.sh).
 #    Suppressions come from tests/tsan.supp.  A suite fails on any report
 #    (exit status, or "ThreadSanitizer" in its output) or failed check.
@@ -43,7 +44,7 @@ export CC
 passed=0
 failed=0
 suites="tests/check_cell tests/check_stress tests/check_lend tests/check_slab
-tests/check_hardening"
+tests/check_hardening tests/check_backlog"
 
 say() {
 	printf '\n== tsan: %s\n' "$*"
@@ -216,6 +217,7 @@ for t in $suites tests/check_examples_run.sh; do
 		cd "$build" &&
 			env CK_FORK=no top_srcdir="$src" top_builddir="$build" \
 				COWMAP_STRESS_SCALE="${COWMAP_STRESS_SCALE:-0.25}" \
+				COWMAP_BACKLOG_SECONDS="${COWMAP_BACKLOG_SECONDS:-0.5}" \
 				TSAN_OPTIONS="$opts" $launch $run
 	) >"$log" 2>&1
 	rc=$?
