@@ -1,0 +1,9 @@
+# tests/prefix.mk - the prefix-table tests (included by Makefile.am).
+
+check_PROGRAMS += tests/check_prefix
+
+tests_check_prefix_SOURCES = tests/check_prefix.c tests/prefix_model.c \
+	tests/prefix_model.h tests/testutil.c tests/testutil.h
+tests_check_prefix_CPPFLAGS = $(tests_cppflags)
+tests_check_prefix_CFLAGS = $(tests_cflags)
+tests_check_prefix_LDADD = $(tests_ldadd)
