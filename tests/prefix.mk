@@ -7,3 +7,12 @@ tests_check_prefix_SOURCES = tests/check_prefix.c tests/prefix_model.c \
 tests_check_prefix_CPPFLAGS = $(tests_cppflags)
 tests_check_prefix_CFLAGS = $(tests_cflags)
 tests_check_prefix_LDADD = $(tests_ldadd)
+
+check_PROGRAMS += tests/check_prefix_fault
+
+tests_check_prefix_fault_SOURCES = tests/check_prefix_fault.c \
+	tests/prefix_model.c tests/prefix_model.h tests/testutil.c \
+	tests/testutil.h
+tests_check_prefix_fault_CPPFLAGS = $(tests_cppflags)
+tests_check_prefix_fault_CFLAGS = $(tests_cflags)
+tests_check_prefix_fault_LDADD = $(tests_ldadd)
