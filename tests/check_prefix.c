@@ -128,7 +128,7 @@ static size_t edge_addrs(struct gen *g, const struct pm_model *m,
 
 		if (tu_rng_below(&g->rng, 2))
 			a ^= pm_mask(rand_addr(g), m->width) >>
-			     tu_rng_below(&g->rng, m->width + 1);
+			     tu_rng_below(&g->rng, m->width);
 		out[k++] = pm_mask(a, m->width);
 	}
 	return k;

@@ -24,7 +24,8 @@ void pm_copy(struct pm_model *to, const struct pm_model *from)
 	to->e = malloc((from->cap ? from->cap : 1) * sizeof(*to->e));
 	if (to->e == NULL)
 		abort();
-	memcpy(to->e, from->e, from->n * sizeof(*to->e));
+	if (from->n > 0)
+		memcpy(to->e, from->e, from->n * sizeof(*to->e));
 }
 
 pm_addr pm_mask(pm_addr a, unsigned len)
