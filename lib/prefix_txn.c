@@ -131,8 +131,7 @@ int cowmap_txn_prefix_get(const struct cowmap_txn *t, const void *addr,
 
 /*
  * After a batch: each box the batch made and the trie does not hold was
- * stored and then replaced by a later route for its prefix (or its route
- * was a no-op).  Its value goes to value_free, unless the prefix ends
+ * stored and then replaced by a later route for its prefix.  Its value goes to value_free, unless the prefix ends
  * with that very pointer (see cowmap_txn_prefix_set_many()), or the
  * batch failed (@discard: every value is the caller's again).
  */
@@ -143,6 +142,9 @@ static void drop_boxes(const struct cowmap_txn *t, struct cm_pbox **boxes,
 
 	for (size_t i = 0; i < n; i++) {
 		bool keep = discard;
+
+		if (boxes[i] == NULL)	/* a no-op route's, dropped already */
+			continue;
 
 		if (!keep && atomic_load_explicit(&boxes[i]->refs,
 						  memory_order_relaxed) == 1) {
@@ -204,8 +206,15 @@ int cowmap_txn_prefix_set_many(struct cowmap_txn *t, size_t n,
 		void *was;
 
 		if (cm_pfx_find(t->proot, &keys[i], false, &was, NULL) &&
-		    was == routes[i].value)
+		    was == routes[i].value) {
+			/* a no-op transfers nothing: the value stays with
+			 * the box that holds it already */
+			if (boxed) {
+				cm_pbox_release(boxes[i], &m->own, true);
+				boxes[i] = NULL;
+			}
 			continue;
+		}
 
 		struct cm_pfx_edit e = { .key = &keys[i], .own = &m->own,
 					 .boxed = boxed, .gen = t->gen,
