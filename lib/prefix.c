@@ -202,6 +202,7 @@ static void retain_contents(const struct cm_pnode *n, bool boxed, int skip_slot)
 	struct cm_pnode **kids = cm_pn_children(n);
 	unsigned i = 0;
 
+	cm_pn_prefetch_refs(kids, cm_popcount64(n->childmap));
 	for (uint64_t m = n->childmap; m != 0; m &= m - 1, i++)
 		if ((int)__builtin_ctzll(m) != skip_slot)
 			cm_pn_retain(kids[i]);
@@ -211,6 +212,17 @@ static void retain_contents(const struct cm_pnode *n, bool boxed, int skip_slot)
 
 		for (i = 0; i < np; i++)
 			cm_pbox_retain(boxes[i]);
+	}
+}
+
+static void unpack_or_empty(const struct cm_pnode *n, bool boxed,
+			    struct cm_pbuild *b)
+{
+	if (n != NULL) {
+		cm_pn_unpack(n, boxed, b);
+	} else {
+		b->childmap = 0;
+		b->pfxmap[0] = b->pfxmap[1] = 0;
 	}
 }
 
@@ -249,13 +261,8 @@ int cm_pfx_edit(struct cm_pfx_edit *e, struct cm_pnode *root)
 		struct cm_pnode *old_child = NULL;
 		struct cm_pbox *old_box = NULL;
 
-		if (old != NULL) {
-			cm_pn_unpack(old, e->boxed, &b);
-		} else {
-			b.childmap = 0;
-			b.pfxmap[0] = b.pfxmap[1] = 0;
-		}
 		if (d == (int)td) {
+			unpack_or_empty(old, e->boxed, &b);
 			unsigned h = k->heap;
 			bool had = cm_pfx_has(b.pfxmap, h);
 
@@ -279,6 +286,34 @@ int cm_pfx_edit(struct cm_pfx_edit *e, struct cm_pnode *root)
 				e->root_was_mine = true;
 				return 0;
 			}
+			if (old_child != NULL && below != NULL) {
+				/* only a child pointer changes: no need to
+				 * unpack and pack the node */
+				unsigned i = cm_popcount64(
+					old->childmap &
+					((UINT64_C(1) << s) - 1));
+
+				if (own) {
+					nn = old;
+					if (!below_mine)
+						cm_pn_release(old_child, e->own);
+				} else {
+					nn = cm_pn_clone(old, e->boxed, e->gen,
+							 e->gen != 0);
+					if (nn == NULL) {
+						if (!below_mine)
+							cm_pn_release(below,
+								      e->own);
+						return -ENOMEM;
+					}
+					retain_contents(nn, e->boxed, (int)s);
+				}
+				cm_pn_children(nn)[i] = below;
+				below = nn;
+				below_mine = own;
+				continue;
+			}
+			unpack_or_empty(old, e->boxed, &b);
 			if (below != NULL) {
 				b.childmap |= UINT64_C(1) << s;
 				b.child[s] = below;
