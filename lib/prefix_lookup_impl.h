@@ -74,8 +74,11 @@ static inline int walk64(const struct cm_pnode *n, uint64_t a, void **value,
 	const struct cm_pnode *bn = NULL;
 	unsigned bh = 0, bd = 0;
 
-	for (unsigned d = 0;; d++) {
-		unsigned s = (unsigned)((a << (CM_PFX_STRIDE * d)) >> 58);
+	/* @a is shifted six bits a level, so the slot is always its top six
+	 * bits: a constant shift, where a shift by 6d of a 128-bit value
+	 * takes several instructions and a branch. */
+	for (unsigned d = 0;; d++, a <<= CM_PFX_STRIDE) {
+		unsigned s = (unsigned)(a >> 58);
 		uint64_t bit = UINT64_C(1) << s;
 
 		PFX_STEP(n, s, d, bn, bh, bd);
@@ -93,8 +96,8 @@ static inline int walk128(const struct cm_pnode *n, cm_addr a, void **value,
 	const struct cm_pnode *bn = NULL;
 	unsigned bh = 0, bd = 0;
 
-	for (unsigned d = 0;; d++) {
-		unsigned s = cm_pfx_slot(a, d);
+	for (unsigned d = 0;; d++, a <<= CM_PFX_STRIDE) {
+		unsigned s = (unsigned)(a >> (128 - CM_PFX_STRIDE));
 		uint64_t bit = UINT64_C(1) << s;
 
 		PFX_STEP(n, s, d, bn, bh, bd);
@@ -144,7 +147,7 @@ static size_t lookup_group(const struct cowmap *t, size_t n,
 		for (unsigned k = 0; k < nactive; k++) {
 			unsigned i = active[k];
 			const struct cm_pnode *node = at[i];
-			unsigned s = cm_pfx_slot(a[i], d);
+			unsigned s = (unsigned)(a[i] >> (128 - CM_PFX_STRIDE));
 			uint64_t bit = UINT64_C(1) << s;
 			const struct cm_pnode *b = bn[i];
 			unsigned h = bh[i], bdep = bd[i];
@@ -156,6 +159,7 @@ static size_t lookup_group(const struct cowmap *t, size_t n,
 			if (node->childmap & bit) {
 				at[i] = cm_pn_children(node)[cm_popcount64(
 					node->childmap & (bit - 1))];
+				a[i] <<= CM_PFX_STRIDE;
 				pfx_prefetch_node(at[i]);
 				active[still++] = (unsigned char)i;
 			}
