@@ -12,7 +12,7 @@
  *     | childmap | runmap | pfxmap[2] | words | run_words | draft        |
  *     | u64      | u64    | 2 x u64   | u16   | u8  (+u8) | u32          |
  *     +----------+--------+-----------+-------+-----------+--------------+
- *     | runs: one byte per set bit of runmap, padded to 8 (run_words)    |
+ *     | runs: a zero byte, then one per set bit of runmap, padded to 8     |
  *     | children: one pointer per set bit of childmap, in slot order     |
  *     | values: one void * per set bit of pfxmap, in heap-index order    |
  *     | boxes: as many struct cm_pbox *, only when the table owns values |
@@ -56,7 +56,8 @@ struct cm_pnode {
 	uint64_t runmap;	/* slot s starts a run of equal best matches */
 	uint64_t pfxmap[2];	/* heap index h: a prefix is stored here */
 	uint16_t words;		/* payload words allocated, runs included */
-	uint8_t run_words;	/* words the runs take (children follow) */
+	uint8_t run_words;	/* words the runs take, their zero byte
+				   included (children follow) */
 	uint8_t reserved;
 	uint32_t draft;		/* 0: sealed; else the generation that may edit it */
 };
@@ -220,12 +221,15 @@ static inline struct cm_pnode *cm_pn_child(const struct cm_pnode *n,
 	return cm_pn_children(n)[cm_popcount64(n->childmap & (bit - 1))];
 }
 
-/* The best match inside @n for slot @s: a heap index, 0 for none. */
+/*
+ * The best match inside @n for slot @s: a heap index, 0 for none.  The
+ * runs are preceded by a zero byte, so a node without prefixes (runmap 0,
+ * a count of 0) answers 0 with no branch: lookups meet both kinds of node
+ * in no predictable order.
+ */
 static inline unsigned cm_pn_best(const struct cm_pnode *n, unsigned s)
 {
-	if (n->runmap == 0)
-		return 0;
-	return cm_pn_runs(n)[cm_popcount64(n->runmap << (63 - s)) - 1];
+	return cm_pn_runs(n)[cm_popcount64(n->runmap << (63 - s))];
 }
 
 /* ---- nodes (prefix_node.c) ---- */

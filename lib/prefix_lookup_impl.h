@@ -34,17 +34,13 @@
  */
 #define PFX_STEP(n, s, d, bn, bh, bd)                                        \
 	do {                                                                 \
-		uint64_t rm_ = (n)->runmap;                                  \
-		if (rm_ != 0) {                                              \
-			unsigned h_ = cm_pn_runs(n)[cm_popcount64(           \
-				rm_ << (63 - (s))) - 1];                      \
-			if (h_ != 0) {                                       \
-				bn = (n);                                    \
-				bh = h_;                                     \
-				bd = (d);                                    \
-				__builtin_prefetch(&cm_pn_values(n)[         \
-					cm_pfx_index((n)->pfxmap, h_)]);      \
-			}                                                    \
+		unsigned h_ = cm_pn_best(n, s);                              \
+		if (h_ != 0) {                                               \
+			bn = (n);                                            \
+			bh = h_;                                             \
+			bd = (d);                                            \
+			__builtin_prefetch(&cm_pn_values(n)[cm_pfx_index(    \
+				(n)->pfxmap, h_)]);                           \
 		}                                                            \
 	} while (0)
 
