@@ -162,6 +162,25 @@ static inline cm_addr cm_addr_load(const void *addr, unsigned width)
 	return cm_pfx_mask((cm_addr)hi << 64 | lo, width);
 }
 
+/* The same for a width of at most 64 bits, left-aligned in 64: the read
+ * path of IPv4 tables, kept clear of 128-bit arithmetic. */
+static inline uint64_t cm_addr_load64(const void *addr, unsigned width)
+{
+	const unsigned char *b = addr;
+	uint64_t a = 0;
+
+	if (width > 24 && width <= 32) {
+		uint32_t w;
+
+		memcpy(&w, b, 4);
+		a = (uint64_t)__builtin_bswap32(w) << 32;
+	} else {
+		for (unsigned i = 0; i < (width + 7) / 8; i++)
+			a |= (uint64_t)b[i] << (56 - 8 * i);
+	}
+	return a & ~UINT64_C(0) << (64 - width);
+}
+
 /* Write @a as (width + 7) / 8 bytes in network order. */
 static inline void cm_addr_store(void *addr, cm_addr a, unsigned width)
 {

@@ -111,11 +111,12 @@ int PFX_VARIANT(cm_prefix_lookup)(const struct cowmap *t, const void *addr,
 	if (!cm_prefix_valid(t) || addr == NULL)
 		return -EINVAL;
 
-	cm_addr a = cm_addr_load(addr, cm_pfx_width(t));
+	unsigned width = cm_pfx_width(t);
 
-	if (cm_pfx_width(t) <= 64)
-		return walk64(t->proot, (uint64_t)(a >> 64), value, len);
-	return walk128(t->proot, a, value, len);
+	if (width <= 64)
+		return walk64(t->proot, cm_addr_load64(addr, width), value,
+			      len);
+	return walk128(t->proot, cm_addr_load(addr, width), value, len);
 }
 
 #define PFX_GROUP 16
