@@ -422,6 +422,10 @@ static void combine(struct cowmap_cell *c)
 	for (struct cell_request *q = list; q != NULL; q = q->next) {
 		struct cm_lookup l;
 
+		if (v->kind != CM_KIND_HASH) {	/* a prefix table's cell */
+			q->result = -EINVAL;
+			continue;
+		}
 		cm_map_lookup(v, q->key, q->len, &l);
 
 		int outcome = cm_lookup_outcome(v, &l, q->is_del, q->value);

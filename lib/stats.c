@@ -4,6 +4,7 @@
  * checker of every trie invariant run after each write.
  */
 #include "map.h"
+#include "prefix.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,8 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out)
 {
 	if (!cm_map_valid(m) || out == NULL)
 		return -EINVAL;
+	if (m->kind == CM_KIND_PREFIX)
+		return cm_prefix_stats(m, out);
 	*out = (struct cowmap_stats){ .bytes = sizeof(*m) };
 	stats_walk(m->root, m, 0, out);
 	return 0;
@@ -108,7 +111,9 @@ static void sole_owned_path(const struct cm_node *n, uint64_t hash,
 void cm_version_sole_owned(const struct cowmap *m, const uint64_t *lone_hash,
 			   size_t *bytes, size_t *nodes)
 {
-	if (lone_hash != NULL)
+	if (m->kind == CM_KIND_PREFIX)
+		cm_prefix_sole_owned(m, bytes, nodes);
+	else if (lone_hash != NULL)
 		sole_owned_path(m->root, *lone_hash, bytes, nodes);
 	else
 		sole_owned(m->root, bytes, nodes);

@@ -5,7 +5,8 @@
  * draft (marked draft); later edits change draft nodes in place, so a
  * batch pays one path copy per touched path.  Commit clears the draft
  * marks and returns the version shell allocated at begin, so sealing the
- * draft cannot fail half way.
+ * draft cannot fail half way.  (Prefix tables' drafts, prefix_txn.c,
+ * share the handle; they gather nothing.)
  *
  * Sets are gathered.  cowmap_txn_set() only hashes the key and appends it
  * to a pending array (making the leaf of a boxed key, which copies the
@@ -41,23 +42,10 @@
 #include "alloc.h"
 #include "edit.h"
 #include "merge.h"
+#include "prefix.h"
+#include "txn.h"
 
 #include <errno.h>
-
-#define CM_TXN_LIVE 0x74786e21u	/* "txn!" */
-#define CM_TXN_DONE 0x74786e2du	/* "txn-" */
-
-struct cowmap_txn {
-	uint32_t magic;
-	bool changed;
-	struct cowmap *base;	/* retained: returned as is if nothing changed */
-	struct cowmap *shell;	/* the committed version, options preset */
-	struct cm_node *root;	/* the draft's own reference */
-	size_t count;		/* entries under root, pending sets aside */
-	struct cm_item *pend;	/* gathered sets, not yet in root */
-	size_t npend, cap;
-	uint32_t next_seq;	/* seq of the next gathered set */
-};
 
 /* Pending sets this few are applied one by one by the path editor,
  * which changes draft nodes in place, where a merge rebuilds every node
@@ -71,7 +59,7 @@ static void txn_retire(struct cowmap_txn *t)
 	cm_free_quarantined(t);
 }
 
-static bool txn_live(const struct cowmap_txn *t, const char *call)
+bool cm_txn_live(const struct cowmap_txn *t, const char *call)
 {
 	if (t == NULL)
 		return false;
@@ -113,12 +101,23 @@ struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base)
 	t->base = held;
 	t->shell = shell;
 	t->root = base->root;
-	cm_node_retain(t->root);
+	if (base->kind == CM_KIND_PREFIX)
+		cm_prefix_txn_begin(t);
+	else
+		cm_node_retain(t->root);
 	t->count = base->count;
 	t->pend = NULL;
 	t->npend = t->cap = 0;
 	t->next_seq = 0;
 	return t;
+}
+
+void cm_txn_release_root(struct cowmap_txn *t)
+{
+	if (t->shell->kind == CM_KIND_PREFIX)
+		cm_pn_release(t->proot, &t->shell->own);
+	else
+		cm_node_release(t->root, &t->shell->own);
 }
 
 /* Install the root an edit returned; the draft drops its old reference. */
@@ -370,7 +369,7 @@ int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
 {
 	struct cm_probe p;
 
-	if (!txn_live(t, "cowmap_txn_set") || cm_check_key(key, len) < 0)
+	if (!cm_txn_hash(t, "cowmap_txn_set") || cm_check_key(key, len) < 0)
 		return -EINVAL;
 
 	const struct cowmap *m = t->shell;
@@ -429,7 +428,7 @@ int cowmap_txn_set_many(struct cowmap_txn *t, size_t n,
 			const void *const keys[], const size_t lens[],
 			void *const values[])
 {
-	if (!txn_live(t, "cowmap_txn_set_many"))
+	if (!cm_txn_hash(t, "cowmap_txn_set_many"))
 		return -EINVAL;
 	if (n == 0)
 		return 0;
@@ -486,7 +485,7 @@ int cowmap_txn_del(struct cowmap_txn *t, const void *key, size_t len)
 	struct cm_probe p;
 	struct cm_node *root;
 
-	if (!txn_live(t, "cowmap_txn_del") || cm_check_key(key, len) < 0)
+	if (!cm_txn_hash(t, "cowmap_txn_del") || cm_check_key(key, len) < 0)
 		return -EINVAL;
 	if (txn_flush(t) < 0)
 		return -ENOMEM;
@@ -509,7 +508,7 @@ int cowmap_txn_get(const struct cowmap_txn *t, const void *key, size_t len,
 {
 	struct cm_probe p;
 
-	if (!txn_live(t, "cowmap_txn_get") || cm_check_key(key, len) < 0)
+	if (!cm_txn_hash(t, "cowmap_txn_get") || cm_check_key(key, len) < 0)
 		return -EINVAL;
 	cm_map_probe(t->shell, &p, key, len);
 
@@ -599,7 +598,7 @@ static void count_new_key(struct cowmap_txn *t, struct cm_item *key, size_t n,
 
 size_t cowmap_txn_size(const struct cowmap_txn *t)
 {
-	if (!txn_live(t, "cowmap_txn_size"))
+	if (!cm_txn_live(t, "cowmap_txn_size"))
 		return 0;
 
 	struct cowmap_txn *w = (struct cowmap_txn *)(uintptr_t)t;
@@ -652,7 +651,7 @@ struct cowmap *cowmap_txn_commit(struct cowmap_txn *t)
 {
 	struct cowmap *result;
 
-	if (!txn_live(t, "cowmap_txn_commit")) {
+	if (!cm_txn_live(t, "cowmap_txn_commit")) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -663,13 +662,17 @@ struct cowmap *cowmap_txn_commit(struct cowmap_txn *t)
 	}
 	txn_pend_free(t);
 	if (!t->changed) {
-		cm_node_release(t->root, &t->shell->own);
+		cm_txn_release_root(t);
 		cm_free(t->shell);
 		result = t->base;	/* the draft's reference becomes the caller's */
 	} else {
-		t->root = cm_edit_seal(t->root);
 		result = t->shell;
-		cm_map_init(result, result, t->root, t->count);
+		if (result->kind == CM_KIND_PREFIX) {
+			cm_prefix_txn_commit(t);
+		} else {
+			t->root = cm_edit_seal(t->root);
+			cm_map_init(result, result, t->root, t->count);
+		}
 		cowmap_release(t->base);
 	}
 	txn_retire(t);
@@ -678,10 +681,10 @@ struct cowmap *cowmap_txn_commit(struct cowmap_txn *t)
 
 void cowmap_txn_abort(struct cowmap_txn *t)
 {
-	if (!txn_live(t, "cowmap_txn_abort"))
+	if (!cm_txn_live(t, "cowmap_txn_abort"))
 		return;
 	txn_drop_pending(t);
-	cm_node_release(t->root, &t->shell->own);
+	cm_txn_release_root(t);
 	cowmap_release(t->base);
 	cm_free(t->shell);
 	txn_retire(t);

@@ -500,8 +500,8 @@ static uint64_t other_hash(const void *key, size_t len, uint64_t seed,
 	return h;
 }
 
-/* owning_map()'s options with one of them changed (@which 0..3 change
- * the family; 4, the seed, does not). */
+/* owning_map()'s options with one of them changed, or its kind (@which
+ * 0..4 change the family; 5, the seed, does not). */
 static struct cowmap *foreign_map(int which)
 {
 	struct cowmap_options o = { .seed = 42, .value_free = count_free,
@@ -512,10 +512,12 @@ static struct cowmap *foreign_map(int which)
 	case 1: o.ctx = &o; o.value_free = NULL; break;
 	case 2: o.hash = other_hash; break;
 	case 3: o.max_entries = 1000; break;
+	case 4: break;	/* another kind: a prefix table */
 	default: o.seed = 43; break;
 	}
 
-	struct cowmap *m = cowmap_new(&o);
+	struct cowmap *m = which == 4 ? cowmap_prefix_new(32, &o)
+				      : cowmap_new(&o);
 
 	ck_assert_ptr_nonnull(m);
 	return m;
@@ -528,7 +530,7 @@ static struct cowmap *return_arg(const struct cowmap *cur, void *arg)
 }
 
 /*
- * A version of another family (value_free, context, hash, limit) would
+ * A version of another family (value_free, context, hash, limit, kind) would
  * leave its values freed by the wrong function, or never: publish, cas
  * and update refuse it with EINVAL, release it, and keep the current.
  * Another seed is accepted (it costs diffs their shortcut, nothing else).
@@ -543,7 +545,7 @@ START_TEST(publishing_a_version_of_another_family_is_einval)
 	c = cowmap_cell_new(owning_map(), NULL);
 	ck_assert_ptr_nonnull(c);
 	cur = cowmap_cell_snapshot(c);
-	for (int which = 0; which < 4; which++) {
+	for (int which = 0; which < 5; which++) {
 		ck_assert_int_eq(cowmap_cell_publish(c, foreign_map(which)),
 				 -EINVAL);
 		ck_assert_int_eq(cowmap_cell_cas(c, cur, foreign_map(which)),
@@ -560,7 +562,7 @@ START_TEST(publishing_a_version_of_another_family_is_einval)
 	/* The family's own empty version is accepted, and a seed of its
 	 * own does not make another family. */
 	ck_assert_int_eq(cowmap_cell_publish(c, cowmap_empty_like(cur)), 0);
-	ck_assert_int_eq(cowmap_cell_publish(c, foreign_map(4)), 0);
+	ck_assert_int_eq(cowmap_cell_publish(c, foreign_map(5)), 0);
 	ck_assert_uint_eq(published(c), 2);
 	cowmap_release(cur);
 	cowmap_cell_free(c);

@@ -69,8 +69,8 @@ Suite *stress_suite(void);
 
 /*
  * Sanitizer builds are slower: ASan about 3-5 times, TSan 20-100 times
- * (and TSan reports liburcu's deferred frees as races: see
- * rcu_flavors.h).  Smaller defaults keep them usable.
+ * (run TSan against an instrumented liburcu: see rcu_flavors.h).
+ * Smaller defaults keep them usable.
  */
 #if defined(__SANITIZE_THREAD__)
 #define DEFAULT_SCALE 0.02

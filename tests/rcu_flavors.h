@@ -36,23 +36,18 @@
  *    registration (which may allocate) never happens inside a measured
  *    read path.
  *
- * ThreadSanitizer: the distribution's liburcu 0.13 is not instrumented, so
- * TSan does not see grace periods: a read in a read-side section and the
- * later free of that memory, by a writer freeing ready versions or by the
- * thread that drops the last snapshot reference, show up as a "data race"
- * that is a false positive, as do races inside liburcu itself.  To use
- * TSan anyway, suppress the latter with
- *	race:liburcu-memb.so  race:liburcu-qsbr.so  race:liburcu-mb.so
- *	race:liburcu-bp.so
- * in a file named by TSAN_OPTIONS=suppressions=FILE, and run with
- * COWMAP_SLABS=0, CK_FORK=no and detect_deadlocks=0 in TSAN_OPTIONS (the
- * fork handlers hold every slab class lock, more than TSan's deadlock
- * detector tracks); the grace-period frees remain.  (Frees by the last
- * holder of a reference are not among them: under TSan the decrement
- * itself acquires, see CM_DROP_ORDER in lib/node.h.)  The cells' own
- * hand-offs (a batch's records, its callback's last touch of the cell
- * before cowmap_cell_free()) go through C11 atomics and need no
- * suppression.
+ * ThreadSanitizer: the distribution's liburcu 0.13 is not instrumented,
+ * so against it TSan does not see grace periods and reports every free
+ * after one as a race with the reads it waited for.  Run the suites
+ * under TSan with scripts/tsan-check.sh, which builds liburcu from
+ * Debian's source package with TSan and with its shared accesses made
+ * atomics TSan models (scripts/tsan-urcu-atomics.h), configures cowmap
+ * with --enable-tsan against it and runs them with CK_FORK=no: they
+ * report nothing.  (Frees by the last holder of a snapshot reference
+ * need no liburcu: under TSan the decrement itself acquires, see
+ * CM_DROP_ORDER in lib/node.h.)  check_slab also needs
+ * detect_deadlocks=0: the fork handlers hold every slab class lock,
+ * more than TSan's deadlock detector tracks.
  */
 #ifndef COWMAP_TESTS_RCU_FLAVORS_H
 #define COWMAP_TESTS_RCU_FLAVORS_H
