@@ -36,7 +36,9 @@ int mirror_set_stamp(struct cowmap_txn *t, int64_t revision, unsigned flags)
 /*
  * Publish @next (a new reference, consumed) as the version of @revision,
  * which applied @events watch events (0: a whole read).  Calls on_publish
- * with the previous version and the new one.
+ * with the previous version and the new one.  @next may be NULL, what a
+ * commit that ran out of memory returns: its errno is returned, and the
+ * published version stays.
  */
 int mirror_publish(struct cowmap_etcd *m, struct cowmap *next,
 		   int64_t revision, unsigned flags, size_t events)
@@ -44,6 +46,8 @@ int mirror_publish(struct cowmap_etcd *m, struct cowmap *next,
 	struct cowmap *prev = m->cur;
 	int rc;
 
+	if (next == NULL)
+		return errno != 0 ? -errno : -ENOMEM;
 	if (cowmap_retain(next) == NULL) {
 		rc = -errno;
 		cowmap_release(next);
