@@ -118,7 +118,9 @@ static bool cell_live(const struct cowmap_cell *c, const char *call)
 }
 
 /* May @next be published in @c?  Only a version of the cell's family:
- * the current version's, which is the first version's. */
+ * the current version's, which is the first version's.  Call with the
+ * writer lock held: outside it, and outside a read-side section, the
+ * current version may be retired and freed under the look. */
 static bool family_ok(struct cowmap_cell *c, const struct cowmap *next)
 {
 	return cm_same_family(atomic_load_explicit(&c->current,
@@ -242,7 +244,7 @@ static int publish_if(struct cowmap_cell *c, bool check,
 		      const struct cowmap *expected, struct cowmap *next)
 {
 	if (!cell_live(c, check ? "cowmap_cell_cas" : "cowmap_cell_publish") ||
-	    !cm_map_valid(next) || !family_ok(c, next)) {
+	    !cm_map_valid(next)) {
 		cowmap_release(next);
 		return -EINVAL;
 	}
@@ -254,6 +256,12 @@ static int publish_if(struct cowmap_cell *c, bool check,
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&c->writer);
+	if (!family_ok(c, next)) {
+		pthread_mutex_unlock(&c->writer);
+		cm_retired_discard(r);
+		cowmap_release(next);
+		return -EINVAL;
+	}
 	if (check &&
 	    atomic_load_explicit(&c->current, memory_order_relaxed) != expected) {
 		pthread_mutex_unlock(&c->writer);
