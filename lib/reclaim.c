@@ -16,6 +16,19 @@
  *                         cowmap_release() of each, which frees exactly the
  *                         nodes and values no other version holds.
  *
+ * What freeing one version does, file by file:
+ *   map.c         cm_version_release(): the version's last reference,
+ *                 then by the version's kind and whether its root lent:
+ *   node.c        cm_node_release(): every node whose last reference
+ *                 this was, depth first, and cm_entry_release() for its
+ *                 entries (value_free; the leaves of long keys);
+ *   lend.c        cm_lend_free_version() / cm_lend_free(): a root or node
+ *                 that lent its slots to its successor frees only its
+ *                 shell and the one slot it kept;
+ *   prefix_node.c cm_prefix_free_root(): the same for a prefix table;
+ *   slab.c        cm_slab_free(): each block back to its size class
+ *                 (alloc.c's cm_free() for blocks from malloc).
+ *
  * One callback per grace period, not per version.  A call_rcu() per
  * publish made every writer an RCU reader (call_rcu() takes the read
  * lock) a few hundred thousand times a second, and each of those unlocks
