@@ -18,8 +18,8 @@
 #    (the instrumented liburcu is seen), a free without one must be (the
 #    model does not hide real races); every flavor.
 # 4. The suites with threads under TSan: tests/check_cell, check_stress,
-#    check_lend, check_slab, check_hardening and check_backlog (0.5 s
-#    runs) with CK_FORK=no, then the
+#    check_lend, check_slab, check_hardening, check_backlog (0.5 s
+#    runs) and check_prefix_stress with CK_FORK=no, then the
 #    threaded examples' bounded demos (tests/check_examples_run.sh).
 #    Suppressions come from tests/tsan.supp.  A suite fails on any report
 #    (exit status, or "ThreadSanitizer" in its output) or failed check.
@@ -44,7 +44,7 @@ export CC
 passed=0
 failed=0
 suites="tests/check_cell tests/check_stress tests/check_lend tests/check_slab
-tests/check_hardening tests/check_backlog"
+tests/check_hardening tests/check_backlog tests/check_prefix_stress"
 
 say() {
 	printf '\n== tsan: %s\n' "$*"
