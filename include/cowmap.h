@@ -315,7 +315,8 @@ void cowmap_txn_abort(struct cowmap_txn *t);
  * version must stay alive while iterating (a reference, or the RCU
  * read-side critical section it was loaded in).  Fields are private.
  */
-#define COWMAP_ITER_DEPTH 15
+/* 23 levels: a 128-bit prefix table is 22 nodes deep (lib/prefix.h). */
+#define COWMAP_ITER_DEPTH 23
 struct cowmap_iter {
 	const void *priv_map;
 	const void *priv_node[COWMAP_ITER_DEPTH];
@@ -610,6 +611,266 @@ int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len);
  */
 COWMAP_API
 int cowmap_cell_stats(struct cowmap_cell *c, struct cowmap_cell_stats *out);
+
+/* ------------------------------------------------------------------ */
+/* Prefix tables: longest-prefix match                                 */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A prefix table is a version (struct cowmap) of another kind: its keys
+ * are prefixes of a bit string of fixed width, one width per table (32
+ * for IPv4, 128 for IPv6; any width from 1 to 128), and besides exact
+ * look-ups it answers the longest stored prefix that covers an address.
+ *
+ * Everything said above about versions holds for prefix tables too, and
+ * these calls work on them unchanged: cowmap_retain(), cowmap_release(),
+ * cowmap_size(), cowmap_stats(), cowmap_equal(), cowmap_txn_begin(),
+ * cowmap_txn_commit(), cowmap_txn_abort(), cowmap_txn_size(),
+ * cowmap_iter_init(), and every cell call (new, free, load, snapshot,
+ * publish, cas, update, barrier, stats) with the same RCU rules: a reader
+ * calls cowmap_prefix_lookup() on the version cowmap_cell_load() gave it
+ * inside its read-side critical section, exactly as it would call
+ * cowmap_get() on a map.  A cell holds versions of one family: a prefix
+ * table of one width, or a hash map, never both.
+ *
+ * The hash-map calls that take a key (cowmap_get, cowmap_get_many,
+ * cowmap_set, cowmap_del, cowmap_txn_set/set_many/del/get,
+ * cowmap_cell_set/del, cowmap_iter_next, cowmap_diff) refuse a prefix
+ * table: EINVAL (cowmap_get_many and cowmap_iter_next find nothing), and
+ * the calls below refuse a hash map the same way.
+ *
+ * Addresses.  An address is (width + 7) / 8 bytes in network order: the
+ * most significant bit of the first byte is bit 0 of the string.  A prefix
+ * is an address and a length in bits, from 0 (the default route, which
+ * covers every address) to the width (a host route).  Bits of the address
+ * beyond the length are ignored: 10.1.2.3/8 and 10.0.0.0/8 name the same
+ * prefix, and calls that return a prefix return it with those bits zero.
+ * (For a width that is not a multiple of 8 the unused low bits of the
+ * last byte are ignored likewise.)  A NULL address, or a length beyond the
+ * width, is EINVAL and changes nothing.
+ *
+ * Values are void *, owned as for maps: with options.value_free the table
+ * owns every value passed to a successful set and frees each exactly once,
+ * when no version holds it and no reader can still see it.
+ */
+
+/** cowmap_route - one prefix and its value, for cowmap_txn_prefix_set_many(). */
+struct cowmap_route {
+	const void *addr;	/* (width + 7) / 8 bytes, network order */
+	unsigned len;		/* prefix length in bits, 0..width */
+	void *value;
+};
+
+/**
+ * cowmap_prefix_new - an empty prefix table of @width bits.
+ * @width: 1..128 (32 for IPv4, 128 for IPv6).
+ * @opts:  as for cowmap_new(), copied; NULL for the defaults.  seed and
+ *         hash are not used; value_free, ctx and max_entries (a limit on
+ *         the number of prefixes) are.
+ *
+ * Returns a new reference, or NULL with errno EINVAL (a width of 0 or more
+ * than 128) or ENOMEM.
+ */
+COWMAP_API
+struct cowmap *cowmap_prefix_new(unsigned width,
+				 const struct cowmap_options *opts);
+
+/**
+ * cowmap_prefix_width - the width of prefix table @m in bits; 0 for a hash
+ * map or NULL.  Safe anywhere, as cowmap_size().
+ */
+COWMAP_API
+unsigned cowmap_prefix_width(const struct cowmap *m);
+
+/**
+ * cowmap_prefix_set - a new version in which prefix @addr/@len maps to
+ * @value.
+ *
+ * Returns a new reference; @t is unchanged.  If the prefix already maps to
+ * exactly @value the result is @t itself (retained) and no value is
+ * transferred.  On failure returns NULL with errno EINVAL (@t not a prefix
+ * table, NULL @addr, @len beyond the width), ENOSPC (max_entries, or @t
+ * holds as many references as cowmap_retain() allows) or ENOMEM, and
+ * @value still belongs to the caller.  A value it replaces is passed to
+ * value_free when the last version holding it goes.
+ */
+COWMAP_API
+struct cowmap *cowmap_prefix_set(const struct cowmap *t, const void *addr,
+				 unsigned len, void *value);
+
+/**
+ * cowmap_prefix_del - a new version without prefix @addr/@len.
+ *
+ * Only that exact prefix goes; shorter prefixes it covered answer
+ * look-ups again, longer ones inside it stay.  Returns a new reference
+ * (@t itself, retained, when the prefix is absent), or NULL with errno
+ * EINVAL, ENOSPC (as cowmap_retain()) or ENOMEM.
+ */
+COWMAP_API
+struct cowmap *cowmap_prefix_del(const struct cowmap *t, const void *addr,
+				 unsigned len);
+
+/**
+ * cowmap_prefix_get - exact match: the value stored for prefix @addr/@len.
+ * @value: receives it when found (may be NULL).
+ *
+ * Returns 1 if found, 0 if absent, -EINVAL for bad arguments.  Allocates
+ * nothing, locks nothing, writes nothing shared: safe inside RCU
+ * read-side critical sections and from any number of threads.
+ */
+COWMAP_API
+int cowmap_prefix_get(const struct cowmap *t, const void *addr, unsigned len,
+		      void **value);
+
+/**
+ * cowmap_prefix_lookup - longest-prefix match of address @addr.
+ * @value: receives the value of the longest stored prefix covering @addr
+ *         (may be NULL).
+ * @len:   receives that prefix's length (may be NULL).
+ *
+ * Returns 1 if some prefix covers @addr, 0 if none does (with a default
+ * route /0 stored, every address is covered), -EINVAL for a NULL table or
+ * address or a hash map.  Reads (width + 7) / 8 bytes at @addr.  Same
+ * thread-safety as cowmap_prefix_get(): this is the forwarding fast path.
+ */
+COWMAP_API
+int cowmap_prefix_lookup(const struct cowmap *t, const void *addr,
+			 void **value, unsigned *len);
+
+/**
+ * cowmap_prefix_lookup_many - longest-prefix match of @n addresses at once.
+ * @addrs:  @n addresses packed one after another, (width + 7) / 8 bytes
+ *          each (4 for IPv4, 16 for IPv6).
+ * @values: values[i] receives address i's value, or NULL when no prefix
+ *          covers it.
+ * @lens:   lens[i] receives the matched length, 0 when none matched; may
+ *          be NULL.
+ *
+ * The look-ups advance together, a node per round with prefetching, so a
+ * batch pays memory latency about once per level rather than once per
+ * address, as cowmap_get_many() does.  Returns the number of addresses
+ * matched; 0 with errno EINVAL for a NULL or hash-map table, or NULL
+ * @addrs or @values with @n > 0.  Same thread-safety as
+ * cowmap_prefix_lookup().
+ */
+COWMAP_API
+size_t cowmap_prefix_lookup_many(const struct cowmap *t, size_t n,
+				 const void *addrs, void *values[],
+				 unsigned lens[]);
+
+/**
+ * cowmap_prefix_iter_next - step to the next prefix of the table that
+ * cowmap_iter_init(@it, table) positioned @it on.
+ * @addr:  receives the prefix, (width + 7) / 8 bytes with the bits beyond
+ *         its length zero (may be NULL).
+ * @len:   receives its length (may be NULL).
+ * @value: receives its value (may be NULL).
+ *
+ * Returns 1, or 0 at the end (at once for a hash map).  Every prefix comes
+ * exactly once, and after every stored prefix that covers it (so a table
+ * refilled in this order never meets a prefix before its parents); the
+ * order is otherwise unspecified.  Allocates nothing; the same rules as
+ * cowmap_iter_next() (the version must stay alive while iterating).
+ */
+COWMAP_API
+int cowmap_prefix_iter_next(struct cowmap_iter *it, void *addr, unsigned *len,
+			    void **value);
+
+/**
+ * cowmap_prefix_diff - call @fn once per prefix that differs between two
+ * prefix tables of the same width.
+ *
+ * As cowmap_diff(): old_value NULL for COWMAP_ADDED, new_value NULL for
+ * COWMAP_REMOVED, COWMAP_CHANGED when the value pointers differ; @addr
+ * (valid during the call only) has the bits beyond @len zero.  Subtrees
+ * the versions share are skipped by pointer, so the cost follows the
+ * difference.  Stops when @fn returns non-zero and returns that value;
+ * returns 0 when all were reported, -EINVAL for NULL arguments, a hash
+ * map, or different widths.  Never allocates.
+ */
+COWMAP_API
+int cowmap_prefix_diff(const struct cowmap *from, const struct cowmap *to,
+		       int (*fn)(enum cowmap_change what, const void *addr,
+				 unsigned len, void *old_value,
+				 void *new_value, void *ctx),
+		       void *ctx);
+
+/*
+ * Transactions on prefix tables: cowmap_txn_begin() on a prefix table
+ * gives a draft these calls edit (the hash-map txn calls refuse it);
+ * cowmap_txn_commit(), cowmap_txn_abort() and cowmap_txn_size() work as
+ * for maps.
+ */
+
+/**
+ * cowmap_txn_prefix_set - set prefix @addr/@len to @value in the draft.
+ * Returns 0, or -EINVAL (bad arguments, a hash-map draft or a finished
+ * transaction), -ENOSPC (max_entries) or -ENOMEM.  On failure the draft
+ * is as it was and @value still belongs to the caller.  A value replaced
+ * inside the draft that no version holds is passed to value_free at once.
+ */
+COWMAP_API
+int cowmap_txn_prefix_set(struct cowmap_txn *t, const void *addr,
+			  unsigned len, void *value);
+
+/**
+ * cowmap_txn_prefix_del - remove prefix @addr/@len from the draft.
+ * Returns 1 if removed, 0 if absent, or -EINVAL / -ENOMEM (the draft
+ * unchanged).
+ */
+COWMAP_API
+int cowmap_txn_prefix_del(struct cowmap_txn *t, const void *addr,
+			  unsigned len);
+
+/**
+ * cowmap_txn_prefix_get - exact match in the draft; as cowmap_prefix_get().
+ */
+COWMAP_API
+int cowmap_txn_prefix_get(const struct cowmap_txn *t, const void *addr,
+			  unsigned len, void **value);
+
+/**
+ * cowmap_txn_prefix_set_many - set @n routes in the draft, all or nothing.
+ * @routes: routes[i].value is stored under routes[i].addr/len.
+ *
+ * The same as cowmap_txn_prefix_set() for each route in order (the last
+ * route for a prefix wins), except that it is all or nothing: on failure
+ * the draft is as it was and every value still belongs to the caller.
+ * With value_free, a value that a later route for the same prefix
+ * replaced is passed to it once, unless the prefix ends with that very
+ * pointer.  Loading a whole route list into an empty table is the case it
+ * is for: nodes the batch creates are filled in place.
+ * Returns 0, or -EINVAL (NULL @routes with @n > 0, any bad route - checked
+ * before anything changes - or a finished or hash-map transaction),
+ * -ENOSPC (the draft would hold more than max_entries) or -ENOMEM.
+ */
+COWMAP_API
+int cowmap_txn_prefix_set_many(struct cowmap_txn *t, size_t n,
+			       const struct cowmap_route routes[]);
+
+/**
+ * cowmap_cell_prefix_set - set one prefix in the cell's current version
+ * and publish the result.
+ *
+ * A cowmap_cell_update() of cowmap_prefix_set(): writers are serialised by
+ * the cell's writer lock and readers see the old version or the new one,
+ * never a mix.  The same thread rules as cowmap_cell_update().  Returns 0
+ * (also when the prefix already had @value: nothing is published), or
+ * -EINVAL (the cell holds a hash map, bad arguments), -ENOSPC or -ENOMEM,
+ * with @value still the caller's on failure.
+ */
+COWMAP_API
+int cowmap_cell_prefix_set(struct cowmap_cell *c, const void *addr,
+			   unsigned len, void *value);
+
+/**
+ * cowmap_cell_prefix_del - remove one prefix from the cell's current
+ * version and publish.  Returns 1 if removed, 0 if absent (nothing
+ * published), or a negative errno as cowmap_cell_prefix_set().
+ */
+COWMAP_API
+int cowmap_cell_prefix_del(struct cowmap_cell *c, const void *addr,
+			   unsigned len);
 
 /** cowmap_version - the library's COWMAP_VERSION_NUMBER at run time. */
 COWMAP_API
