@@ -312,9 +312,6 @@ int main(int argc, char **argv)
 	       cpu, sysconf(_SC_NPROCESSORS_ONLN), reps, batch);
 	fflush(stdout);
 
-	if (lpm_dpdk_init(argv[0]) < 0)
-		return 1;
-
 	int status = 0;
 	double lpm6_add_us = -1;
 	struct lpm_set sets[2];
@@ -349,9 +346,8 @@ int main(int argc, char **argv)
 		}
 		if (status)
 			break;
-		/* cowmap first: its RSS is measured before DPDK's pool fills. */
 		if (lpm_cowmap_run(s, &figs[k][0]) < 0 ||
-		    lpm_dpdk_run(s, &figs[k][1]) < 0) {
+		    lpm_dpdk_run(s, &figs[k][1], argv[0]) < 0) {
 			status = 1;
 			break;
 		}
@@ -372,6 +368,5 @@ int main(int argc, char **argv)
 		free(sets[k].addrs);
 		rib_free(&sets[k].rib);
 	}
-	lpm_dpdk_cleanup();
 	return status;
 }

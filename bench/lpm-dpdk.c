@@ -2,9 +2,10 @@
  * lpm-dpdk.c - the peer of the LPM bench: DPDK's rte_lpm (IPv4) and
  * rte_lpm6 (IPv6), measured on the workload cowmap gets.
  *
- * The EAL runs without huge pages, PCI or telemetry, in 1 GiB of ordinary
- * memory on lcore 0, with a file prefix of its own so that runs side by
- * side do not meet.  Its memory is one anonymous mapping made at start;
+ * Each table is measured in a child process of its own, with its own EAL
+ * (see child()), which runs without huge pages, PCI or telemetry, in
+ * 1 GiB of ordinary memory on lcore 0, with a file prefix of its own so
+ * that runs side by side do not meet.  Its memory is one anonymous mapping made at start;
  * what a table costs is what its creation and its routes touch of it, so
  * the figure reported is the RSS growth over create + adds (rte_zmalloc
  * does not clear memory the kernel handed over zeroed), beside what the
@@ -31,13 +32,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_BATCH 256
 
 static char runtime_dir[4096];
 
-int lpm_dpdk_init(const char *argv0)
+static int dpdk_init(const char *argv0)
 {
 	char prefix[64], *argv[16];
 	int argc = 0;
@@ -75,7 +78,7 @@ int lpm_dpdk_init(const char *argv0)
 	return 0;
 }
 
-void lpm_dpdk_cleanup(void)
+static void dpdk_cleanup(void)
 {
 	DIR *d;
 	struct dirent *e;
@@ -370,12 +373,66 @@ static int run_v6(const struct lpm_set *s, struct lpm_figures *f)
 	return sum == 42 ? 1 : 0;
 }
 
-int lpm_dpdk_run(const struct lpm_set *s, struct lpm_figures *f)
+/*
+ * The child: one EAL for one table, so that the pages it touches are its
+ * own (the EAL keeps freed memory in its pool, where the next table would
+ * reuse it and show no RSS growth).  Writes its figures and answers into
+ * @out, shared with the parent.
+ */
+static int child(const struct lpm_set *s, struct lpm_figures *out,
+		 const char *argv0)
 {
 	int rc;
 
+	if (dpdk_init(argv0) < 0)
+		return -1;
+	rc = s->bytes == 4 ? run_v4(s, out) : run_v6(s, out);
+	dpdk_cleanup();
+	return rc < 0 ? -1 : 0;
+}
+
+int lpm_dpdk_run(const struct lpm_set *s, struct lpm_figures *f,
+		 const char *argv0)
+{
+	size_t answers = s->naddrs * sizeof(uint32_t);
+	size_t size = sizeof(*f) + 2 * answers;
+	struct lpm_figures *shared;
+	pid_t pid;
+	int status;
+
 	if (s->batch > MAX_BATCH || s->reps > 64)
 		return -EINVAL;
-	rc = s->bytes == 4 ? run_v4(s, f) : run_v6(s, f);
-	return rc < 0 ? rc : 0;
+	shared = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shared == MAP_FAILED)
+		return -errno;
+	*shared = *f;
+	shared->answers = (uint32_t *)(shared + 1);
+	shared->answers_bulk = shared->answers + s->naddrs;
+
+	fflush(NULL);	/* nothing buffered is written twice */
+	pid = fork();
+	if (pid < 0) {
+		munmap(shared, size);
+		return -errno;
+	}
+	if (pid == 0)
+		_exit(child(s, shared, argv0) < 0 ? 1 : 0);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "lpm-bench: the DPDK side failed\n");
+		munmap(shared, size);
+		return -EIO;
+	}
+
+	uint32_t *a = f->answers, *b = f->answers_bulk;
+
+	*f = *shared;
+	f->answers = a;
+	f->answers_bulk = b;
+	memcpy(a, shared->answers, answers);
+	memcpy(b, shared->answers_bulk, answers);
+	munmap(shared, size);
+	return 0;
 }

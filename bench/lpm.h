@@ -56,13 +56,11 @@ double lpm_median(double *v, int n);	/* sorts v */
 int lpm_cowmap_run(const struct lpm_set *s, struct lpm_figures *f);
 
 /*
- * DPDK: lpm_dpdk_init() starts the EAL once (no huge pages, one lcore)
- * and returns 0, or -1 after saying why; lpm_dpdk_run() measures rte_lpm
- * (bytes 4) or rte_lpm6 (bytes 16); lpm_dpdk_cleanup() stops the EAL and
- * removes its run-time files.
+ * DPDK: rte_lpm (bytes 4) or rte_lpm6 (bytes 16), measured in a child
+ * process with an EAL of its own (no huge pages, one lcore); its figures
+ * and answers come back in @f.  0, or -1 after saying why.
  */
-int lpm_dpdk_init(const char *argv0);
-int lpm_dpdk_run(const struct lpm_set *s, struct lpm_figures *f);
-void lpm_dpdk_cleanup(void);
+int lpm_dpdk_run(const struct lpm_set *s, struct lpm_figures *f,
+		 const char *argv0);
 
 #endif /* LPM_H */
