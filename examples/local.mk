@@ -31,9 +31,16 @@ examples_config_reload_config_reload_SOURCES = \
 examples_config_reload_config_reload_CFLAGS = $(AM_CFLAGS) $(URCU_CFLAGS)
 examples_config_reload_config_reload_LDADD = $(examples_ldadd)
 
-# routing-table: IPv4 /24 routes, batched lookups and batched updates.
+# routing-table: IPv4 or IPv6 routes of any length (a route file, or the
+# GeoIP databases), batched longest-prefix match against route updates in
+# transactions; --lookup answers addresses.  rib.c and geoip.c are shared
+# with bench/lpm-bench.
 examples_routing_table_routing_table_SOURCES = \
-	examples/routing-table/routing-table.c
+	examples/routing-table/routing-table.c \
+	examples/routing-table/rib.c \
+	examples/routing-table/rib.h \
+	examples/routing-table/geoip.c \
+	examples/routing-table/geoip.h
 examples_routing_table_routing_table_CFLAGS = $(AM_CFLAGS) $(URCU_CFLAGS)
 examples_routing_table_routing_table_LDADD = $(examples_ldadd)
 

@@ -69,12 +69,17 @@ static int by_prefix(const void *a, const void *b)
 	return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
+void rib_sort(struct rib *r)
+{
+	qsort(r->route, r->n, sizeof(*r->route), by_prefix);
+}
+
 size_t rib_sort_unique(struct rib *r)
 {
 	size_t kept = 0;
 
 	/* qsort is not stable: among duplicates, "first" is any one. */
-	qsort(r->route, r->n, sizeof(*r->route), by_prefix);
+	rib_sort(r);
 	for (size_t i = 0; i < r->n; i++)
 		if (kept == 0 || by_prefix(&r->route[kept - 1], &r->route[i]) != 0)
 			r->route[kept++] = r->route[i];

@@ -56,6 +56,10 @@ static inline unsigned rib_bytes(const struct rib *r)
  */
 int rib_add(struct rib *r, const uint8_t *addr, unsigned len, uint32_t hop);
 
+/* rib_sort - sort in address order, a shorter prefix before the longer
+ * ones it covers; routes for the same prefix end up side by side. */
+void rib_sort(struct rib *r);
+
 /*
  * rib_sort_unique - sort in address order, a shorter prefix before the
  * longer ones it covers, and keep the first of several routes for one
