@@ -65,6 +65,7 @@
 #include "map.h"
 
 #include "alloc.h"
+#include "prefix.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -440,7 +441,9 @@ static void count_retired(struct cowmap_cell *c, struct retired *r,
 	r->cell = c;
 	r->bytes = sizeof(*old);
 	r->nodes = 0;
-	if (lone_hash != NULL)
+	if (old->kind == CM_KIND_PREFIX)
+		cm_prefix_sole_owned(old, &r->bytes, &r->nodes);
+	else if (lone_hash != NULL)
 		sole_owned_path(old->root, *lone_hash, &r->bytes, &r->nodes);
 	else
 		sole_owned(old->root, &r->bytes, &r->nodes);
@@ -811,6 +814,10 @@ static void combine(struct cowmap_cell *c)
 	for (struct cell_request *q = list; q != NULL; q = q->next) {
 		struct cm_lookup l;
 
+		if (v->kind != CM_KIND_HASH) {	/* a prefix table's cell */
+			q->result = -EINVAL;
+			continue;
+		}
 		cm_map_lookup(v, q->key, q->len, &l);
 
 		int outcome = cm_lookup_outcome(v, &l, q->is_del, q->value);

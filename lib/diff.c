@@ -10,6 +10,7 @@
  * by key instead.
  */
 #include "map.h"
+#include "prefix.h"
 
 typedef int (*change_fn)(enum cowmap_change what, const void *key,
 			 size_t len, void *old_value, void *new_value,
@@ -276,7 +277,7 @@ static int run_differ(const struct differ *d)
 int cowmap_diff(const struct cowmap *from, const struct cowmap *to,
 		change_fn fn, void *ctx)
 {
-	if (!cm_map_valid(from) || !cm_map_valid(to) || fn == NULL)
+	if (!cm_hash_valid(from) || !cm_hash_valid(to) || fn == NULL)
 		return -EINVAL;
 
 	struct differ d = { .from = from, .to = to, .fn = fn, .fn_ctx = ctx };
@@ -300,6 +301,10 @@ int cowmap_equal(const struct cowmap *a, const struct cowmap *b,
 		return -EINVAL;
 	if (a == b)
 		return 1;
+	if (a->kind != b->kind)
+		return 0;
+	if (a->kind == CM_KIND_PREFIX)
+		return cm_prefix_equal(a, b, value_eq, ctx);
 	if (a->count != b->count)
 		return 0;
 

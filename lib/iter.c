@@ -23,7 +23,7 @@ void cowmap_iter_init(struct cowmap_iter *it, const struct cowmap *m)
 int cowmap_iter_next(struct cowmap_iter *it, const void **key, size_t *len,
 		     void **value)
 {
-	if (it == NULL)
+	if (it == NULL || !cm_hash_valid(it->priv_map))
 		return 0;
 
 	while (it->priv_depth >= 0) {

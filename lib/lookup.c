@@ -24,6 +24,11 @@ __attribute__((constructor)) static void pick_variant(void)
 
 	use_popcnt = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_POPCNT) != 0;
 }
+
+bool cm_lookup_use_popcnt(void)
+{
+	return use_popcnt;
+}
 #endif
 
 int cowmap_get(const struct cowmap *m, const void *key, size_t len,

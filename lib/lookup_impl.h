@@ -103,7 +103,7 @@ int LOOKUP_VARIANT(cm_get)(const struct cowmap *m, const void *key,
 {
 	struct cm_probe p;
 
-	if (cm_check_key(key, len) < 0 || !cm_map_valid(m))
+	if (cm_check_key(key, len) < 0 || !cm_hash_valid(m))
 		return -EINVAL;
 	cm_map_probe(m, &p, key, len);
 
@@ -122,7 +122,7 @@ size_t LOOKUP_VARIANT(cm_get_many)(const struct cowmap *m, size_t n,
 {
 	size_t found = 0;
 
-	if (!cm_map_valid(m) || (n > 0 && (keys == NULL || lens == NULL ||
+	if (!cm_hash_valid(m) || (n > 0 && (keys == NULL || lens == NULL ||
 					   values == NULL))) {
 		errno = EINVAL;
 		return 0;

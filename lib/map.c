@@ -6,6 +6,7 @@
 
 #include "alloc.h"
 #include "edit.h"
+#include "prefix.h"
 
 #include <errno.h>
 
@@ -105,7 +106,9 @@ void cowmap_release(struct cowmap *m)
 	if ((old & CM_REFS_COUNT) != 1)
 		return;
 	atomic_thread_fence(memory_order_acquire);
-	if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT)
+	if (m->kind == CM_KIND_PREFIX)
+		cm_prefix_free_root(m);
+	else if ((old & (CM_REFS_LENT | CM_REFS_RETURNED)) == CM_REFS_LENT)
 		cm_lend_free_version(m);	/* its root lent what it held */
 	else
 		cm_node_release(m->root, &m->own);
@@ -209,7 +212,7 @@ struct cowmap *cowmap_set(const struct cowmap *m, const void *key,
 {
 	struct cm_lookup l;
 
-	if (!cm_map_valid(m) || cm_check_key(key, len) < 0) {
+	if (!cm_hash_valid(m) || cm_check_key(key, len) < 0) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -221,7 +224,7 @@ struct cowmap *cowmap_del(const struct cowmap *m, const void *key, size_t len)
 {
 	struct cm_lookup l;
 
-	if (!cm_map_valid(m) || cm_check_key(key, len) < 0) {
+	if (!cm_hash_valid(m) || cm_check_key(key, len) < 0) {
 		errno = EINVAL;
 		return NULL;
 	}

@@ -20,7 +20,12 @@ struct cowmap {
 	atomic_uint refs;	/* count, and the CM_REFS_* lending flags */
 	uint32_t magic;		/* CM_MAP_MAGIC while alive (checked in debug) */
 	size_t count;
-	struct cm_node *root;	/* never NULL: an empty map has an empty root */
+	union {
+		struct cm_node *root;	/* never NULL: an empty map has an empty root */
+		struct cm_pnode *proot;	/* a prefix table's (lib/prefix.h) */
+	};
+	uint8_t kind;		/* enum cm_kind: which trie root points to */
+	uint8_t width;		/* prefix tables: bits per address, 1..128 */
 	uint64_t seed;
 	struct cm_sipkey sipkey;	/* derived from seed, for the built-in hash */
 	uint64_t (*hash)(const void *key, size_t len, uint64_t seed, void *ctx);
@@ -40,6 +45,16 @@ struct cowmap {
  * that are being refused at the same moment, each of which adds one
  * before it takes it back, from carrying into the flags. */
 #define CM_VERSION_REFS_MAX (CM_REFS_COUNT / 2)
+
+/*
+ * The kinds of version.  Only the few places that free, measure, compare
+ * or draft a whole version ask which one they have (cowmap_release,
+ * cowmap_stats, cowmap_equal, the transaction shell, the cell's pending
+ * bytes) and hand a prefix table to lib/prefix*.c; the calls of one kind
+ * refuse the other with EINVAL (cm_hash_valid, cm_prefix_valid).
+ * kind and width are part of a version's family, like the options.
+ */
+enum cm_kind { CM_KIND_HASH = 0, CM_KIND_PREFIX = 1 };
 
 #define CM_MAP_MAGIC 0x636f776du	/* "cowm" */
 #define CM_DEAD_MAGIC 0xdeadc0deu
@@ -68,6 +83,17 @@ static inline bool cm_map_valid(const struct cowmap *m)
 #else
 	return m != NULL;
 #endif
+}
+
+/* A usable version of the hash kind: what the key calls require. */
+static inline bool cm_hash_valid(const struct cowmap *m)
+{
+	return cm_map_valid(m) && m->kind == CM_KIND_HASH;
+}
+
+static inline bool cm_prefix_valid(const struct cowmap *m)
+{
+	return cm_map_valid(m) && m->kind == CM_KIND_PREFIX;
 }
 
 static inline uint64_t cm_map_hash(const struct cowmap *m, const void *key,
@@ -104,6 +130,8 @@ static inline void cm_map_copy_options(struct cowmap *to,
 	to->hash = from->hash;
 	to->own = from->own;
 	to->max_entries = from->max_entries;
+	to->kind = from->kind;
+	to->width = from->width;
 }
 
 /*

@@ -3,6 +3,7 @@
  * checker of every trie invariant run after each write.
  */
 #include "map.h"
+#include "prefix.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,8 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out)
 {
 	if (!cm_map_valid(m) || out == NULL)
 		return -EINVAL;
+	if (m->kind == CM_KIND_PREFIX)
+		return cm_prefix_stats(m, out);
 	*out = (struct cowmap_stats){ .bytes = sizeof(*m) };
 	stats_walk(m->root, m, 0, out);
 	return 0;

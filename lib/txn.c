@@ -17,20 +17,10 @@
 #include "alloc.h"
 #include "edit.h"
 #include "merge.h"
+#include "prefix.h"
+#include "txn.h"
 
 #include <errno.h>
-
-#define CM_TXN_LIVE 0x74786e21u	/* "txn!" */
-#define CM_TXN_DONE 0x74786e2du	/* "txn-" */
-
-struct cowmap_txn {
-	uint32_t magic;
-	bool changed;
-	struct cowmap *base;	/* retained: returned as is if nothing changed */
-	struct cowmap *shell;	/* the committed version, options preset */
-	struct cm_node *root;	/* the draft's own reference */
-	size_t count;
-};
 
 static void txn_retire(struct cowmap_txn *t)
 {
@@ -38,7 +28,7 @@ static void txn_retire(struct cowmap_txn *t)
 	cm_free_quarantined(t);
 }
 
-static bool txn_live(const struct cowmap_txn *t, const char *call)
+bool cm_txn_live(const struct cowmap_txn *t, const char *call)
 {
 	if (t == NULL)
 		return false;
@@ -80,9 +70,20 @@ struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base)
 	t->base = held;
 	t->shell = shell;
 	t->root = base->root;
-	cm_node_retain(t->root);
+	if (base->kind == CM_KIND_PREFIX)
+		cm_prefix_txn_begin(t);
+	else
+		cm_node_retain(t->root);
 	t->count = base->count;
 	return t;
+}
+
+void cm_txn_release_root(struct cowmap_txn *t)
+{
+	if (t->shell->kind == CM_KIND_PREFIX)
+		cm_pn_release(t->proot, &t->shell->own);
+	else
+		cm_node_release(t->root, &t->shell->own);
 }
 
 /* Install the root an edit returned; the draft drops its old reference. */
@@ -101,7 +102,7 @@ int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
 	struct cm_entry e;
 	struct cm_node *root;
 
-	if (!txn_live(t, "cowmap_txn_set") || cm_check_key(key, len) < 0)
+	if (!cm_txn_hash(t, "cowmap_txn_set") || cm_check_key(key, len) < 0)
 		return -EINVAL;
 
 	const struct cowmap *m = t->shell;
@@ -156,7 +157,7 @@ int cowmap_txn_set_many(struct cowmap_txn *t, size_t n,
 			const void *const keys[], const size_t lens[],
 			void *const values[])
 {
-	if (!txn_live(t, "cowmap_txn_set_many"))
+	if (!cm_txn_hash(t, "cowmap_txn_set_many"))
 		return -EINVAL;
 	if (n == 0)
 		return 0;
@@ -211,7 +212,7 @@ int cowmap_txn_del(struct cowmap_txn *t, const void *key, size_t len)
 	struct cm_probe p;
 	struct cm_node *root;
 
-	if (!txn_live(t, "cowmap_txn_del") || cm_check_key(key, len) < 0)
+	if (!cm_txn_hash(t, "cowmap_txn_del") || cm_check_key(key, len) < 0)
 		return -EINVAL;
 	cm_map_probe(t->shell, &p, key, len);
 	if (cm_node_find(t->root, &p) == NULL)
@@ -232,7 +233,7 @@ int cowmap_txn_get(const struct cowmap_txn *t, const void *key, size_t len,
 {
 	struct cm_probe p;
 
-	if (!txn_live(t, "cowmap_txn_get") || cm_check_key(key, len) < 0)
+	if (!cm_txn_hash(t, "cowmap_txn_get") || cm_check_key(key, len) < 0)
 		return -EINVAL;
 	cm_map_probe(t->shell, &p, key, len);
 
@@ -247,25 +248,29 @@ int cowmap_txn_get(const struct cowmap_txn *t, const void *key, size_t len,
 
 size_t cowmap_txn_size(const struct cowmap_txn *t)
 {
-	return txn_live(t, "cowmap_txn_size") ? t->count : 0;
+	return cm_txn_live(t, "cowmap_txn_size") ? t->count : 0;
 }
 
 struct cowmap *cowmap_txn_commit(struct cowmap_txn *t)
 {
 	struct cowmap *result;
 
-	if (!txn_live(t, "cowmap_txn_commit")) {
+	if (!cm_txn_live(t, "cowmap_txn_commit")) {
 		errno = EINVAL;
 		return NULL;
 	}
 	if (!t->changed) {
-		cm_node_release(t->root, &t->shell->own);
+		cm_txn_release_root(t);
 		cm_free(t->shell);
 		result = t->base;	/* the draft's reference becomes the caller's */
 	} else {
-		t->root = cm_edit_seal(t->root);
 		result = t->shell;
-		cm_map_init(result, result, t->root, t->count);
+		if (result->kind == CM_KIND_PREFIX) {
+			cm_prefix_txn_commit(t);
+		} else {
+			t->root = cm_edit_seal(t->root);
+			cm_map_init(result, result, t->root, t->count);
+		}
 		cowmap_release(t->base);
 	}
 	txn_retire(t);
@@ -274,9 +279,9 @@ struct cowmap *cowmap_txn_commit(struct cowmap_txn *t)
 
 void cowmap_txn_abort(struct cowmap_txn *t)
 {
-	if (!txn_live(t, "cowmap_txn_abort"))
+	if (!cm_txn_live(t, "cowmap_txn_abort"))
 		return;
-	cm_node_release(t->root, &t->shell->own);
+	cm_txn_release_root(t);
 	cowmap_release(t->base);
 	cm_free(t->shell);
 	txn_retire(t);

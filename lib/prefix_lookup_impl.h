@@ -1,0 +1,184 @@
+/*
+ * prefix_lookup_impl.h - the read path of prefix tables:
+ * cowmap_prefix_lookup() and cowmap_prefix_lookup_many().
+ *
+ * Included once per instruction-set variant, as lookup_impl.h is for maps
+ * (prefix_lookup_generic.c, prefix_lookup_popcnt.c): two popcounts a
+ * level are most of a cached lookup's instructions.
+ *
+ * The walk (prefix.c "The lookup"): at each node the slot's six bits
+ * select a run, whose byte names the node's best prefix for the slot;
+ * the deepest node that has one wins, and only its value is read.
+ * Addresses of tables up to 64 bits wide are walked in one 64-bit word,
+ * wider ones in 128 bits.
+ *
+ * A batch advances its addresses in rounds, one level per round, each
+ * prefetching the child it goes to, so the misses of a group are in
+ * flight together; the values of the answers are prefetched before
+ * they are read, for the same reason.
+ */
+#include "lookup.h"
+#include "prefix_edit.h"
+
+#ifndef PFX_VARIANT
+#error "define PFX_VARIANT(name) before including prefix_lookup_impl.h"
+#endif
+
+/* The answer a node gives for @s, folded into the running best. */
+#define PFX_STEP(n, s, d, bn, bh, bd)                                        \
+	do {                                                                 \
+		uint64_t rm_ = (n)->runmap;                                  \
+		if (rm_ != 0) {                                              \
+			unsigned h_ = cm_pn_runs(n)[cm_popcount64(           \
+				rm_ << (63 - (s))) - 1];                      \
+			if (h_ != 0) {                                       \
+				bn = (n);                                    \
+				bh = h_;                                     \
+				bd = (d);                                    \
+			}                                                    \
+		}                                                            \
+	} while (0)
+
+static inline int pfx_answer(const struct cm_pnode *bn, unsigned bh,
+			     unsigned bd, void **value, unsigned *len)
+{
+	if (bn == NULL)
+		return 0;
+	if (value != NULL)
+		*value = cm_pn_values(bn)[cm_pfx_index(bn->pfxmap, bh)];
+	if (len != NULL)
+		*len = CM_PFX_STRIDE * bd + cm_heap_rlen(bh);
+	return 1;
+}
+
+static inline int walk64(const struct cm_pnode *n, uint64_t a, void **value,
+			 unsigned *len)
+{
+	const struct cm_pnode *bn = NULL;
+	unsigned bh = 0, bd = 0;
+
+	for (unsigned d = 0;; d++) {
+		unsigned s = (unsigned)((a << (CM_PFX_STRIDE * d)) >> 58);
+		uint64_t bit = UINT64_C(1) << s;
+
+		PFX_STEP(n, s, d, bn, bh, bd);
+		if (!(n->childmap & bit))
+			break;
+		n = cm_pn_children(n)[cm_popcount64(n->childmap & (bit - 1))];
+	}
+	return pfx_answer(bn, bh, bd, value, len);
+}
+
+static inline int walk128(const struct cm_pnode *n, cm_addr a, void **value,
+			  unsigned *len)
+{
+	const struct cm_pnode *bn = NULL;
+	unsigned bh = 0, bd = 0;
+
+	for (unsigned d = 0;; d++) {
+		unsigned s = cm_pfx_slot(a, d);
+		uint64_t bit = UINT64_C(1) << s;
+
+		PFX_STEP(n, s, d, bn, bh, bd);
+		if (!(n->childmap & bit))
+			break;
+		n = cm_pn_children(n)[cm_popcount64(n->childmap & (bit - 1))];
+	}
+	return pfx_answer(bn, bh, bd, value, len);
+}
+
+int PFX_VARIANT(cm_prefix_lookup)(const struct cowmap *t, const void *addr,
+				  void **value, unsigned *len)
+{
+	if (!cm_prefix_valid(t) || addr == NULL)
+		return -EINVAL;
+
+	cm_addr a = cm_addr_load(addr, cm_pfx_width(t));
+
+	if (cm_pfx_width(t) <= 64)
+		return walk64(t->proot, (uint64_t)(a >> 64), value, len);
+	return walk128(t->proot, a, value, len);
+}
+
+#define PFX_GROUP 16
+
+static size_t lookup_group(const struct cowmap *t, size_t n,
+			   const unsigned char *addrs, size_t stride,
+			   void *values[], unsigned lens[])
+{
+	cm_addr a[PFX_GROUP];
+	const struct cm_pnode *at[PFX_GROUP], *bn[PFX_GROUP];
+	unsigned char bh[PFX_GROUP], bd[PFX_GROUP], active[PFX_GROUP];
+	unsigned nactive = 0, width = cm_pfx_width(t);
+	size_t found = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		a[i] = cm_addr_load(addrs + i * stride, width);
+		at[i] = t->proot;
+		bn[i] = NULL;
+		bh[i] = bd[i] = 0;
+		active[nactive++] = (unsigned char)i;
+	}
+	for (unsigned d = 0; nactive > 0; d++) {
+		unsigned still = 0;
+
+		for (unsigned k = 0; k < nactive; k++) {
+			unsigned i = active[k];
+			const struct cm_pnode *node = at[i];
+			unsigned s = cm_pfx_slot(a[i], d);
+			uint64_t bit = UINT64_C(1) << s;
+			const struct cm_pnode *b = bn[i];
+			unsigned h = bh[i], bdep = bd[i];
+
+			PFX_STEP(node, s, d, b, h, bdep);
+			bn[i] = b;
+			bh[i] = (unsigned char)h;
+			bd[i] = (unsigned char)bdep;
+			if (node->childmap & bit) {
+				at[i] = cm_pn_children(node)[cm_popcount64(
+					node->childmap & (bit - 1))];
+				__builtin_prefetch(at[i], 0, 3);
+				active[still++] = (unsigned char)i;
+			} else if (b != NULL) {
+				/* done: ask for the value's line now */
+				__builtin_prefetch(
+					&cm_pn_values(b)[cm_pfx_index(b->pfxmap,
+								      h)],
+					0, 3);
+			}
+		}
+		nactive = still;
+	}
+	for (size_t i = 0; i < n; i++) {
+		void *v = NULL;
+		unsigned len = 0;
+
+		if (pfx_answer(bn[i], bh[i], bd[i], &v, &len))
+			found++;
+		values[i] = v;
+		if (lens != NULL)
+			lens[i] = len;
+	}
+	return found;
+}
+
+size_t PFX_VARIANT(cm_prefix_lookup_many)(const struct cowmap *t, size_t n,
+					  const void *addrs, void *values[],
+					  unsigned lens[])
+{
+	if (!cm_prefix_valid(t) || (n > 0 && (addrs == NULL || values == NULL))) {
+		errno = EINVAL;
+		return 0;
+	}
+
+	size_t stride = (cm_pfx_width(t) + 7) / 8, found = 0;
+	const unsigned char *p = addrs;
+
+	for (size_t i = 0; i < n; i += PFX_GROUP) {
+		size_t g = n - i < PFX_GROUP ? n - i : PFX_GROUP;
+
+		found += lookup_group(t, g, p + i * stride, stride, values + i,
+				      lens != NULL ? lens + i : NULL);
+	}
+	return found;
+}
