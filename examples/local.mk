@@ -54,9 +54,17 @@ examples_lookup_table_lookup_table_LDADD = $(examples_ldadd)
 # through $top_srcdir (AM_TESTS_ENVIRONMENT in the top Makefile.am).
 TESTS += \
 	tests/check_examples_run.sh \
-	tests/check_config_reload.sh
+	tests/check_config_reload.sh \
+	tests/check_routing_table.sh
 
 EXTRA_DIST += \
 	examples/config-reload/example.conf \
 	tests/check_examples_run.sh \
-	tests/check_config_reload.sh
+	tests/check_config_reload.sh \
+	tests/check_routing_table.sh \
+	tests/routing-table/ipv4.routes \
+	tests/routing-table/ipv4.addresses \
+	tests/routing-table/ipv4.expected \
+	tests/routing-table/ipv6.routes \
+	tests/routing-table/ipv6.addresses \
+	tests/routing-table/ipv6.expected
