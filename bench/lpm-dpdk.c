@@ -131,6 +131,113 @@ static uint32_t host_order(const uint8_t *a)
 	       (uint32_t)a[2] << 8 | a[3];
 }
 
+/* --- Timed passes over the addresses -------------------------------- */
+
+static volatile uint64_t sink;	/* keeps the answers of timed loops alive */
+
+struct v4 {
+	struct rte_lpm *lpm;
+	const uint32_t *ips;	/* host byte order, as rte_lpm takes them */
+};
+
+static double v4_single(const struct lpm_set *s, void *arg)
+{
+	const struct v4 *p = arg;
+	uint64_t sum = 0;
+	double t = lpm_now();
+
+	for (size_t i = 0; i < s->naddrs; i++) {
+		uint32_t nh;
+
+		if (rte_lpm_lookup(p->lpm, p->ips[i], &nh) == 0)
+			sum += nh;
+	}
+	t = lpm_now() - t;
+	sink += sum;
+	return t / (double)s->naddrs * 1e9;
+}
+
+static double v4_bulk(const struct lpm_set *s, void *arg)
+{
+	const struct v4 *p = arg;
+	size_t n = s->naddrs - s->naddrs % s->batch;
+	uint64_t sum = 0;
+	double t = lpm_now();
+
+	for (size_t i = 0; i < n; i += s->batch) {
+		uint32_t nh[MAX_BATCH];
+
+		rte_lpm_lookup_bulk(p->lpm, p->ips + i, nh, s->batch);
+		for (unsigned j = 0; j < s->batch; j++)
+			sum += nh[j];
+	}
+	t = lpm_now() - t;
+	sink += sum;
+	return t / (double)n * 1e9;
+}
+
+static double v6_single(const struct lpm_set *s, void *arg)
+{
+	struct rte_lpm6 *lpm = arg;
+	uint64_t sum = 0;
+	double t = lpm_now();
+
+	for (size_t i = 0; i < s->naddrs; i++) {
+		uint32_t nh;
+
+		if (rte_lpm6_lookup(lpm, s->addrs + 16 * i, &nh) == 0)
+			sum += nh;
+	}
+	t = lpm_now() - t;
+	sink += sum;
+	return t / (double)s->naddrs * 1e9;
+}
+
+static double v6_bulk(const struct lpm_set *s, void *arg)
+{
+	struct rte_lpm6 *lpm = arg;
+	size_t n = s->naddrs - s->naddrs % s->batch;
+	uint64_t sum = 0;
+	double t = lpm_now();
+
+	for (size_t i = 0; i < n; i += s->batch) {
+		int32_t nh[MAX_BATCH];
+
+		rte_lpm6_lookup_bulk_func(lpm, (uint8_t(*)[16])(s->addrs + 16 * i),
+					  nh, s->batch);
+		for (unsigned j = 0; j < s->batch; j++)
+			sum += (uint32_t)nh[j];
+	}
+	t = lpm_now() - t;
+	sink += sum;
+	return t / (double)n * 1e9;
+}
+
+/*
+ * The passes of both sides, taken in turns (ours single, theirs single,
+ * ours batched, theirs batched), so that on a shared machine a busy
+ * moment weighs on both; the median of each is kept.
+ */
+static void timed_passes(const struct lpm_set *s, struct lpm_figures *f,
+			 struct lpm_pass *ours,
+			 double (*single)(const struct lpm_set *, void *),
+			 double (*bulk)(const struct lpm_set *, void *),
+			 void *peer)
+{
+	double os[64], ts[64], ob[64], tb[64];
+
+	for (int rep = 0; rep < s->reps; rep++) {
+		os[rep] = ours->single(s, ours->ctx);
+		ts[rep] = single(s, peer);
+		ob[rep] = ours->bulk(s, ours->ctx);
+		tb[rep] = bulk(s, peer);
+	}
+	ours->single_ns = lpm_median(os, s->reps);
+	ours->bulk_ns = lpm_median(ob, s->reps);
+	f->lookup_ns = lpm_median(ts, s->reps);
+	f->bulk_ns = lpm_median(tb, s->reps);
+}
+
 /* --- A reader on its own thread, for its rate (nothing writes). ------ */
 
 struct reader {
@@ -191,7 +298,8 @@ static double reader_rate(const struct lpm_set *s, struct rte_lpm *lpm,
 
 /* --- The measurements ------------------------------------------------ */
 
-static int run_v4(const struct lpm_set *s, struct lpm_figures *f)
+static int run_v4(const struct lpm_set *s, struct lpm_figures *f,
+		  struct lpm_pass *pass)
 {
 	const struct rib *r = &s->rib;
 	uint32_t groups = tbl8_groups(r);
@@ -200,8 +308,6 @@ static int run_v4(const struct lpm_set *s, struct lpm_figures *f)
 		.number_tbl8s = groups + groups / 8 + 64,
 	};
 	uint32_t *ips = malloc(s->naddrs * sizeof(*ips));
-	double times[64];
-	uint64_t sum = 0;
 
 	if (ips == NULL)
 		return -ENOMEM;
@@ -251,41 +357,18 @@ static int run_v4(const struct lpm_set *s, struct lpm_figures *f)
 				? nh[j] & 0x00ffffff : LPM_NO_ROUTE;
 	}
 
-	for (int rep = 0; rep < s->reps; rep++) {
-		double t = lpm_now();
+	struct v4 peer = { lpm, ips };
 
-		for (size_t i = 0; i < s->naddrs; i++) {
-			uint32_t nh;
-
-			if (rte_lpm_lookup(lpm, ips[i], &nh) == 0)
-				sum += nh;
-		}
-		times[rep] = (lpm_now() - t) / (double)s->naddrs * 1e9;
-	}
-	f->lookup_ns = lpm_median(times, s->reps);
-
-	for (int rep = 0; rep < s->reps; rep++) {
-		size_t n = s->naddrs - s->naddrs % s->batch;
-		double t = lpm_now();
-
-		for (size_t i = 0; i < n; i += s->batch) {
-			uint32_t nh[MAX_BATCH];
-
-			rte_lpm_lookup_bulk(lpm, ips + i, nh, s->batch);
-			for (unsigned j = 0; j < s->batch; j++)
-				sum += nh[j];
-		}
-		times[rep] = (lpm_now() - t) / (double)n * 1e9;
-	}
-	f->bulk_ns = lpm_median(times, s->reps);
+	timed_passes(s, f, pass, v4_single, v4_bulk, &peer);
 	f->reader_mops = reader_rate(s, lpm, NULL, ips);
 
 	rte_lpm_free(lpm);
 	free(ips);
-	return sum == 42 ? 1 : 0;	/* keeps sum alive */
+	return 0;
 }
 
-static int run_v6(const struct lpm_set *s, struct lpm_figures *f)
+static int run_v6(const struct lpm_set *s, struct lpm_figures *f,
+		  struct lpm_pass *pass)
 {
 	const struct rib *r = &s->rib;
 	uint32_t groups = tbl8_groups(r);
@@ -293,8 +376,6 @@ static int run_v6(const struct lpm_set *s, struct lpm_figures *f)
 		.max_rules = (uint32_t)r->n + 16,
 		.number_tbl8s = groups + groups / 8 + 64,
 	};
-	double times[64];
-	uint64_t sum = 0;
 	double rss0 = lpm_rss_mib(), t0 = lpm_now();
 	struct rte_lpm6 *lpm = rte_lpm6_create("cowmap_bench_v6", SOCKET_ID_ANY,
 					       &cfg);
@@ -338,39 +419,11 @@ static int run_v6(const struct lpm_set *s, struct lpm_figures *f)
 							   : (uint32_t)nh[j];
 	}
 
-	for (int rep = 0; rep < s->reps; rep++) {
-		double t = lpm_now();
-
-		for (size_t i = 0; i < s->naddrs; i++) {
-			uint32_t nh;
-
-			if (rte_lpm6_lookup(lpm, s->addrs + 16 * i, &nh) == 0)
-				sum += nh;
-		}
-		times[rep] = (lpm_now() - t) / (double)s->naddrs * 1e9;
-	}
-	f->lookup_ns = lpm_median(times, s->reps);
-
-	for (int rep = 0; rep < s->reps; rep++) {
-		size_t n = s->naddrs - s->naddrs % s->batch;
-		double t = lpm_now();
-
-		for (size_t i = 0; i < n; i += s->batch) {
-			int32_t nh[MAX_BATCH];
-
-			rte_lpm6_lookup_bulk_func(lpm,
-				(uint8_t(*)[16])(s->addrs + 16 * i), nh,
-				s->batch);
-			for (unsigned j = 0; j < s->batch; j++)
-				sum += (uint32_t)nh[j];
-		}
-		times[rep] = (lpm_now() - t) / (double)n * 1e9;
-	}
-	f->bulk_ns = lpm_median(times, s->reps);
+	timed_passes(s, f, pass, v6_single, v6_bulk, lpm);
 	f->reader_mops = reader_rate(s, NULL, lpm, NULL);
 
 	rte_lpm6_free(lpm);
-	return sum == 42 ? 1 : 0;
+	return 0;
 }
 
 /*
@@ -380,59 +433,65 @@ static int run_v6(const struct lpm_set *s, struct lpm_figures *f)
  * @out, shared with the parent.
  */
 static int child(const struct lpm_set *s, struct lpm_figures *out,
-		 const char *argv0)
+		 struct lpm_pass *pass, const char *argv0)
 {
 	int rc;
 
 	if (dpdk_init(argv0) < 0)
 		return -1;
-	rc = s->bytes == 4 ? run_v4(s, out) : run_v6(s, out);
+	rc = s->bytes == 4 ? run_v4(s, out, pass) : run_v6(s, out, pass);
 	dpdk_cleanup();
 	return rc < 0 ? -1 : 0;
 }
 
 int lpm_dpdk_run(const struct lpm_set *s, struct lpm_figures *f,
-		 const char *argv0)
+		 struct lpm_pass *pass, const char *argv0)
 {
+	struct shared {
+		struct lpm_figures f;
+		struct lpm_pass pass;
+		uint32_t answers[];	/* 2 * naddrs */
+	} *sh;
 	size_t answers = s->naddrs * sizeof(uint32_t);
-	size_t size = sizeof(*f) + 2 * answers;
-	struct lpm_figures *shared;
+	size_t size = sizeof(*sh) + 2 * answers;
 	pid_t pid;
 	int status;
 
 	if (s->batch > MAX_BATCH || s->reps > 64)
 		return -EINVAL;
-	shared = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (shared == MAP_FAILED)
+	sh = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
 		return -errno;
-	*shared = *f;
-	shared->answers = (uint32_t *)(shared + 1);
-	shared->answers_bulk = shared->answers + s->naddrs;
+	sh->f = *f;
+	sh->f.answers = sh->answers;
+	sh->f.answers_bulk = sh->answers + s->naddrs;
+	sh->pass = *pass;
 
 	fflush(NULL);	/* nothing buffered is written twice */
 	pid = fork();
 	if (pid < 0) {
-		munmap(shared, size);
+		munmap(sh, size);
 		return -errno;
 	}
 	if (pid == 0)
-		_exit(child(s, shared, argv0) < 0 ? 1 : 0);
+		_exit(child(s, &sh->f, &sh->pass, argv0) < 0 ? 1 : 0);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		fprintf(stderr, "lpm-bench: the DPDK side failed\n");
-		munmap(shared, size);
+		munmap(sh, size);
 		return -EIO;
 	}
 
 	uint32_t *a = f->answers, *b = f->answers_bulk;
 
-	*f = *shared;
+	*f = sh->f;
 	f->answers = a;
 	f->answers_bulk = b;
-	memcpy(a, shared->answers, answers);
-	memcpy(b, shared->answers_bulk, answers);
-	munmap(shared, size);
+	memcpy(a, sh->f.answers, answers);
+	memcpy(b, sh->f.answers_bulk, answers);
+	*pass = sh->pass;
+	munmap(sh, size);
 	return 0;
 }

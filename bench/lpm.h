@@ -52,15 +52,41 @@ double lpm_now(void);			/* CLOCK_MONOTONIC, seconds */
 double lpm_rss_mib(void);		/* resident set, from /proc/self/statm */
 double lpm_median(double *v, int n);	/* sorts v */
 
-/* cowmap: build, look up, publish, reader under a writer. 0 or -errno. */
-int lpm_cowmap_run(const struct lpm_set *s, struct lpm_figures *f);
+/*
+ * The look-up passes of the side under test, handed to lpm_dpdk_run(),
+ * which times them in turn with its own (in its child process: the
+ * version is inherited, and reading it writes nothing).  Each returns ns
+ * per address for one pass over s->addrs.
+ */
+struct lpm_pass {
+	double (*single)(const struct lpm_set *s, void *ctx);
+	double (*bulk)(const struct lpm_set *s, void *ctx);
+	void *ctx;
+	double single_ns, bulk_ns;	/* medians, filled in */
+};
+
+/*
+ * cowmap, in two parts around lpm_dpdk_run().  lpm_cowmap_build() loads
+ * the table by transaction (memory, load time), adds it route by route
+ * (add time), records the answers, and returns the table (a new
+ * reference) with @pass set up to time its look-ups; NULL with errno on
+ * failure.  lpm_cowmap_cell() takes the table into a cell and measures
+ * single-route publishes and a reader with and without a writer.
+ * 0 or -errno.
+ */
+struct cowmap;
+struct cowmap *lpm_cowmap_build(const struct lpm_set *s, struct lpm_figures *f,
+				struct lpm_pass *pass);
+int lpm_cowmap_cell(const struct lpm_set *s, struct cowmap *t,
+		    struct lpm_figures *f);
 
 /*
  * DPDK: rte_lpm (bytes 4) or rte_lpm6 (bytes 16), measured in a child
  * process with an EAL of its own (no huge pages, one lcore); its figures
- * and answers come back in @f.  0, or -1 after saying why.
+ * and answers come back in @f, and @pass's medians, timed in turns with
+ * DPDK's, in @pass.  0, or a negative errno after saying why.
  */
 int lpm_dpdk_run(const struct lpm_set *s, struct lpm_figures *f,
-		 const char *argv0);
+		 struct lpm_pass *pass, const char *argv0);
 
 #endif /* LPM_H */
