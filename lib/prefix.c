@@ -145,16 +145,24 @@ void cm_pfx_init(struct cowmap *m, const struct cowmap *like,
 	cm_prefix_check(m);
 }
 
-int cm_pfx_args(const struct cowmap *t, const void *addr, unsigned len,
-		struct cm_pfx_key *k)
+int cm_pfx_key(unsigned width, const void *addr, unsigned len,
+	       struct cm_pfx_key *k)
 {
-	if (!cm_prefix_valid(t) || addr == NULL || len > cm_pfx_width(t))
+	if (addr == NULL || len > width)
 		return -EINVAL;
 	k->len = len;
-	k->addr = cm_pfx_mask(cm_addr_load(addr, cm_pfx_width(t)), len);
+	k->addr = cm_pfx_mask(cm_addr_load(addr, width), len);
 	k->depth = cm_pfx_depth(len);
 	k->heap = cm_pfx_heap(k->addr, len);
 	return 0;
+}
+
+int cm_pfx_args(const struct cowmap *t, const void *addr, unsigned len,
+		struct cm_pfx_key *k)
+{
+	if (!cm_prefix_valid(t))
+		return -EINVAL;
+	return cm_pfx_key(cm_pfx_width(t), addr, len, k);
 }
 
 bool cm_pfx_find(const struct cm_pnode *n, const struct cm_pfx_key *k,

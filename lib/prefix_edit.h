@@ -22,7 +22,12 @@ struct cm_pfx_key {
 	unsigned heap;		/* its heap index there */
 };
 
-/* Fill @k, or -EINVAL: @t not a prefix table, NULL @addr, @len too long. */
+/* Fill @k for a table of @width bits, or -EINVAL: NULL @addr, @len
+ * beyond the width. */
+int cm_pfx_key(unsigned width, const void *addr, unsigned len,
+	       struct cm_pfx_key *k);
+
+/* The same, and -EINVAL if @t is not a prefix table. */
 int cm_pfx_args(const struct cowmap *t, const void *addr, unsigned len,
 		struct cm_pfx_key *k);
 

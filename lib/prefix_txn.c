@@ -68,7 +68,7 @@ int cowmap_txn_prefix_set(struct cowmap_txn *t, const void *addr,
 	void *old;
 
 	if (!cm_txn_prefix(t, "cowmap_txn_prefix_set") ||
-	    cm_pfx_args(t->shell, addr, len, &k) < 0)
+	    cm_pfx_key(cm_pfx_width(t->shell), addr, len, &k) < 0)
 		return -EINVAL;
 
 	const struct cowmap *m = t->shell;
@@ -102,7 +102,7 @@ int cowmap_txn_prefix_del(struct cowmap_txn *t, const void *addr,
 	struct cm_pfx_key k;
 
 	if (!cm_txn_prefix(t, "cowmap_txn_prefix_del") ||
-	    cm_pfx_args(t->shell, addr, len, &k) < 0)
+	    cm_pfx_key(cm_pfx_width(t->shell), addr, len, &k) < 0)
 		return -EINVAL;
 	if (!cm_pfx_find(t->proot, &k, false, NULL, NULL))
 		return 0;
@@ -124,7 +124,7 @@ int cowmap_txn_prefix_get(const struct cowmap_txn *t, const void *addr,
 	struct cm_pfx_key k;
 
 	if (!cm_txn_prefix(t, "cowmap_txn_prefix_get") ||
-	    cm_pfx_args(t->shell, addr, len, &k) < 0)
+	    cm_pfx_key(cm_pfx_width(t->shell), addr, len, &k) < 0)
 		return -EINVAL;
 	return cm_pfx_find(t->proot, &k, false, value, NULL);
 }
@@ -182,7 +182,8 @@ int cowmap_txn_prefix_set_many(struct cowmap_txn *t, size_t n,
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++)
-		if (cm_pfx_args(m, routes[i].addr, routes[i].len, &keys[i]) < 0) {
+		if (cm_pfx_key(cm_pfx_width(m), routes[i].addr, routes[i].len,
+			       &keys[i]) < 0) {
 			rc = -EINVAL;
 			goto out;
 		}
