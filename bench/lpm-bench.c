@@ -84,6 +84,20 @@ static void cpu_model(char *buf, size_t size)
 		fclose(f);
 }
 
+/* The 1-minute load average: how busy the shared machine was. */
+static const char *load_average(void)
+{
+	static char text[32] = "unknown";
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	if (f) {
+		if (fscanf(f, "%31s", text) != 1)
+			strcpy(text, "unknown");
+		fclose(f);
+	}
+	return text;
+}
+
 /* --- Workloads ------------------------------------------------------- */
 
 static char source_text[2][256];
@@ -308,8 +322,9 @@ int main(int argc, char **argv)
 
 	cpu_model(cpu, sizeof(cpu));
 	printf("lpm-bench: cowmap prefix tables vs DPDK rte_lpm/rte_lpm6\n");
-	printf("CPU: %s, %ld online; %d timed passes (median), batches of %u\n",
-	       cpu, sysconf(_SC_NPROCESSORS_ONLN), reps, batch);
+	printf("CPU: %s, %ld online; load average %s; %d timed passes "
+	       "(median), batches of %u\n", cpu, sysconf(_SC_NPROCESSORS_ONLN),
+	       load_average(), reps, batch);
 	fflush(stdout);
 
 	int status = 0;
