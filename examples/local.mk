@@ -37,6 +37,8 @@ examples_config_reload_config_reload_LDADD = $(examples_ldadd)
 # with bench/lpm-bench.
 examples_routing_table_routing_table_SOURCES = \
 	examples/routing-table/routing-table.c \
+	examples/routing-table/routes.c \
+	examples/routing-table/routes.h \
 	examples/routing-table/rib.c \
 	examples/routing-table/rib.h \
 	examples/routing-table/geoip.c \
