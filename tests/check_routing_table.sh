@@ -14,7 +14,8 @@
 #      possible prefixes of each address that the file lists).
 #   4. The packet loop with route updates, on both sample files and on a
 #      generated IPv6 table: every batch consistent.
-#   5. With geoip-database installed: the GeoIP tables are written, read
+#   5. The GeoIP reader on two tiny databases written by this script.
+#   6. With geoip-database installed: the GeoIP tables are written, read
 #      back and answer; otherwise this part is skipped with a message.
 #
 # Run by `make check`, which sets top_builddir, top_srcdir and EXEEXT.
@@ -162,7 +163,68 @@ for routes in "$data/ipv4.routes" "$data/ipv6.routes" "$tmp/gen6.routes"; do
 	echo "ok: packet loop on $(basename "$routes"): $(grep '^lookups:' "$tmp/out")"
 done
 
-# --- 5. The GeoIP tables, when geoip-database is installed --------------------
+# --- 5. The GeoIP reader on tiny databases written here ----------------------
+# byte N: write one byte (printf turns the octal escape of its format
+# into the byte, whatever it is: NUL, newline, %).
+byte() {
+	printf "\\$(printf %03o "$1")"
+}
+# node LEFT RIGHT: a trie node of two records, each "n K" (node K) or
+# "c K" (a leaf for country K: 16776960 + K), 3 bytes little-endian.
+record() {
+	byte "$2"
+	case $1 in
+	n) printf '\000\000' ;;
+	c) printf '\377\377' ;;
+	esac
+}
+node() {
+	record $1 $2
+	record $3 $4
+}
+mkdir "$tmp/geo"
+# IPv4: 0/1 -> country 1; 128/2 -> none; 192/3 -> 2; 224/3 -> 3.
+{
+	node c 1 n 1
+	node c 0 n 2
+	node c 2 c 3
+	printf '\377\377\377\001'
+} >"$tmp/geo/GeoIP.dat"
+# IPv6: 8000::/1 -> 5; a chain of zero bits down to ::/96, which holds
+# the IPv4 copy (countries 9, to be skipped), and ::1:0:0/96 -> 7.
+{
+	node n 1 c 5
+	i=1
+	while [ $i -lt 95 ]; do
+		node n $((i + 1)) c 0
+		i=$((i + 1))
+	done
+	node n 96 c 7
+	node c 9 c 9
+	printf '\377\377\377\014'
+} >"$tmp/geo/GeoIPv6.dat"
+"$rt" --geoip 4 --geoip-dir "$tmp/geo" --write "$tmp/tiny4.routes" >/dev/null ||
+	fail "--geoip 4 on a tiny database"
+printf '0.0.0.0/1 dev geo1\n192.0.0.0/3 dev geo2\n224.0.0.0/3 dev geo3\n' \
+	>"$tmp/tiny4.expected"
+grep -v '^#' "$tmp/tiny4.routes" | diff -u "$tmp/tiny4.expected" - ||
+	fail "GeoIP reader: the IPv4 prefixes of a tiny database"
+"$rt" --geoip 6 --geoip-dir "$tmp/geo" --write "$tmp/tiny6.routes" >/dev/null ||
+	fail "--geoip 6 on a tiny database"
+grep ' dev geo' "$tmp/tiny6.routes" >"$tmp/tiny6.countries"
+printf '::1:0:0/96 dev geo7\n8000::/1 dev geo5\n' | diff -u - "$tmp/tiny6.countries" ||
+	fail "GeoIP reader: the native IPv6 prefixes of a tiny database"
+for block in ::/16 ::/24 ::/32; do
+	grep -q "^$block via 2001:db8:ffff::[0-9]* dev eth9\$" "$tmp/tiny6.routes" ||
+		{ cat "$tmp/tiny6.routes"; fail "no covering aggregate $block"; }
+done
+printf 'not a database' >"$tmp/geo/GeoIP.dat"
+"$rt" --geoip 4 --geoip-dir "$tmp/geo" --write "$tmp/bad.routes" >"$tmp/out" 2>&1 &&
+	fail "--geoip 4 accepted a file that is not a GeoIP database"
+grep -q 'GeoIP.dat: Invalid argument' "$tmp/out" || { cat "$tmp/out"; fail "no reason given"; }
+echo "ok: GeoIP reader on tiny databases: prefixes, the skipped IPv4 copy, aggregates, a bad file"
+
+# --- 6. The GeoIP tables, when geoip-database is installed --------------------
 if [ ! -r "$geoip_dir/GeoIP.dat" ] || [ ! -r "$geoip_dir/GeoIPv6.dat" ]; then
 	echo "skip: no GeoIP.dat/GeoIPv6.dat in $geoip_dir (geoip-database)"
 	echo "ok: routing-table"
