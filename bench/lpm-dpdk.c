@@ -56,6 +56,11 @@ static int dpdk_init(const char *argv0)
 	argv[argc++] = (char *)"1024";
 	argv[argc++] = (char *)"-l";
 	argv[argc++] = (char *)"0";
+	/*
+	 * No --in-memory: with --no-huge the EAL runs in legacy memory mode,
+	 * which refuses it.  The run-time files it writes under the file
+	 * prefix are removed by dpdk_cleanup().
+	 */
 	argv[argc++] = prefix;
 	argv[argc++] = (char *)"--log-level=error";
 	argv[argc] = NULL;
