@@ -202,6 +202,7 @@ static void retain_contents(const struct cm_pnode *n, bool boxed, int skip_slot)
 	struct cm_pnode **kids = cm_pn_children(n);
 	unsigned i = 0;
 
+	cm_pn_prefetch_refs(kids, cm_popcount64(n->childmap));
 	for (uint64_t m = n->childmap; m != 0; m &= m - 1, i++)
 		if ((int)__builtin_ctzll(m) != skip_slot)
 			cm_pn_retain(kids[i]);
@@ -214,9 +215,87 @@ static void retain_contents(const struct cm_pnode *n, bool boxed, int skip_slot)
 	}
 }
 
+static void unpack_or_empty(const struct cm_pnode *n, bool boxed,
+			    struct cm_pbuild *b)
+{
+	if (n != NULL) {
+		cm_pn_unpack(n, boxed, b);
+	} else {
+		b->childmap = 0;
+		b->pfxmap[0] = b->pfxmap[1] = 0;
+	}
+}
+
 static bool mine(const struct cm_pnode *n, uint32_t gen)
 {
 	return n != NULL && gen != 0 && n->draft == gen;
+}
+
+/* What the sets of one edit did to the node of their prefixes. */
+struct changes {
+	uint64_t changed[2];	/* heap indices set */
+	struct cm_pbox *replaced[CM_PFX_HEAP];	/* boxes of the node's own
+						   prefixes they replaced */
+	unsigned nreplaced;
+};
+
+/*
+ * Apply the edit's sets, in order, to the unpacked node @b: one (key,
+ * value, box), or the group of routes that set_many found consecutive and
+ * bound for this node.  A set of the value the prefix has at that moment
+ * is a no-op; a group's no-op gives its box up at once (it transferred
+ * nothing).  Returns false if nothing changed.
+ */
+static bool set_prefixes(struct cm_pfx_edit *e, struct cm_pbuild *b,
+			 struct changes *ch)
+{
+	uint64_t orig[2] = { b->pfxmap[0], b->pfxmap[1] };
+	size_t n = e->n != 0 ? e->n : 1;
+
+	ch->changed[0] = ch->changed[1] = 0;
+	ch->nreplaced = 0;
+	for (size_t j = 0; j < n; j++) {
+		unsigned h = e->n != 0 ? e->keys[j].heap : e->key->heap;
+		void *v = e->n != 0 ? e->routes[j].value : e->value;
+		struct cm_pbox *box = e->n != 0 ? (e->boxed ? e->boxes[j] : NULL)
+						: e->box;
+		uint64_t bit = UINT64_C(1) << (h & 63);
+
+		if ((b->pfxmap[h >> 6] & bit) && b->value[h] == v) {
+			if (e->n != 0 && box != NULL) {
+				cm_pbox_release(box, e->own, true);
+				e->boxes[j] = NULL;
+			}
+			continue;
+		}
+		if (e->boxed && (orig[h >> 6] & bit) &&
+		    !(ch->changed[h >> 6] & bit))
+			ch->replaced[ch->nreplaced++] = b->box[h];
+		b->pfxmap[h >> 6] |= bit;
+		b->value[h] = v;
+		b->box[h] = box;
+		ch->changed[h >> 6] |= bit;
+	}
+	e->nadded = cm_popcount64(ch->changed[0] & ~orig[0]) +
+		    cm_popcount64(ch->changed[1] & ~orig[1]);
+	e->added = e->nadded > 0;
+	return (ch->changed[0] | ch->changed[1]) != 0;
+}
+
+/* The sets went into a node edited in place: it holds the final box of
+ * each prefix they set, and no longer the node's own boxes they
+ * replaced (which the draft alone may have held: value_free now). */
+static void settle_boxes(struct cm_pfx_edit *e, const struct cm_pbuild *b,
+			 const struct changes *ch)
+{
+	if (!e->boxed)
+		return;
+	for (unsigned i = 0; i < ch->nreplaced; i++)
+		cm_pbox_release(ch->replaced[i], e->own, false);
+	for (unsigned w = 0; w < 2; w++)
+		for (uint64_t m = ch->changed[w]; m != 0; m &= m - 1)
+			cm_pbox_retain(b->box[64 * w +
+					       (unsigned)__builtin_ctzll(m)]);
 }
 
 /*
@@ -240,8 +319,12 @@ int cm_pfx_edit(struct cm_pfx_edit *e, struct cm_pnode *root)
 
 	struct cm_pnode *below = NULL;
 	bool below_mine = false;
+	struct changes ch;
 
+	ch.changed[0] = ch.changed[1] = 0;
+	ch.nreplaced = 0;
 	e->added = e->removed = false;
+	e->nadded = 0;
 	for (int d = (int)td; d >= 0; d--) {
 		struct cm_pnode *old = path[d], *nn;
 		bool own = mine(old, e->gen);
@@ -249,26 +332,21 @@ int cm_pfx_edit(struct cm_pfx_edit *e, struct cm_pnode *root)
 		struct cm_pnode *old_child = NULL;
 		struct cm_pbox *old_box = NULL;
 
-		if (old != NULL) {
-			cm_pn_unpack(old, e->boxed, &b);
-		} else {
-			b.childmap = 0;
-			b.pfxmap[0] = b.pfxmap[1] = 0;
-		}
 		if (d == (int)td) {
-			unsigned h = k->heap;
-			bool had = cm_pfx_has(b.pfxmap, h);
-
-			if (had && e->boxed)
-				old_box = b.box[h];
+			unpack_or_empty(old, e->boxed, &b);
 			if (e->is_del) {
+				unsigned h = k->heap;
+				bool had = cm_pfx_has(b.pfxmap, h);
+
+				if (had && e->boxed)
+					old_box = b.box[h];
 				b.pfxmap[h >> 6] &= ~(UINT64_C(1) << (h & 63));
 				e->removed = had;
-			} else {
-				b.pfxmap[h >> 6] |= UINT64_C(1) << (h & 63);
-				b.value[h] = e->value;
-				b.box[h] = e->box;
-				e->added = !had;
+			} else if (!set_prefixes(e, &b, &ch)) {
+				/* every set was a no-op */
+				e->new_root = root;
+				e->root_was_mine = true;
+				return 0;
 			}
 		} else {
 			s = cm_pfx_slot(k->addr, (unsigned)d);
@@ -279,6 +357,34 @@ int cm_pfx_edit(struct cm_pfx_edit *e, struct cm_pnode *root)
 				e->root_was_mine = true;
 				return 0;
 			}
+			if (old_child != NULL && below != NULL) {
+				/* only a child pointer changes: no need to
+				 * unpack and pack the node */
+				unsigned i = cm_popcount64(
+					old->childmap &
+					((UINT64_C(1) << s) - 1));
+
+				if (own) {
+					nn = old;
+					if (!below_mine)
+						cm_pn_release(old_child, e->own);
+				} else {
+					nn = cm_pn_clone(old, e->boxed, e->gen,
+							 e->gen != 0);
+					if (nn == NULL) {
+						if (!below_mine)
+							cm_pn_release(below,
+								      e->own);
+						return -ENOMEM;
+					}
+					retain_contents(nn, e->boxed, (int)s);
+				}
+				cm_pn_children(nn)[i] = below;
+				below = nn;
+				below_mine = own;
+				continue;
+			}
+			unpack_or_empty(old, e->boxed, &b);
 			if (below != NULL) {
 				b.childmap |= UINT64_C(1) << s;
 				b.child[s] = below;
@@ -310,8 +416,8 @@ int cm_pfx_edit(struct cm_pfx_edit *e, struct cm_pnode *root)
 			if (own) {
 				if (old_box != NULL)
 					cm_pbox_release(old_box, e->own, false);
-				if (d == (int)td && !e->is_del && e->box != NULL)
-					cm_pbox_retain(e->box);
+				if (d == (int)td && !e->is_del)
+					settle_boxes(e, &b, &ch);
 				if (old_child != NULL && !below_mine)
 					cm_pn_release(old_child, e->own);
 			} else {

@@ -257,6 +257,29 @@ void cm_pn_unpack(const struct cm_pnode *n, bool boxed, struct cm_pbuild *b);
 struct cm_pnode *cm_pn_pack(const struct cm_pbuild *b, bool boxed,
 			    struct cm_pnode *into, uint32_t draft, bool spare);
 
+/*
+ * cm_pn_clone - a copy of @n (its contents, not its references) with refs
+ * 1, draft @draft and, with @spare, room to grow; NULL on ENOMEM.
+ */
+struct cm_pnode *cm_pn_clone(const struct cm_pnode *n, bool boxed,
+			     uint32_t draft, bool spare);
+
+/*
+ * Bring the reference counts of @n nodes into this core's cache for
+ * writing before they are counted one by one: each sits after its node's
+ * payload, found only once the node's header has arrived, and the locked
+ * add that follows would let no later miss start (as cm_prefetch_refs()
+ * does for the hash trie).
+ */
+static inline void cm_pn_prefetch_refs(struct cm_pnode *const *kids,
+				       unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		__builtin_prefetch(&kids[i]->words, 0, 3);
+	for (unsigned i = 0; i < n; i++)
+		__builtin_prefetch(cm_pn_refs(kids[i]), 1, 3);
+}
+
 static inline void cm_pn_retain(struct cm_pnode *n)
 {
 	atomic_fetch_add_explicit(cm_pn_refs(n), 1, memory_order_relaxed);

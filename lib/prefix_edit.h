@@ -43,7 +43,9 @@ bool cm_pfx_find(const struct cm_pnode *root, const struct cm_pfx_key *k,
  * new_root is the new root, holding its own reference, and root_was_mine
  * says whether it replaced the old root in place (the old root's holder
  * must then not release it); added/removed say what happened to the
- * prefix.  -ENOMEM leaves everything as it was.
+ * prefix.  If the sets changed nothing, new_root is the root itself and
+ * root_was_mine is true.  -ENOMEM leaves everything as it was (but a
+ * group's no-op routes have given up their boxes).
  */
 struct cm_pfx_edit {
 	const struct cm_pfx_key *key;
@@ -53,9 +55,20 @@ struct cm_pfx_edit {
 	uint32_t gen;
 	void *value;
 	struct cm_pbox *box;
+	/*
+	 * Or, with n > 0, a group of sets into one node (set_many): @n
+	 * routes whose keys all have @key's depth and path, applied in
+	 * order; boxes[j] (owning tables) is route j's box, set to NULL if
+	 * the route turned out a no-op (its box released then).
+	 */
+	size_t n;
+	const struct cm_pfx_key *keys;
+	const struct cowmap_route *routes;
+	struct cm_pbox **boxes;
 	/* out */
 	struct cm_pnode *new_root;
 	bool root_was_mine, added, removed;
+	size_t nadded;		/* prefixes the sets added */
 };
 
 int cm_pfx_edit(struct cm_pfx_edit *e, struct cm_pnode *root);

@@ -181,6 +181,31 @@ struct cm_pnode *cm_pn_pack(const struct cm_pbuild *b, bool boxed,
 	return n;
 }
 
+static unsigned pn_words_used(const struct cm_pnode *n, bool boxed);
+
+struct cm_pnode *cm_pn_clone(const struct cm_pnode *n, bool boxed,
+			     uint32_t draft, bool spare)
+{
+	unsigned used = pn_words_used(n, boxed), room = used;
+
+	if (spare) {
+		room = used + used / 2 + 2;
+		if (room > UINT16_MAX)
+			room = UINT16_MAX;
+	}
+
+	struct cm_pnode *c = pn_alloc(room);
+
+	if (c == NULL)
+		return NULL;
+	memcpy(c, n, offsetof(struct cm_pnode, words));
+	c->run_words = n->run_words;
+	c->reserved = 0;
+	c->draft = draft;
+	memcpy(c + 1, n + 1, 8 * (size_t)used);
+	return c;
+}
+
 struct cm_pnode *cm_pn_empty(void)
 {
 	struct cm_pnode *n = pn_alloc(0);
@@ -209,6 +234,7 @@ void cm_pn_release(struct cm_pnode *n, const struct cm_owner *own)
 			cm_pbox_release(boxes[i], own, false);
 	}
 	/* Depth is at most CM_PFX_MAX_DEPTH, so the recursion is bounded. */
+	cm_pn_prefetch_refs(kids, nc);
 	for (unsigned i = 0; i < nc; i++)
 		cm_pn_release(kids[i], own);
 	cm_slab_free(n, cm_pn_bytes(n));

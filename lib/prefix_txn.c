@@ -131,8 +131,7 @@ int cowmap_txn_prefix_get(const struct cowmap_txn *t, const void *addr,
 
 /*
  * After a batch: each box the batch made and the trie does not hold was
- * stored and then replaced by a later route for its prefix (or its route
- * was a no-op).  Its value goes to value_free, unless the prefix ends
+ * stored and then replaced by a later route for its prefix.  Its value goes to value_free, unless the prefix ends
  * with that very pointer (see cowmap_txn_prefix_set_many()), or the
  * batch failed (@discard: every value is the caller's again).
  */
@@ -143,6 +142,9 @@ static void drop_boxes(const struct cowmap_txn *t, struct cm_pbox **boxes,
 
 	for (size_t i = 0; i < n; i++) {
 		bool keep = discard;
+
+		if (boxes[i] == NULL)	/* a no-op route's, dropped already */
+			continue;
 
 		if (!keep && atomic_load_explicit(&boxes[i]->refs,
 						  memory_order_relaxed) == 1) {
@@ -200,17 +202,22 @@ int cowmap_txn_prefix_set_many(struct cowmap_txn *t, size_t n,
 	uint32_t old_gen = t->gen;
 
 	t->gen = next_generation();
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		void *was;
+	for (size_t i = 0, j; i < n && rc == 0; i = j) {
+		/* the routes from i on that land in the same node: one edit */
+		unsigned depth = keys[i].depth;
+		cm_addr path = cm_pfx_mask(keys[i].addr, CM_PFX_STRIDE * depth);
 
-		if (cm_pfx_find(t->proot, &keys[i], false, &was, NULL) &&
-		    was == routes[i].value)
-			continue;
+		for (j = i + 1; j < n && keys[j].depth == depth &&
+				cm_pfx_mask(keys[j].addr,
+					    CM_PFX_STRIDE * depth) == path;
+		     j++)
+			;
 
 		struct cm_pfx_edit e = { .key = &keys[i], .own = &m->own,
 					 .boxed = boxed, .gen = t->gen,
-					 .value = routes[i].value,
-					 .box = boxed ? boxes[i] : NULL };
+					 .n = j - i, .keys = keys + i,
+					 .routes = routes + i,
+					 .boxes = boxed ? boxes + i : NULL };
 
 		rc = cm_pfx_edit(&e, t->proot);
 		if (rc < 0)
@@ -219,7 +226,7 @@ int cowmap_txn_prefix_set_many(struct cowmap_txn *t, size_t n,
 		    t->proot != old_root)
 			cm_pn_release(t->proot, &m->own);
 		t->proot = e.new_root;
-		t->count += e.added ? 1 : 0;
+		t->count += e.nadded;
 	}
 	if (rc == 0 && m->max_entries != 0 && t->count > m->max_entries)
 		rc = -ENOSPC;

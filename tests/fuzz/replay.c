@@ -24,6 +24,15 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The inputs replayed by default, under $top_srcdir/tests/fuzz: the map
+ * harness's, or another harness's when built with these defined. */
+#ifndef REPLAY_CORPUS
+#define REPLAY_CORPUS "corpus"
+#endif
+#ifndef REPLAY_REGRESSIONS
+#define REPLAY_REGRESSIONS "regressions"
+#endif
+
 static unsigned replayed;
 
 static int replay_file(const char *path)
@@ -159,11 +168,12 @@ int main(int argc, char **argv)
 
 		if (top == NULL || *top == '\0')
 			top = ".";
-		snprintf(path, sizeof(path), "%s/tests/fuzz/corpus", top);
+		snprintf(path, sizeof(path), "%s/tests/fuzz/" REPLAY_CORPUS,
+			 top);
 		rc = replay_path(path, 0);
 		if (rc == 0) {
-			snprintf(path, sizeof(path), "%s/tests/fuzz/regressions",
-				 top);
+			snprintf(path, sizeof(path),
+				 "%s/tests/fuzz/" REPLAY_REGRESSIONS, top);
 			rc = replay_path(path, 1);
 		}
 	}
