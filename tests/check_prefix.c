@@ -828,6 +828,46 @@ START_TEST(bad_input_is_einval_and_changes_nothing)
 }
 END_TEST
 
+START_TEST(every_prefix_call_survives_null_arguments)
+{
+	unsigned char a[4] = { 10 };
+	void *v;
+	unsigned len;
+	struct cowmap_iter it;
+	struct cowmap_route r = { a, 8, tu_val(1) };
+
+	ck_assert_ptr_null(cowmap_prefix_set(NULL, a, 8, tu_val(1)));
+	ck_assert_ptr_null(cowmap_prefix_del(NULL, a, 8));
+	ck_assert_int_eq(cowmap_prefix_get(NULL, a, 8, &v), -EINVAL);
+	ck_assert_int_eq(cowmap_prefix_lookup(NULL, a, &v, &len), -EINVAL);
+	ck_assert_uint_eq(cowmap_prefix_lookup_many(NULL, 1, a, &v, &len), 0);
+	ck_assert_uint_eq(cowmap_prefix_width(NULL), 0);
+	ck_assert_int_eq(cowmap_prefix_diff(NULL, NULL, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(cowmap_prefix_iter_next(NULL, a, &len, &v), 0);
+	cowmap_iter_init(&it, NULL);
+	ck_assert_int_eq(cowmap_prefix_iter_next(&it, a, &len, &v), 0);
+	ck_assert_int_eq(cowmap_txn_prefix_set(NULL, a, 8, tu_val(1)), -EINVAL);
+	ck_assert_int_eq(cowmap_txn_prefix_del(NULL, a, 8), -EINVAL);
+	ck_assert_int_eq(cowmap_txn_prefix_get(NULL, a, 8, &v), -EINVAL);
+	ck_assert_int_eq(cowmap_txn_prefix_set_many(NULL, 1, &r), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_prefix_set(NULL, a, 8, tu_val(1)), -EINVAL);
+	ck_assert_int_eq(cowmap_cell_prefix_del(NULL, a, 8), -EINVAL);
+
+	/* and NULL out-parameters are allowed where documented */
+	struct cowmap *t = cowmap_prefix_new(32, NULL);
+	struct cowmap *u = cowmap_prefix_set(t, a, 8, tu_val(1));
+
+	ck_assert_int_eq(cowmap_prefix_get(u, a, 8, NULL), 1);
+	ck_assert_int_eq(cowmap_prefix_lookup(u, a, NULL, NULL), 1);
+	ck_assert_uint_eq(cowmap_prefix_lookup_many(u, 1, a, &v, NULL), 1);
+	cowmap_iter_init(&it, u);
+	ck_assert_int_eq(cowmap_prefix_iter_next(&it, NULL, NULL, NULL), 1);
+	ck_assert_int_eq(cowmap_prefix_iter_next(&it, NULL, NULL, NULL), 0);
+	cowmap_release(u);
+	cowmap_release(t);
+}
+END_TEST
+
 START_TEST(max_entries_refuses_new_prefixes_with_enospc)
 {
 	struct cowmap_options o = { .max_entries = 2 };
@@ -992,6 +1032,7 @@ Suite *prefix_suite(void)
 	tcase_add_test(tc, bits_beyond_the_length_are_ignored);
 	tcase_add_test(tc, set_of_the_same_value_returns_the_version_itself);
 	tcase_add_test(tc, bad_input_is_einval_and_changes_nothing);
+	tcase_add_test(tc, every_prefix_call_survives_null_arguments);
 	tcase_add_test(tc, max_entries_refuses_new_prefixes_with_enospc);
 	tcase_add_test(tc, route_load_frees_replaced_values_once_and_keeps_the_last);
 	tcase_add_test(tc, stats_count_prefixes_nodes_and_bytes);

@@ -53,3 +53,5 @@ fuzz-prefix: tests/fuzz/replay-prefix$(EXEEXT)
 	FUZZ_CC='$(FUZZ_CC)' FUZZ_SECONDS='$(FUZZ_SECONDS)' \
 	FUZZ_CPPFLAGS='$(FUZZ_CPPFLAGS)' FUZZ_FLAGS='$(FUZZ_FLAGS)' \
 	FUZZ_TARGET=fuzz_prefix $(SHELL) $(srcdir)/tests/fuzz/fuzz.sh
+
+EXTRA_DIST += doc/prefix-trie.md
