@@ -51,7 +51,7 @@ static struct cowmap *load(const struct lpm_set *s, double *seconds)
 	struct cowmap_route *routes = malloc(r->n * sizeof(*routes));
 	struct cowmap *empty = NULL, *t = NULL;
 	struct cowmap_txn *txn = NULL;
-	double t0 = lpm_now();
+	double t0 = lpm_cpu_now();
 
 	/* Copying the routes into the call's array is part of the load. */
 	if (routes == NULL)
@@ -71,7 +71,7 @@ static struct cowmap *load(const struct lpm_set *s, double *seconds)
 		goto out;
 	}
 	t = cowmap_txn_commit(txn);
-	*seconds = lpm_now() - t0;
+	*seconds = lpm_cpu_now() - t0;
 out:
 	cowmap_release(empty);
 	free(routes);
@@ -83,7 +83,7 @@ static double add_singly(const struct lpm_set *s)
 {
 	const struct rib *r = &s->rib;
 	struct cowmap *t = cowmap_prefix_new(r->width, NULL);
-	double t0 = lpm_now();
+	double t0 = lpm_cpu_now();
 
 	for (size_t i = 0; t && i < r->n; i++) {
 		struct cowmap *next = cowmap_prefix_set(t, r->route[i].addr,
@@ -96,7 +96,7 @@ static double add_singly(const struct lpm_set *s)
 	if (t == NULL)
 		return -1;
 
-	double per = (lpm_now() - t0) / (double)r->n * 1e6;
+	double per = (lpm_cpu_now() - t0) / (double)r->n * 1e6;
 
 	cowmap_release(t);
 	return per;
@@ -256,7 +256,7 @@ static double pass_single(const struct lpm_set *s, void *ctx)
 {
 	const struct cowmap *t = ctx;
 	uintptr_t sum = 0;
-	double t0 = lpm_now();
+	double t0 = lpm_cpu_now();
 
 	/* The next hop only, as the peer answers. */
 	for (size_t i = 0; i < s->naddrs; i++) {
@@ -265,7 +265,7 @@ static double pass_single(const struct lpm_set *s, void *ctx)
 		if (cowmap_prefix_lookup(t, s->addrs + i * s->bytes, &v, NULL) == 1)
 			sum += (uintptr_t)v;
 	}
-	t0 = lpm_now() - t0;
+	t0 = lpm_cpu_now() - t0;
 	sink += sum;
 	return t0 / (double)s->naddrs * 1e9;
 }
@@ -276,7 +276,7 @@ static double pass_bulk(const struct lpm_set *s, void *ctx)
 	size_t n = s->naddrs - s->naddrs % s->batch;
 	void *values[MAX_BATCH];
 	uintptr_t sum = 0;
-	double t0 = lpm_now();
+	double t0 = lpm_cpu_now();
 
 	for (size_t i = 0; i < n; i += s->batch) {
 		cowmap_prefix_lookup_many(t, s->batch, s->addrs + i * s->bytes,
@@ -284,7 +284,7 @@ static double pass_bulk(const struct lpm_set *s, void *ctx)
 		for (unsigned j = 0; j < s->batch; j++)
 			sum += (uintptr_t)values[j];
 	}
-	t0 = lpm_now() - t0;
+	t0 = lpm_cpu_now() - t0;
 	sink += sum;
 	return t0 / (double)n * 1e9;
 }

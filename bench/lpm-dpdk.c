@@ -149,7 +149,7 @@ static double v4_single(const struct lpm_set *s, void *arg)
 {
 	const struct v4 *p = arg;
 	uint64_t sum = 0;
-	double t = lpm_now();
+	double t = lpm_cpu_now();
 
 	for (size_t i = 0; i < s->naddrs; i++) {
 		uint32_t nh;
@@ -157,7 +157,7 @@ static double v4_single(const struct lpm_set *s, void *arg)
 		if (rte_lpm_lookup(p->lpm, p->ips[i], &nh) == 0)
 			sum += nh;
 	}
-	t = lpm_now() - t;
+	t = lpm_cpu_now() - t;
 	sink += sum;
 	return t / (double)s->naddrs * 1e9;
 }
@@ -167,7 +167,7 @@ static double v4_bulk(const struct lpm_set *s, void *arg)
 	const struct v4 *p = arg;
 	size_t n = s->naddrs - s->naddrs % s->batch;
 	uint64_t sum = 0;
-	double t = lpm_now();
+	double t = lpm_cpu_now();
 
 	for (size_t i = 0; i < n; i += s->batch) {
 		uint32_t nh[MAX_BATCH];
@@ -176,7 +176,7 @@ static double v4_bulk(const struct lpm_set *s, void *arg)
 		for (unsigned j = 0; j < s->batch; j++)
 			sum += nh[j];
 	}
-	t = lpm_now() - t;
+	t = lpm_cpu_now() - t;
 	sink += sum;
 	return t / (double)n * 1e9;
 }
@@ -185,7 +185,7 @@ static double v6_single(const struct lpm_set *s, void *arg)
 {
 	struct rte_lpm6 *lpm = arg;
 	uint64_t sum = 0;
-	double t = lpm_now();
+	double t = lpm_cpu_now();
 
 	for (size_t i = 0; i < s->naddrs; i++) {
 		uint32_t nh;
@@ -193,7 +193,7 @@ static double v6_single(const struct lpm_set *s, void *arg)
 		if (rte_lpm6_lookup(lpm, s->addrs + 16 * i, &nh) == 0)
 			sum += nh;
 	}
-	t = lpm_now() - t;
+	t = lpm_cpu_now() - t;
 	sink += sum;
 	return t / (double)s->naddrs * 1e9;
 }
@@ -203,7 +203,7 @@ static double v6_bulk(const struct lpm_set *s, void *arg)
 	struct rte_lpm6 *lpm = arg;
 	size_t n = s->naddrs - s->naddrs % s->batch;
 	uint64_t sum = 0;
-	double t = lpm_now();
+	double t = lpm_cpu_now();
 
 	for (size_t i = 0; i < n; i += s->batch) {
 		int32_t nh[MAX_BATCH];
@@ -213,7 +213,7 @@ static double v6_bulk(const struct lpm_set *s, void *arg)
 		for (unsigned j = 0; j < s->batch; j++)
 			sum += (uint32_t)nh[j];
 	}
-	t = lpm_now() - t;
+	t = lpm_cpu_now() - t;
 	sink += sum;
 	return t / (double)n * 1e9;
 }
@@ -319,7 +319,7 @@ static int run_v4(const struct lpm_set *s, struct lpm_figures *f,
 	for (size_t i = 0; i < s->naddrs; i++)
 		ips[i] = host_order(s->addrs + 4 * i);
 
-	double rss0 = lpm_rss_mib(), t0 = lpm_now();
+	double rss0 = lpm_rss_mib(), t0 = lpm_cpu_now();
 	struct rte_lpm *lpm = rte_lpm_create("cowmap_bench_v4", SOCKET_ID_ANY,
 					     &cfg);
 
@@ -341,7 +341,7 @@ static int run_v4(const struct lpm_set *s, struct lpm_figures *f,
 			return rc;
 		}
 	}
-	f->add_us = (lpm_now() - t0) / (double)r->n * 1e6;
+	f->add_us = (lpm_cpu_now() - t0) / (double)r->n * 1e6;
 	f->rss_mib = lpm_rss_mib() - rss0;
 	f->alloc_mib = ((double)(1u << 24) * 4 + (double)cfg.number_tbl8s * 256 * 4 +
 			(double)cfg.max_rules * 8) / (1024.0 * 1024.0);
@@ -381,7 +381,7 @@ static int run_v6(const struct lpm_set *s, struct lpm_figures *f,
 		.max_rules = (uint32_t)r->n + 16,
 		.number_tbl8s = groups + groups / 8 + 64,
 	};
-	double rss0 = lpm_rss_mib(), t0 = lpm_now();
+	double rss0 = lpm_rss_mib(), t0 = lpm_cpu_now();
 	struct rte_lpm6 *lpm = rte_lpm6_create("cowmap_bench_v6", SOCKET_ID_ANY,
 					       &cfg);
 
@@ -401,7 +401,7 @@ static int run_v6(const struct lpm_set *s, struct lpm_figures *f,
 			return rc;
 		}
 	}
-	f->add_us = (lpm_now() - t0) / (double)r->n * 1e6;
+	f->add_us = (lpm_cpu_now() - t0) / (double)r->n * 1e6;
 	f->rss_mib = lpm_rss_mib() - rss0;
 	/* tbl24, the groups and their headers; the rules hash is not counted. */
 	f->alloc_mib = ((double)(1u << 24) * 4 +

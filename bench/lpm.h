@@ -49,6 +49,12 @@ struct lpm_figures {
 #define LPM_NO_ROUTE UINT32_MAX
 
 double lpm_now(void);			/* CLOCK_MONOTONIC, seconds */
+/*
+ * On-CPU time of the calling thread, seconds.  The look-up passes, the
+ * loads and the adds are timed with it, on both sides: on a shared machine
+ * the time a thread spends descheduled is not the structure's cost.
+ */
+double lpm_cpu_now(void);
 double lpm_rss_mib(void);		/* resident set, from /proc/self/statm */
 double lpm_median(double *v, int n);	/* sorts v */
 
