@@ -221,10 +221,10 @@ static int report(const struct lpm_set *s, const struct lpm_figures *c,
 	printf("  %-34s %5.2f/%-5.2f %9s  us, cowmap_cell_prefix_set\n",
 	       "publish one route, p50/p99", c->publish_p50_us,
 	       c->publish_p99_us, "-");
-	printf("  %-34s %10.1f %10.1f  M addresses/s, batches of %u\n",
+	printf("  %-34s %10.1f %10.1f  M addresses/CPU-s, batches of %u\n",
 	       "reader alone (nothing writes)", c->reader_mops, d->reader_mops,
 	       s->batch);
-	printf("  %-34s %10.1f %10s  M addresses/s, %.1f k publishes/s; "
+	printf("  %-34s %10.1f %10s  M addresses/CPU-s, %.1f k publishes/s; "
 	       "%s must stop its writer\n", "reader while a writer publishes",
 	       c->reader_writer_mops, "-", c->writer_kops, peer);
 	printf("  wrong answers under the writer: %" PRIu64
@@ -333,8 +333,8 @@ int main(int argc, char **argv)
 	printf("CPU: %s, %ld online; load average %s; %d timed passes "
 	       "(median), batches of %u\n", cpu, sysconf(_SC_NPROCESSORS_ONLN),
 	       load_average(), reps, batch);
-	printf("Look-ups, loads and adds in on-CPU time of the timing thread; "
-	       "publishes and reader rates in wall-clock time.\n");
+	printf("Look-ups, loads, adds and reader rates in on-CPU time of the "
+	       "thread; publishes in wall-clock time.\n");
 	fflush(stdout);
 
 	int status = 0;

@@ -115,6 +115,7 @@ struct shared {
 struct reader {
 	struct shared *sh;
 	uint64_t done, errors;
+	double cpu;		/* the thread's on-CPU seconds */
 };
 
 static void *reader_main(void *arg)
@@ -126,6 +127,7 @@ static void *reader_main(void *arg)
 	void *values[MAX_BATCH];
 	unsigned lens[MAX_BATCH];
 	size_t pos = 0;
+	double cpu0 = lpm_cpu_now();
 
 	urcu_memb_register_thread();
 	while (!atomic_load_explicit(&sh->stop, memory_order_relaxed)) {
@@ -148,6 +150,7 @@ static void *reader_main(void *arg)
 		rd->done += b;
 	}
 	urcu_memb_unregister_thread();
+	rd->cpu = lpm_cpu_now() - cpu0;
 	return NULL;
 }
 
@@ -181,7 +184,8 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* Reader for s->seconds, with or without the writer; M addresses/s. */
+/* Reader for s->seconds, with or without the writer; M addresses per
+ * second of the reader's on-CPU time. */
 static double reader_run(struct shared *sh, int with_writer,
 			 struct lpm_figures *f)
 {
@@ -208,7 +212,7 @@ static double reader_run(struct shared *sh, int with_writer,
 	f->reader_errors += rd.errors;
 	if (with_writer)
 		f->writer_kops = w.failed ? -1 : (double)w.published / elapsed / 1e3;
-	return (double)rd.done / elapsed / 1e6;
+	return rd.cpu > 0 ? (double)rd.done / rd.cpu / 1e6 : -1;
 }
 
 static int by_double(const void *a, const void *b)

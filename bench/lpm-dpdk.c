@@ -253,6 +253,7 @@ struct reader {
 	atomic_bool *stop;
 	uint64_t done;
 	uint64_t sum;
+	double cpu;		/* the thread's on-CPU seconds */
 };
 
 static void *reader_main(void *arg)
@@ -263,6 +264,7 @@ static void *reader_main(void *arg)
 	uint32_t nh[MAX_BATCH];
 	int32_t nh6[MAX_BATCH];
 	size_t pos = 0;
+	double cpu0 = lpm_cpu_now();
 
 	while (!atomic_load_explicit(rd->stop, memory_order_relaxed)) {
 		if (pos + b > s->naddrs)
@@ -280,6 +282,7 @@ static void *reader_main(void *arg)
 		pos += b;
 		rd->done += b;
 	}
+	rd->cpu = lpm_cpu_now() - cpu0;
 	return NULL;
 }
 
@@ -298,7 +301,7 @@ static double reader_rate(const struct lpm_set *s, struct rte_lpm *lpm,
 		usleep(10000);
 	atomic_store(&stop, true);
 	pthread_join(t, NULL);
-	return (double)rd.done / (lpm_now() - t0) / 1e6;
+	return rd.cpu > 0 ? (double)rd.done / rd.cpu / 1e6 : -1;
 }
 
 /* --- The measurements ------------------------------------------------ */

@@ -37,9 +37,9 @@ struct lpm_figures {
 	double add_us;		/* per route, added one at a time from empty */
 	double load_us;		/* per route, whole table in one transaction */
 	double publish_p50_us, publish_p99_us;	/* one route through a cell */
-	double reader_mops;	/* reader alone, M addresses/s (batched) */
+	double reader_mops;	/* reader alone, M addresses per on-CPU s */
 	double reader_writer_mops;	/* same reader, writer flat out */
-	double writer_kops;	/* publishes/s during that run */
+	double writer_kops;	/* publishes per wall-clock s in that run */
 	uint64_t reader_errors;	/* wrong answers under the writer */
 	uint32_t *answers;	/* naddrs entries, allocated by the side */
 	uint32_t *answers_bulk;	/* the same from the batched look-ups */
