@@ -55,11 +55,13 @@
  * 4. Writes: path copying
  *
  * Every write goes through pfx_edit(): collect the path to the node of
- * the prefix, then rebuild it bottom-up, one level at a time, unpacking
- * the node into arrays indexed by slot and heap index (struct cm_pbuild),
- * changing one prefix or one child pointer, and packing it again
- * (prefix_node.c).  A persistent update packs into new nodes (path
- * copying: the old version is untouched and shares everything else).  A
+ * the prefix, then rebuild it bottom-up, one level at a time.  The node
+ * of the prefix (and any node that gains or loses a child) is unpacked
+ * into arrays indexed by slot and heap index (struct cm_pbuild), changed
+ * and packed again, which recomputes its runs (prefix_node.c); a node
+ * above whose only change is one child pointer is copied as it is and
+ * the pointer replaced.  A persistent update does this into new nodes
+ * (path copying: the old version is untouched and shares the rest).  A
  * transaction's draft packs into the nodes it already owns, in place,
  * when they have room (nodes it allocates get spare words, trimmed at
  * commit).  Canonical form: a node other than the root exists only while

@@ -12,7 +12,7 @@
  *     | childmap | runmap | pfxmap[2] | words | run_words | draft        |
  *     | u64      | u64    | 2 x u64   | u16   | u8  (+u8) | u32          |
  *     +----------+--------+-----------+-------+-----------+--------------+
- *     | runs: one byte per set bit of runmap, padded to 8 (run_words)    |
+ *     | runs: a zero byte, then one per set bit of runmap, padded to 8     |
  *     | children: one pointer per set bit of childmap, in slot order     |
  *     | values: one void * per set bit of pfxmap, in heap-index order    |
  *     | boxes: as many struct cm_pbox *, only when the table owns values |
@@ -56,7 +56,8 @@ struct cm_pnode {
 	uint64_t runmap;	/* slot s starts a run of equal best matches */
 	uint64_t pfxmap[2];	/* heap index h: a prefix is stored here */
 	uint16_t words;		/* payload words allocated, runs included */
-	uint8_t run_words;	/* words the runs take (children follow) */
+	uint8_t run_words;	/* words the runs take, their zero byte
+				   included (children follow) */
 	uint8_t reserved;
 	uint32_t draft;		/* 0: sealed; else the generation that may edit it */
 };
@@ -161,6 +162,25 @@ static inline cm_addr cm_addr_load(const void *addr, unsigned width)
 	return cm_pfx_mask((cm_addr)hi << 64 | lo, width);
 }
 
+/* The same for a width of at most 64 bits, left-aligned in 64: the read
+ * path of IPv4 tables, kept clear of 128-bit arithmetic. */
+static inline uint64_t cm_addr_load64(const void *addr, unsigned width)
+{
+	const unsigned char *b = addr;
+	uint64_t a = 0;
+
+	if (width > 24 && width <= 32) {
+		uint32_t w;
+
+		memcpy(&w, b, 4);
+		a = (uint64_t)__builtin_bswap32(w) << 32;
+	} else {
+		for (unsigned i = 0; i < (width + 7) / 8; i++)
+			a |= (uint64_t)b[i] << (56 - 8 * i);
+	}
+	return a & ~UINT64_C(0) << (64 - width);
+}
+
 /* Write @a as (width + 7) / 8 bytes in network order. */
 static inline void cm_addr_store(void *addr, cm_addr a, unsigned width)
 {
@@ -220,12 +240,15 @@ static inline struct cm_pnode *cm_pn_child(const struct cm_pnode *n,
 	return cm_pn_children(n)[cm_popcount64(n->childmap & (bit - 1))];
 }
 
-/* The best match inside @n for slot @s: a heap index, 0 for none. */
+/*
+ * The best match inside @n for slot @s: a heap index, 0 for none.  The
+ * runs are preceded by a zero byte, so a node without prefixes (runmap 0,
+ * a count of 0) answers 0 with no branch: lookups meet both kinds of node
+ * in no predictable order.
+ */
 static inline unsigned cm_pn_best(const struct cm_pnode *n, unsigned s)
 {
-	if (n->runmap == 0)
-		return 0;
-	return cm_pn_runs(n)[cm_popcount64(n->runmap << (63 - s)) - 1];
+	return cm_pn_runs(n)[cm_popcount64(n->runmap << (63 - s))];
 }
 
 /* ---- nodes (prefix_node.c) ---- */

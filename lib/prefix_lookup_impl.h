@@ -34,17 +34,13 @@
  */
 #define PFX_STEP(n, s, d, bn, bh, bd)                                        \
 	do {                                                                 \
-		uint64_t rm_ = (n)->runmap;                                  \
-		if (rm_ != 0) {                                              \
-			unsigned h_ = cm_pn_runs(n)[cm_popcount64(           \
-				rm_ << (63 - (s))) - 1];                      \
-			if (h_ != 0) {                                       \
-				bn = (n);                                    \
-				bh = h_;                                     \
-				bd = (d);                                    \
-				__builtin_prefetch(&cm_pn_values(n)[         \
-					cm_pfx_index((n)->pfxmap, h_)]);      \
-			}                                                    \
+		unsigned h_ = cm_pn_best(n, s);                              \
+		if (h_ != 0) {                                               \
+			bn = (n);                                            \
+			bh = h_;                                             \
+			bd = (d);                                            \
+			__builtin_prefetch(&cm_pn_values(n)[cm_pfx_index(    \
+				(n)->pfxmap, h_)]);                           \
 		}                                                            \
 	} while (0)
 
@@ -115,11 +111,12 @@ int PFX_VARIANT(cm_prefix_lookup)(const struct cowmap *t, const void *addr,
 	if (!cm_prefix_valid(t) || addr == NULL)
 		return -EINVAL;
 
-	cm_addr a = cm_addr_load(addr, cm_pfx_width(t));
+	unsigned width = cm_pfx_width(t);
 
-	if (cm_pfx_width(t) <= 64)
-		return walk64(t->proot, (uint64_t)(a >> 64), value, len);
-	return walk128(t->proot, a, value, len);
+	if (width <= 64)
+		return walk64(t->proot, cm_addr_load64(addr, width), value,
+			      len);
+	return walk128(t->proot, cm_addr_load(addr, width), value, len);
 }
 
 #define PFX_GROUP 16

@@ -102,10 +102,16 @@ static uint64_t runs_of(const uint8_t best[CM_PFX_SLOTS], uint8_t *runs,
 	return map;
 }
 
+/* The runs follow a zero byte (prefix.h), padded to 8 bytes. */
+static unsigned run_words_for(unsigned nruns)
+{
+	return (nruns + 1 + 7) / 8;
+}
+
 static unsigned words_needed(unsigned nruns, unsigned nc, unsigned np,
 			     bool boxed)
 {
-	return (nruns + 7) / 8 + nc + np * (boxed ? 2 : 1);
+	return run_words_for(nruns) + nc + np * (boxed ? 2 : 1);
 }
 
 static struct cm_pnode *pn_alloc(unsigned words)
@@ -151,10 +157,11 @@ struct cm_pnode *cm_pn_pack(const struct cm_pbuild *b, bool boxed,
 	n->runmap = runmap;
 	n->pfxmap[0] = b->pfxmap[0];
 	n->pfxmap[1] = b->pfxmap[1];
-	n->run_words = (uint8_t)((nruns + 7) / 8);
+	n->run_words = (uint8_t)run_words_for(nruns);
 	n->reserved = 0;
 	n->draft = draft;
-	memcpy((uint8_t *)(n + 1), runs, nruns);
+	((uint8_t *)(n + 1))[0] = 0;
+	memcpy((uint8_t *)(n + 1) + 1, runs, nruns);
 
 	struct cm_pnode **kids = cm_pn_children(n);
 	unsigned i = 0;
@@ -208,13 +215,14 @@ struct cm_pnode *cm_pn_clone(const struct cm_pnode *n, bool boxed,
 
 struct cm_pnode *cm_pn_empty(void)
 {
-	struct cm_pnode *n = pn_alloc(0);
+	struct cm_pnode *n = pn_alloc(run_words_for(0));
 
 	if (n != NULL) {
 		memset(n, 0, offsetof(struct cm_pnode, words));
-		n->run_words = 0;
+		n->run_words = (uint8_t)run_words_for(0);
 		n->reserved = 0;
 		n->draft = 0;
+		((uint8_t *)(n + 1))[0] = 0;
 	}
 	return n;
 }
@@ -373,13 +381,13 @@ static size_t check_pnode(const struct cowmap *m, const struct cm_pnode *n,
 		paint_runs(n->pfxmap, best);
 		invariant(runs_of(best, runs, &nruns) == n->runmap,
 			  "runmap does not follow the prefixes");
-		invariant(memcmp(runs, cm_pn_runs(n), nruns) == 0,
+		invariant(memcmp(runs, cm_pn_runs(n) + 1, nruns) == 0,
 			  "runs do not follow the prefixes");
-		invariant(n->run_words == (nruns + 7) / 8, "run words");
 	} else {
-		invariant(n->runmap == 0 && n->run_words == 0,
-			  "runs without prefixes");
+		invariant(n->runmap == 0, "runs without prefixes");
 	}
+	invariant(cm_pn_runs(n)[0] == 0, "no zero byte before the runs");
+	invariant(n->run_words == run_words_for(nruns), "run words");
 	if (n->childmap != 0)
 		invariant(base + CM_PFX_STRIDE < width, "child beyond the width");
 	if (boxed)
