@@ -12,6 +12,9 @@
  * as answers naming different versions, or an answer that version k
  * could not give.  Values are owned by the table and counted: each is
  * freed exactly once, and nothing is left after cowmap_cell_free().
+ *
+ * A second test has several threads change single routes of one cell at
+ * once (cowmap_cell_prefix_set/del): none of their changes is lost.
  */
 #include <check.h>
 #include <pthread.h>
@@ -297,6 +300,107 @@ START_TEST(readers_see_one_version_per_batch)
 }
 END_TEST
 
+/* ---- concurrent single-route writers ---- */
+
+#define NWRITERS 3
+#define ROUTES_PER_WRITER 300
+
+struct writer_arg {
+	struct shared *sh;
+	int id;
+};
+
+/* Writer @id's route @k: a /24 of its own. */
+static void writer_route(int id, int k, unsigned char a[4], unsigned *len)
+{
+	a[0] = 10;
+	a[1] = (unsigned char)(2 * id + k / 256);
+	a[2] = (unsigned char)(k % 256);
+	a[3] = 0;
+	*len = 24;
+}
+
+static void *single_writer(void *arg)
+{
+	struct writer_arg *w = arg;
+	struct shared *sh = w->sh;
+
+	tf_register(sh->tf);
+	for (int k = 0; k < ROUTES_PER_WRITER; k++) {
+		unsigned char a[4];
+		unsigned len;
+
+		writer_route(w->id, k, a, &len);
+		if (cowmap_cell_prefix_set(sh->c, a, len,
+					   value_of((uint64_t)k, w->id)) != 0)
+			error(sh, "a route change failed", (uint64_t)k);
+		if (k % 3 == 2) {
+			writer_route(w->id, k - 1, a, &len);
+			if (cowmap_cell_prefix_del(sh->c, a, len) != 1)
+				error(sh, "a route just set was not deleted",
+				      (uint64_t)k);
+		}
+		tf_quiescent(sh->tf);
+	}
+	tf_unregister(sh->tf);
+	return NULL;
+}
+
+START_TEST(concurrent_route_changes_lose_nothing)
+{
+	struct shared sh = { .tf = &tf_flavors[_i] };
+	struct cowmap_options o = { .value_free = count_free };
+	pthread_t th[NWRITERS];
+	struct writer_arg wa[NWRITERS];
+
+	memset(freed, 0, sizeof(freed));
+	atomic_store(&double_frees, 0);
+	tf_register(sh.tf);
+	sh.c = cowmap_cell_new(cowmap_prefix_new(32, &o), sh.tf->flavor);
+	ck_assert_ptr_nonnull(sh.c);
+	for (int i = 0; i < NWRITERS; i++) {
+		wa[i] = (struct writer_arg){ &sh, i + 1 };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, single_writer,
+						&wa[i]),
+				 0);
+	}
+	tf_offline(sh.tf);
+	for (int i = 0; i < NWRITERS; i++)
+		pthread_join(th[i], NULL);
+	tf_online(sh.tf);
+	ck_assert_msg(atomic_load(&sh.errors) == 0, "%s", sh.msg);
+
+	struct cowmap *t = cowmap_cell_snapshot(sh.c);
+
+	for (int id = 1; id <= NWRITERS; id++)
+		for (int k = 0; k < ROUTES_PER_WRITER; k++) {
+			unsigned char a[4];
+			unsigned len;
+			void *v;
+			bool gone = k % 3 == 1 && k + 1 < ROUTES_PER_WRITER;
+
+			writer_route(id, k, a, &len);
+			int rc = cowmap_prefix_get(t, a, len, &v);
+
+			ck_assert_int_eq(rc, (gone ? 0 : 1));
+			if (!gone)
+				ck_assert_ptr_eq(v, value_of((uint64_t)k, id));
+		}
+	ck_assert_uint_eq(cowmap_size(t),
+			  NWRITERS * (ROUTES_PER_WRITER -
+				      ROUTES_PER_WRITER / 3));
+	cowmap_release(t);
+	cowmap_cell_free(sh.c);
+	tf_unregister(sh.tf);
+
+	/* every value stored was freed exactly once */
+	ck_assert_int_eq(atomic_load(&double_frees), 0);
+	for (int id = 1; id <= NWRITERS; id++)
+		for (int k = 0; k < ROUTES_PER_WRITER; k++)
+			ck_assert_int_eq(atomic_load(&freed[k][id]), 1);
+}
+END_TEST
+
 Suite *prefix_stress_suite(void);
 
 Suite *prefix_stress_suite(void)
@@ -306,6 +410,8 @@ Suite *prefix_stress_suite(void)
 
 	tcase_set_timeout(tc, 600);
 	tcase_add_loop_test(tc, readers_see_one_version_per_batch, 0, TF_COUNT);
+	tcase_add_loop_test(tc, concurrent_route_changes_lose_nothing, 0,
+			    TF_COUNT);
 	suite_add_tcase(s, tc);
 	return s;
 }
