@@ -163,7 +163,7 @@ static void bound(const char *what, double ratio, double limit)
 {
 	int ok = ratio >= 0 && ratio <= limit;
 
-	printf("  %-46s %7.2fx  (target <= %.2fx)  %s\n", what, ratio, limit,
+	printf("  %-46s %7.3fx  (target <= %.2fx)  %s\n", what, ratio, limit,
 	       ok ? "PASS" : "MISS");
 	if (ok)
 		passed++;
