@@ -31,9 +31,18 @@ examples_config_reload_config_reload_SOURCES = \
 examples_config_reload_config_reload_CFLAGS = $(AM_CFLAGS) $(URCU_CFLAGS)
 examples_config_reload_config_reload_LDADD = $(examples_ldadd)
 
-# routing-table: IPv4 /24 routes, batched lookups and batched updates.
+# routing-table: IPv4 or IPv6 routes of any length (a route file, or the
+# GeoIP databases), batched longest-prefix match against route updates in
+# transactions; --lookup answers addresses.  rib.c and geoip.c are shared
+# with bench/lpm-bench.
 examples_routing_table_routing_table_SOURCES = \
-	examples/routing-table/routing-table.c
+	examples/routing-table/routing-table.c \
+	examples/routing-table/routes.c \
+	examples/routing-table/routes.h \
+	examples/routing-table/rib.c \
+	examples/routing-table/rib.h \
+	examples/routing-table/geoip.c \
+	examples/routing-table/geoip.h
 examples_routing_table_routing_table_CFLAGS = $(AM_CFLAGS) $(URCU_CFLAGS)
 examples_routing_table_routing_table_LDADD = $(examples_ldadd)
 
@@ -47,9 +56,17 @@ examples_lookup_table_lookup_table_LDADD = $(examples_ldadd)
 # through $top_srcdir (AM_TESTS_ENVIRONMENT in the top Makefile.am).
 TESTS += \
 	tests/check_examples_run.sh \
-	tests/check_config_reload.sh
+	tests/check_config_reload.sh \
+	tests/check_routing_table.sh
 
 EXTRA_DIST += \
 	examples/config-reload/example.conf \
 	tests/check_examples_run.sh \
-	tests/check_config_reload.sh
+	tests/check_config_reload.sh \
+	tests/check_routing_table.sh \
+	tests/routing-table/ipv4.routes \
+	tests/routing-table/ipv4.addresses \
+	tests/routing-table/ipv4.expected \
+	tests/routing-table/ipv6.routes \
+	tests/routing-table/ipv6.addresses \
+	tests/routing-table/ipv6.expected

@@ -1,46 +1,81 @@
 /*
- * routing-table - an IPv4 forwarding table in a cowmap: a packet loop looks
- * destinations up in batches while route updates are applied in batches.
- *
- *   routing-table --generate N FILE
- *       Write a table of N random /24 routes, one per line, like
- *       `ip route` prints them:  "203.0.113.0/24 via 198.51.100.1 dev eth0".
+ * routing-table - a forwarding table in a cowmap prefix table: a packet
+ * loop looks destinations up by longest-prefix match, in batches, while
+ * route updates are applied in transactions.
  *
  *   routing-table [--seconds S] [--threads N] [--batch N] [--interval-us N]
- *                 [--no-verify] FILE
- *       Load FILE, then for S seconds (default 2) run N packet loop threads
- *       (default 1) and one updater, and report lookups per second and
- *       updates applied.  Exit status 0 only if every lookup batch was
+ *                 [--no-verify] ROUTES
+ *   routing-table [same options] --geoip 4|6 [--geoip-dir DIR]
+ *       Load the routes, then for S seconds (default 2) run N packet loop
+ *       threads (default 1) and one updater, and report lookups per second
+ *       and updates applied.  Exit status 0 only if every lookup batch was
  *       consistent with one version of the table.
  *
- *       $ ./routing-table --generate 300000 routes.txt
- *       $ ./routing-table --seconds 2 routes.txt
+ *   routing-table --lookup ROUTES
+ *       Read addresses, one per line, on standard input and print one line
+ *       per address: "ADDR PREFIX/LEN NEXTHOP" for the longest route that
+ *       matches it, NEXTHOP as the route file spelled it, or "ADDR -" when
+ *       no route does.
  *
- * The table maps a 4-byte key, the /24 network address in network byte
- * order (a.b.c.0), to a struct route owned by the map (options.value_free
- * frees it once no version and no reader can reach it).
+ *   routing-table --generate N [--ipv6] FILE
+ *       Write a synthetic table: N routes with prefix lengths spread like a
+ *       real table's, plus the aggregates that cover them.
+ *
+ *   routing-table --geoip 4|6 [--geoip-dir DIR] --write FILE
+ *       Write the real allocations of the GeoIP country database
+ *       (geoip-database: GeoIP.dat, GeoIPv6.dat in /usr/share/GeoIP), one
+ *       route per prefix with a next hop per country, plus covering
+ *       aggregates with other next hops, so that prefixes nest as in a
+ *       real RIB.
+ *
+ *       $ ./routing-table --geoip 4 --write geoip4.routes
+ *       $ ./routing-table --seconds 2 geoip4.routes
+ *       $ echo 8.8.8.8 | ./routing-table --lookup geoip4.routes
+ *
+ * Route files: one route per line as `ip route` prints them, all of one
+ * address family (IPv4 or IPv6):
+ *
+ *       [TYPE] DEST [via GATEWAY] [dev DEVICE] [ATTRIBUTE VALUE | FLAG]...
+ *
+ *   DEST is PREFIX/LEN, an address alone (a host route) or "default".  The
+ *   bits of PREFIX past LEN must be zero.  The next hop is "via GATEWAY"
+ *   and/or "dev DEVICE", or a TYPE other than unicast (blackhole,
+ *   unreachable, prohibit), and is printed back as written.  The
+ *   attributes proto, scope, src, metric, table, mtu, weight, pref and the
+ *   flags onlink, linkdown are accepted and ignored.  Blank lines and
+ *   lines starting with '#' are skipped.  A prefix may appear once.  A
+ *   malformed line is refused with its line number.
+ *
+ * The table maps each prefix to a struct route owned by the table
+ * (options.value_free frees it once no version and no reader can reach it).
  *
  * Packet loop: 32 destinations at a time are looked up with one
- * cowmap_get_many() call inside one RCU read-side critical section, so the
- * batch pays memory latency about once per trie level, and all 32 answers
- * come from the same version of the table.
+ * cowmap_prefix_lookup_many() call inside one RCU read-side critical
+ * section, so the batch pays memory latency about once per trie level, and
+ * all 32 answers come from the same version of the table.
  *
  * Updater: a route feed re-announces one slice of the table per batch --
  * new next hops for most routes of the slice, withdrawals for a few --
  * and applies the batch with a transaction, published as one new version.
  *
  * How the packet loop proves that it saw whole versions: every update batch
- * also writes a stamp, a route stored under the key 0.0.0.1 (never a /24
- * network) that carries the batch number V.  The packet loop looks the
- * stamp up in the same get_many call as its destinations.  The feed is
- * deterministic (slice, next hop and withdrawal are functions of the
- * prefix and the batch number), so from V alone the packet loop knows, for
- * each destination, which batch last touched its route and what that batch
- * did.  A route from any other batch -- one not yet published with V, or
- * one that V overwrote -- is reported as an inconsistency.
+ * also writes a stamp, a host route (/32 or /128) for an address no route
+ * of the file names that way, carrying the batch number V.  The packet loop
+ * looks the stamp's address up in the same lookup_many call as its
+ * destinations.  The feed is deterministic (slice, next hop and withdrawal
+ * are functions of the route and the batch number), so from V alone the
+ * packet loop knows, for each route, which batch last touched it and what
+ * that batch did, and so which of the routes covering a destination is the
+ * longest one present at V.  Any other answer -- a route from a batch not
+ * yet published with V, a route V withdrew or overwrote, a shorter match
+ * than the longest present -- is reported as an inconsistency.
  */
 #include <urcu/urcu-memb.h>	/* the flavor every thread here reads with */
 #include <cowmap.h>
+
+#include "geoip.h"
+#include "rib.h"
+#include "routes.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,44 +90,34 @@
 #include <time.h>
 
 #define PACKET_BATCH 32		/* destinations per lookup batch */
-#define MAX_NEXTHOPS 256
+#define LOOKUP_BATCH 64		/* addresses per batch in --lookup */
 #define MAX_THREADS 16
 #define TRACE_SIZE (1u << 16)	/* destination addresses replayed in a loop */
 #define MAX_REPORTED 5		/* inconsistencies printed in full */
+#define STAMP UINT32_MAX	/* route index of the version stamp */
 
-struct nexthop {
-	uint32_t gateway;	/* host byte order */
-	char dev[16];
-};
-
-/* The value of every key: owned by the map, freed by value_free. */
+/* The value of every prefix: owned by the table, freed by value_free. */
 struct route {
-	uint32_t prefix;		/* host byte order; STAMP for the stamp */
-	const struct nexthop *via;	/* NULL for the stamp */
-	uint64_t batch;			/* update batch that wrote it; 0 = file */
+	uint32_t index;		/* in feed.rib; STAMP for the stamp */
+	uint32_t hop;		/* in nexthops */
+	uint64_t batch;		/* update batch that wrote it; 0 = file */
 };
 
-/* 0.0.0.1: host bits set, so no /24 route can have this key. */
-#define STAMP UINT32_C(0x00000001)
-
-static struct nexthop nexthops[MAX_NEXTHOPS];
-static unsigned nnexthops;
+/* Next hops, as the route file spelled them. */
+static struct nexthops hops;
 
 /*
- * The routes of the file, grouped by update slice and sorted by prefix
- * within a slice.  The updater walks one slice per batch; the checker
- * finds a prefix by binary search in its slice.  Read-only once loaded.
+ * The routes of the file, in address order (feed.rib, whose hop field is
+ * the next hop index), and their slices: the updater re-announces one
+ * slice per batch.  Read-only once loaded.
  */
-struct feed_route {
-	uint32_t prefix;	/* host byte order */
-	uint32_t hop;		/* index of the next hop the file gives it */
-};
-
 static struct {
+	struct rib rib;
 	uint32_t nslices;
-	uint32_t *start;	/* nslices + 1 offsets into route[] */
-	struct feed_route *route;
-	size_t count;
+	uint32_t *slice;	/* of each route */
+	uint32_t *start;	/* nslices + 1 offsets into member[] */
+	uint32_t *member;	/* route indexes, slice by slice */
+	uint8_t stamp[RIB_MAX_BYTES];	/* the stamp's address */
 } feed;
 
 static struct cowmap_cell *fib;	/* the forwarding table */
@@ -127,28 +152,56 @@ static uint32_t mix32(uint32_t x)	/* murmur3's finalizer */
 	return x;
 }
 
-static uint64_t next_random(uint64_t *state)	/* xorshift64* */
+/* The routes of GeoIP's database for @width, with aggregates, into @r. */
+static int read_geoip(struct rib *r, unsigned width, const char *dir)
 {
-	*state ^= *state >> 12;
-	*state ^= *state << 25;
-	*state ^= *state >> 27;
-	return *state * UINT64_C(2685821657736338717);
+	char path[4096];
+	long found, added;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, geoip_file_name(width));
+	rib_init(r, width);
+	found = geoip_load(r, path);
+	if (found < 0) {
+		fprintf(stderr, "routing-table: %s: %s%s\n", path,
+			strerror((int)-found), found == -ENOENT
+			? " (install geoip-database, or give --geoip-dir)" : "");
+		rib_free(r);
+		return -1;
+	}
+	added = rib_add_aggregates(r);
+	if (added < 0) {
+		fprintf(stderr, "routing-table: out of memory\n");
+		rib_free(r);
+		return -1;
+	}
+	printf("routing-table: %ld prefixes from %s, %ld covering aggregates\n",
+	       found, path, added);
+	return 0;
 }
 
-static void format_ip(char buf[16], uint32_t addr)
+/* feed.rib from GeoIP: the next hops named as route files name them. */
+static int load_geoip(unsigned width, const char *dir)
 {
-	snprintf(buf, 16, "%u.%u.%u.%u", addr >> 24, (addr >> 16) & 255,
-		 (addr >> 8) & 255, addr & 255);
+	if (read_geoip(&feed.rib, width, dir) < 0)
+		return -1;
+	for (size_t i = 0; i < feed.rib.n; i++) {
+		char text[64];
+		long h;
+
+		rib_hop_text(text, width, feed.rib.route[i].hop);
+		h = nexthop_intern(&hops, text);
+		if (h < 0) {
+			fprintf(stderr, "routing-table: out of memory\n");
+			return -1;
+		}
+		feed.rib.route[i].hop = (uint32_t)h;
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* The route feed: what update batch v does                            */
 /* ------------------------------------------------------------------ */
-
-static uint32_t slice_of(uint32_t prefix)
-{
-	return mix32(prefix) % feed.nslices;
-}
 
 /* Batch v (v >= 1) re-announces slice (v - 1) % nslices. */
 static uint32_t slice_of_batch(uint64_t v)
@@ -156,14 +209,14 @@ static uint32_t slice_of_batch(uint64_t v)
 	return (uint32_t)((v - 1) % feed.nslices);
 }
 
-static bool withdrawn_in(uint32_t prefix, uint64_t v)
+static bool withdrawn_in(uint32_t route, uint64_t v)
 {
-	return mix32(prefix ^ (uint32_t)(v * 0x9e3779b9u)) % 32 == 0;
+	return mix32(route ^ (uint32_t)(v * 0x9e3779b9u)) % 32 == 0;
 }
 
-static const struct nexthop *hop_in(uint32_t prefix, uint64_t v)
+static uint32_t hop_in(uint32_t route, uint64_t v)
 {
-	return &nexthops[(mix32(prefix) + v) % nnexthops];
+	return (uint32_t)((mix32(route) + v) % hops.n);
 }
 
 /* The last batch at or before @v that re-announced @slice; 0 = none. */
@@ -174,310 +227,110 @@ static uint64_t last_touch(uint32_t slice, uint64_t v)
 	return v - (v - 1 - slice) % feed.nslices;
 }
 
-/* Index of @prefix among the file's routes, or -1. */
-static long feed_find(uint32_t prefix)
+/* Slices of about @slice_size routes, picked by a hash of the route. */
+static int make_slices(size_t slice_size)
 {
-	uint32_t s = slice_of(prefix);
-	size_t lo = feed.start[s], hi = feed.start[s + 1];
+	size_t n = feed.rib.n;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
+	feed.nslices = (uint32_t)((n + slice_size - 1) / slice_size);
+	feed.slice = malloc(n * sizeof(uint32_t));
+	feed.start = calloc(feed.nslices + 1, sizeof(uint32_t));
+	feed.member = malloc(n * sizeof(uint32_t));
 
-		if (feed.route[mid].prefix == prefix)
-			return (long)mid;
-		if (feed.route[mid].prefix < prefix)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
-}
+	uint32_t *fill = malloc(feed.nslices * sizeof(uint32_t));
 
-/* ------------------------------------------------------------------ */
-/* Generating and loading a table                                      */
-/* ------------------------------------------------------------------ */
-
-/* Addresses no public route covers: private, loopback, multicast... */
-static bool reserved_prefix(uint32_t p24)
-{
-	uint32_t a = p24 >> 16, b = (p24 >> 8) & 255;
-
-	return a == 0 || a == 10 || a == 127 || a >= 224 ||
-	       (a == 100 && b >= 64 && b < 128) || (a == 169 && b == 254) ||
-	       (a == 172 && b >= 16 && b < 32) || (a == 192 && b == 168) ||
-	       (a == 198 && (b == 18 || b == 19));
-}
-
-static int generate(unsigned long n, const char *path)
-{
-	/* Eight gateways, the first ones carrying most routes. */
-	static const unsigned weight[8] = { 30, 20, 15, 10, 10, 5, 5, 5 };
-	uint8_t *used = calloc((1u << 24) / 8, 1);
-	uint64_t rng = 0x5eed;
-	unsigned long made = 0;
-	FILE *out = fopen(path, "w");
-
-	if (used == NULL || out == NULL) {
-		fprintf(stderr, "routing-table: %s: %s\n", path, strerror(errno));
-		free(used);
-		if (out)
-			fclose(out);
-		return EXIT_FAILURE;
-	}
-	while (made < n) {
-		uint32_t p24 = (uint32_t)(next_random(&rng) >> 40);	/* 24 bits */
-
-		if (reserved_prefix(p24) || used[p24 / 8] & (1u << (p24 % 8)))
-			continue;
-		used[p24 / 8] |= (uint8_t)(1u << (p24 % 8));
-		made++;
-	}
-
-	/* In address order, like a routing table dump. */
-	fprintf(out, "# %lu routes written by routing-table --generate\n", n);
-	for (uint32_t p24 = 0; p24 < (1u << 24); p24++) {
-		if (!(used[p24 / 8] & (1u << (p24 % 8))))
-			continue;
-
-		unsigned pick = mix32(p24) % 100, hop = 0;
-
-		while (pick >= weight[hop]) {
-			pick -= weight[hop];
-			hop++;
-		}
-		fprintf(out, "%u.%u.%u.0/24 via 198.51.100.%u dev eth%u\n",
-			p24 >> 16, (p24 >> 8) & 255, p24 & 255, hop + 1, hop / 2);
-	}
-	free(used);
-	if (fclose(out) != 0) {
-		fprintf(stderr, "routing-table: %s: %s\n", path, strerror(errno));
-		return EXIT_FAILURE;
-	}
-	printf("routing-table: wrote %lu routes to %s\n", n, path);
-	return EXIT_SUCCESS;
-}
-
-/* The index of next hop (@gw, @dev), added if new; -1 when full. */
-static int intern_nexthop(uint32_t gw, const char *dev)
-{
-	for (unsigned i = 0; i < nnexthops; i++)
-		if (nexthops[i].gateway == gw && strcmp(nexthops[i].dev, dev) == 0)
-			return (int)i;
-	if (nnexthops == MAX_NEXTHOPS)
+	if (!feed.slice || !feed.start || !feed.member || !fill) {
+		free(fill);
 		return -1;
-	nexthops[nnexthops].gateway = gw;
-	/* parse_route() checked that it fits. */
-	memcpy(nexthops[nnexthops].dev, dev, strlen(dev) + 1);
-	return (int)nnexthops++;
+	}
+	for (size_t i = 0; i < n; i++) {
+		feed.slice[i] = mix32((uint32_t)i * 0x9e3779b9u) % feed.nslices;
+		feed.start[feed.slice[i] + 1]++;
+	}
+	for (uint32_t s = 0; s < feed.nslices; s++)
+		feed.start[s + 1] += feed.start[s];
+	memcpy(fill, feed.start, feed.nslices * sizeof(uint32_t));
+	for (size_t i = 0; i < n; i++)
+		feed.member[fill[feed.slice[i]]++] = (uint32_t)i;
+	free(fill);
+	return 0;
 }
 
-static bool parse_ip(const char *text, uint32_t *addr)
+/*
+ * The stamp's address: the first of 0.0.0.1, 0.0.0.2, ... (::1, ::2, ...)
+ * that is not a host route of the file, so that its host route belongs to
+ * the stamp alone.
+ */
+static void choose_stamp(void)
 {
-	struct in_addr in;
+	const unsigned width = feed.rib.width, bytes = width / 8;
 
-	if (inet_pton(AF_INET, text, &in) != 1)
-		return false;
-	*addr = ntohl(in.s_addr);
-	return true;
+	memset(feed.stamp, 0, sizeof(feed.stamp));
+	for (unsigned k = 1;; k++) {
+		feed.stamp[bytes - 2] = (uint8_t)(k >> 8);
+		feed.stamp[bytes - 1] = (uint8_t)k;
+		if (rib_find(&feed.rib, feed.stamp, width) < 0)
+			return;
+	}
 }
 
-/* One route line; returns NULL or what is wrong with it. */
-static const char *parse_route(char *line, uint32_t *prefix, int *hop)
-{
-	char net[32], gw[32], dev[32], extra[2];
-	unsigned len;
+/* ------------------------------------------------------------------ */
+/* Building the table                                                  */
+/* ------------------------------------------------------------------ */
 
-	if (sscanf(line, "%31[0-9.]/%u via %31s dev %31s %1s", net, &len, gw,
-		   dev, extra) != 4)
-		return "expected \"A.B.C.0/24 via GATEWAY dev DEVICE\"";
-	if (!parse_ip(net, prefix))
-		return "bad network address";
-	if (len != 24)
-		return "only /24 routes are supported";
-	if (*prefix & 255)
-		return "host bits set in a /24 network";
-
-	uint32_t gateway;
-
-	if (!parse_ip(gw, &gateway))
-		return "bad gateway address";
-	if (strlen(dev) >= sizeof(nexthops[0].dev))
-		return "device name too long";
-	*hop = intern_nexthop(gateway, dev);
-	if (*hop < 0)
-		return "too many distinct next hops";
-	return NULL;
-}
-
-static int by_prefix(const void *a, const void *b)
-{
-	uint32_t x = ((const struct feed_route *)a)->prefix;
-	uint32_t y = ((const struct feed_route *)b)->prefix;
-
-	return (x > y) - (x < y);
-}
-
-/* Options of the table: the map owns its routes. */
+/* Options of the table: the table owns its routes. */
 static void free_route(void *value, void *ctx)
 {
 	(void)ctx;
 	free(value);
 }
 
-/*
- * Read @path into the feed, in slices of about @slice_size routes.
- * Returns 0, or -1 after printing "file:line: reason".
- */
-static int read_routes(const char *path, size_t slice_size)
+static struct route *new_route(uint32_t index, uint32_t hop, uint64_t batch)
 {
-	FILE *in = fopen(path, "r");
-	struct feed_route *routes = NULL;
-	char *line = NULL;
-	size_t size = 0, cap = 0, n = 0;
-	unsigned lineno = 0;
-	const char *why = NULL;
-
-	if (in == NULL) {
-		fprintf(stderr, "routing-table: %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	while (getline(&line, &size, in) >= 0) {
-		char *text = line + strspn(line, " \t");
-		uint32_t prefix;
-		int hop;
-
-		lineno++;
-		if (*text == '#' || *text == '\n' || *text == '\0')
-			continue;
-		why = parse_route(text, &prefix, &hop);
-		if (why == NULL && n == cap) {
-			size_t grown = cap ? 2 * cap : 4096;
-			struct feed_route *r = realloc(routes, grown * sizeof(*r));
-
-			if (r == NULL) {
-				why = "out of memory";
-			} else {
-				routes = r;
-				cap = grown;
-			}
-		}
-		if (why)
-			break;
-		routes[n++] = (struct feed_route){ prefix, (uint32_t)hop };
-	}
-	free(line);
-	fclose(in);
-	if (why == NULL && n == 0)
-		why = "no routes";
-	if (why) {
-		fprintf(stderr, "routing-table: %s:%u: %s\n", path, lineno, why);
-		free(routes);
-		return -1;
-	}
-
-	/* Counting sort into slices, then by prefix within each slice. */
-	feed.count = n;
-	feed.nslices = (uint32_t)((n + slice_size - 1) / slice_size);
-	feed.start = calloc(feed.nslices + 1, sizeof(uint32_t));
-	feed.route = malloc(n * sizeof(*feed.route));
-
-	uint32_t *fill = malloc(feed.nslices * sizeof(uint32_t));
-
-	if (!feed.start || !feed.route || !fill) {
-		fprintf(stderr, "routing-table: out of memory\n");
-		free(fill);
-		free(routes);
-		return -1;
-	}
-	for (size_t i = 0; i < n; i++)
-		feed.start[slice_of(routes[i].prefix) + 1]++;
-	for (uint32_t s = 0; s < feed.nslices; s++)
-		feed.start[s + 1] += feed.start[s];
-	memcpy(fill, feed.start, feed.nslices * sizeof(uint32_t));
-	for (size_t i = 0; i < n; i++)
-		feed.route[fill[slice_of(routes[i].prefix)]++] = routes[i];
-	free(fill);
-	free(routes);
-	for (uint32_t s = 0; s < feed.nslices; s++)
-		qsort(feed.route + feed.start[s],
-		      feed.start[s + 1] - feed.start[s], sizeof(*feed.route),
-		      by_prefix);
-	for (size_t i = 1; i < n; i++) {
-		if (feed.route[i].prefix == feed.route[i - 1].prefix) {
-			char ip[16];
-
-			format_ip(ip, feed.route[i].prefix);
-			fprintf(stderr, "routing-table: %s: %s/24 appears twice\n",
-				path, ip);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* Set @key to a new route: @prefix via @via, written by @batch. */
-static int txn_set_route(struct cowmap_txn *t, uint32_t prefix,
-			 const struct nexthop *via, uint64_t batch)
-{
-	uint32_t key = htonl(prefix);	/* the 4-byte key, network order */
 	struct route *r = malloc(sizeof(*r));
-	int rc;
 
-	if (r == NULL)
-		return -ENOMEM;
-	*r = (struct route){ .prefix = prefix, .via = via, .batch = batch };
-	rc = cowmap_txn_set(t, &key, sizeof(key), r);
-	if (rc < 0)
-		free(r);	/* on failure the value is still ours */
-	return rc;
+	if (r)
+		*r = (struct route){ .index = index, .hop = hop, .batch = batch };
+	return r;
 }
 
 /*
- * The first version: every route of the file and stamp 0.  The routes go
- * in as one batch: cowmap_txn_set_many() sorts them by their place in the
- * trie and builds each node once.  Returns a new reference, or NULL with
- * errno set.
+ * The first version: every route of the file, and with @stamp the stamp
+ * of batch 0.  The routes go in as one batch: cowmap_txn_prefix_set_many()
+ * fills the nodes it creates in place.  Returns a new reference, or NULL
+ * with errno set.
  */
-static struct cowmap *build_table(void)
+static struct cowmap *build_table(bool stamp)
 {
 	const struct cowmap_options opts = { .value_free = free_route };
-	size_t n = feed.count, cap = n ? n : 1;
-	uint32_t *keys = malloc(cap * sizeof(*keys));
-	const void **kp = malloc(cap * sizeof(*kp));
-	size_t *lens = malloc(cap * sizeof(*lens));
-	void **routes = calloc(cap, sizeof(*routes));
-	struct cowmap *empty = cowmap_new(&opts);
+	const struct rib *rib = &feed.rib;
+	size_t n = rib->n + stamp;
+	struct cowmap_route *routes = calloc(n, sizeof(*routes));
+	struct cowmap *empty = cowmap_prefix_new(rib->width, &opts);
 	struct cowmap_txn *t = empty ? cowmap_txn_begin(empty) : NULL;
-	int rc = t && keys && kp && lens && routes ? 0 : -ENOMEM;
+	int rc = t && routes ? 0 : -ENOMEM;
 
 	cowmap_release(empty);	/* the transaction holds its own reference */
 	for (size_t i = 0; rc == 0 && i < n; i++) {
-		struct route *r = malloc(sizeof(*r));
+		bool is_stamp = i == rib->n;
 
-		if (r == NULL) {
+		routes[i] = (struct cowmap_route){
+			.addr = is_stamp ? feed.stamp : rib->route[i].addr,
+			.len = is_stamp ? rib->width : rib->route[i].len,
+			.value = is_stamp ? new_route(STAMP, 0, 0)
+				 : new_route((uint32_t)i, rib->route[i].hop, 0),
+		};
+		if (routes[i].value == NULL)
 			rc = -ENOMEM;
-			break;
-		}
-		*r = (struct route){ .prefix = feed.route[i].prefix,
-				     .via = &nexthops[feed.route[i].hop] };
-		keys[i] = htonl(feed.route[i].prefix);	/* network order */
-		kp[i] = &keys[i];
-		lens[i] = sizeof(keys[i]);
-		routes[i] = r;
 	}
 	if (rc == 0)
-		rc = cowmap_txn_set_many(t, n, kp, lens, routes);
+		rc = cowmap_txn_prefix_set_many(t, n, routes);
 	if (rc < 0 && routes != NULL)	/* on failure the routes are ours */
 		for (size_t i = 0; i < n; i++)
-			free(routes[i]);
-	if (rc == 0)
-		rc = txn_set_route(t, STAMP, NULL, 0);
-	free(keys);
-	free(kp);
-	free(lens);
+			free(routes[i].value);
 	free(routes);
 	if (rc < 0) {
-		cowmap_txn_abort(t);	/* frees the routes it took */
+		cowmap_txn_abort(t);	/* NULL is fine */
 		errno = -rc;
 		return NULL;
 	}
@@ -485,10 +338,94 @@ static struct cowmap *build_table(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* --lookup: addresses on standard input                               */
+/* ------------------------------------------------------------------ */
+
+static void print_answers(const struct cowmap *table, size_t n,
+			  const uint8_t *addrs, char (*text)[INET6_ADDRSTRLEN + 1])
+{
+	void *values[LOOKUP_BATCH];
+	unsigned lens[LOOKUP_BATCH];
+	const unsigned width = feed.rib.width;
+
+	cowmap_prefix_lookup_many(table, n, addrs, values, lens);
+	for (size_t i = 0; i < n; i++) {
+		const struct route *r = values[i];
+		char prefix[64];
+
+		if (r == NULL) {
+			printf("%s -\n", text[i]);
+			continue;
+		}
+		format_prefix(prefix, width, feed.rib.route[r->index].addr, lens[i]);
+		printf("%s %s %s\n", text[i], prefix, hops.text[r->hop]);
+	}
+}
+
+static int lookup_stdin(const char *path)
+{
+	uint8_t addrs[LOOKUP_BATCH * RIB_MAX_BYTES];
+	char text[LOOKUP_BATCH][INET6_ADDRSTRLEN + 1];
+	char *line = NULL;
+	size_t size = 0, n = 0;
+	unsigned lineno = 0;
+	int status = EXIT_SUCCESS;
+	struct cowmap *table;
+
+	if (route_file_read(&feed.rib, &hops, path) < 0)
+		return EXIT_FAILURE;
+	table = build_table(false);
+	if (table == NULL) {
+		perror("routing-table: building the table");
+		return EXIT_FAILURE;
+	}
+
+	const unsigned bytes = feed.rib.width / 8;
+
+	while (getline(&line, &size, stdin) >= 0) {
+		char *word = line + strspn(line, " \t");
+		uint8_t addr[RIB_MAX_BYTES];
+
+		lineno++;
+		word[strcspn(word, " \t\r\n")] = '\0';
+		if (*word == '\0')
+			continue;	/* blank line */
+		if (strlen(word) > INET6_ADDRSTRLEN ||
+		    parse_addr(word, addr) != (bytes == 4 ? 4 : 6)) {
+			print_answers(table, n, addrs, text);
+			fflush(stdout);
+			fprintf(stderr, "routing-table: standard input:%u: not an "
+				"%s address: %s\n", lineno, bytes == 4 ? "IPv4" : "IPv6",
+				word);
+			status = EXIT_FAILURE;
+			n = 0;
+			break;
+		}
+		memcpy(addrs + n * bytes, addr, bytes);
+		strcpy(text[n], word);
+		if (++n == LOOKUP_BATCH) {
+			print_answers(table, n, addrs, text);
+			n = 0;
+		}
+	}
+	print_answers(table, n, addrs, text);
+	free(line);
+	cowmap_release(table);	/* frees every route */
+	return status;
+}
+
+/* ------------------------------------------------------------------ */
 /* The packet loop                                                     */
 /* ------------------------------------------------------------------ */
 
-static uint32_t trace[TRACE_SIZE];	/* destination addresses */
+/*
+ * The destinations replayed by the packet loops, and for each the routes
+ * of the file that cover it, longest first: cover[cover_start[i]] up to
+ * cover[cover_start[i + 1]].
+ */
+static uint8_t trace[TRACE_SIZE * RIB_MAX_BYTES];
+static uint32_t cover_start[TRACE_SIZE + 1];
+static uint32_t *cover;
 static bool verify = true;
 
 struct packet_loop {
@@ -513,6 +450,22 @@ static void report(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* What version @v must answer for trace address @t: the route, or -1. */
+static long expected_route(uint32_t t, uint64_t v, uint64_t *touched)
+{
+	for (uint32_t k = cover_start[t]; k < cover_start[t + 1]; k++) {
+		uint32_t route = cover[k];
+		uint64_t last = last_touch(feed.slice[route], v);
+
+		if (last && withdrawn_in(route, last))
+			continue;	/* withdrawn: a shorter one answers */
+		*touched = last;
+		return route;
+	}
+	*touched = 0;
+	return -1;
+}
+
 /*
  * Check one batch against the version its stamp names.  Runs inside the
  * read-side critical section: the routes are borrowed from the version.
@@ -520,13 +473,14 @@ static void report(const char *fmt, ...)
  */
 static unsigned check_batch(const uint32_t dst[PACKET_BATCH],
 			    void *const values[PACKET_BATCH + 1],
+			    const unsigned lens[PACKET_BATCH + 1],
 			    uint64_t *last_stamp)
 {
 	const struct route *stamp = values[PACKET_BATCH];
+	const unsigned width = feed.rib.width;
 	unsigned bad = 0;
-	char ip[16];
 
-	if (stamp == NULL || stamp->prefix != STAMP) {
+	if (stamp == NULL || stamp->index != STAMP || lens[PACKET_BATCH] != width) {
 		report("no version stamp");
 		return PACKET_BATCH;
 	}
@@ -541,36 +495,35 @@ static unsigned check_batch(const uint32_t dst[PACKET_BATCH],
 	*last_stamp = v;
 
 	for (unsigned i = 0; i < PACKET_BATCH; i++) {
-		uint32_t prefix = dst[i] & 0xffffff00u;
 		const struct route *r = values[i];
-		long idx = feed_find(prefix);
-		uint64_t touched = idx < 0 ? 0 : last_touch(slice_of(prefix), v);
+		uint64_t touched;
+		long want = expected_route(dst[i], v, &touched);
 		const char *wrong = NULL;
 
-		if (idx < 0) {
+		if (want < 0) {
 			if (r)
-				wrong = "a route that no file or batch announced";
-		} else if (touched && withdrawn_in(prefix, touched)) {
-			if (r)
-				wrong = "a route withdrawn by its last batch";
+				wrong = "a route where every covering route is withdrawn";
 		} else if (r == NULL) {
 			wrong = "no route";
-		} else if (r->prefix != prefix || r->batch != touched) {
+		} else if (r->index != (uint32_t)want) {
+			wrong = "another route than the longest present";
+		} else if (lens[i] != feed.rib.route[want].len) {
+			wrong = "the wrong prefix length";
+		} else if (r->batch != touched) {
 			wrong = "a route from another batch";
-		} else if (r->via != (touched ? hop_in(prefix, touched)
-					     : &nexthops[feed.route[idx].hop])) {
+		} else if (r->hop != (touched ? hop_in((uint32_t)want, touched)
+					    : feed.rib.route[want].hop)) {
 			wrong = "the wrong next hop";
 		}
 		if (wrong == NULL)
 			continue;
-		format_ip(ip, prefix);
-		if (r)
-			report("%s/24 at stamp %" PRIu64 " (last touched by batch %"
-			       PRIu64 "): %s, written by batch %" PRIu64, ip, v,
-			       touched, wrong, r->batch);
-		else
-			report("%s/24 at stamp %" PRIu64 " (last touched by batch %"
-			       PRIu64 "): %s", ip, v, touched, wrong);
+
+		char ip[INET6_ADDRSTRLEN];
+
+		inet_ntop(family_of(width), trace + (size_t)dst[i] * (width / 8),
+			  ip, sizeof(ip));
+		report("%s at stamp %" PRIu64 ": %s (route %ld expected, last "
+		       "touched by batch %" PRIu64 ")", ip, v, wrong, want, touched);
 		bad++;
 	}
 	return bad;
@@ -579,40 +532,40 @@ static unsigned check_batch(const uint32_t dst[PACKET_BATCH],
 static void *packet_loop_main(void *arg)
 {
 	struct packet_loop *pl = arg;
-	uint32_t keys_be[PACKET_BATCH + 1];	/* network byte order */
-	const void *keys[PACKET_BATCH + 1];
-	size_t lens[PACKET_BATCH + 1];
+	const unsigned bytes = feed.rib.width / 8;
+	uint8_t addrs[(PACKET_BATCH + 1) * RIB_MAX_BYTES];
 	void *values[PACKET_BATCH + 1];
-	uint32_t dst[PACKET_BATCH];
+	unsigned lens[PACKET_BATCH + 1];
+	uint32_t dst[PACKET_BATCH];	/* indexes into trace[] */
 	uint32_t pos = pl->id * (TRACE_SIZE / MAX_THREADS);
 	uint64_t last_stamp = 0;
 
-	for (unsigned i = 0; i <= PACKET_BATCH; i++) {
-		keys[i] = &keys_be[i];
-		lens[i] = sizeof(uint32_t);
-	}
-	keys_be[PACKET_BATCH] = htonl(STAMP);	/* looked up with every batch */
+	/* The stamp is looked up with every batch, as its last address. */
+	memcpy(addrs + PACKET_BATCH * bytes, feed.stamp, bytes);
 
 	urcu_memb_register_thread();
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
 		for (unsigned i = 0; i < PACKET_BATCH; i++) {
-			dst[i] = trace[pos++ % TRACE_SIZE];
-			keys_be[i] = htonl(dst[i] & 0xffffff00u);
+			dst[i] = pos++ % TRACE_SIZE;
+			memcpy(addrs + i * bytes, trace + (size_t)dst[i] * bytes,
+			       bytes);
 		}
 
 		urcu_memb_read_lock();
 		const struct cowmap *table = cowmap_cell_load(fib);
 
-		cowmap_get_many(table, PACKET_BATCH + 1, keys, lens, values);
+		cowmap_prefix_lookup_many(table, PACKET_BATCH + 1, addrs, values,
+					  lens);
 		/*
-		 * Here a router would hand packet i to values[i]->via, or
-		 * drop it when values[i] is NULL.  The routes are borrowed
+		 * Here a router would hand packet i to values[i]'s next hop,
+		 * or drop it when values[i] is NULL.  The routes are borrowed
 		 * from the version: use them before the unlock.
 		 */
 		for (unsigned i = 0; i < PACKET_BATCH; i++)
 			pl->no_route += values[i] == NULL;
 		if (verify)
-			pl->inconsistent += check_batch(dst, values, &last_stamp);
+			pl->inconsistent += check_batch(dst, values, lens,
+							&last_stamp);
 		urcu_memb_read_unlock();
 
 		pl->packets += PACKET_BATCH;
@@ -622,20 +575,59 @@ static void *packet_loop_main(void *arg)
 	return NULL;
 }
 
-/* Mostly packets to routed prefixes, some to nowhere. */
-static void make_trace(void)
+/*
+ * Mostly packets to hosts of routed prefixes, some to random addresses
+ * (never the stamp's).  Then the covering routes of each, longest first,
+ * found by looking each prefix length of the file up in the sorted routes.
+ * Returns 0 or -1 (out of memory).
+ */
+static int make_trace(void)
 {
+	const struct rib *rib = &feed.rib;
+	const unsigned width = rib->width, bytes = width / 8;
+	bool has_len[129] = { false };
+	size_t cap = 4 * TRACE_SIZE, used = 0;
 	uint64_t rng = 0xfeed;
 
+	for (size_t i = 0; i < rib->n; i++)
+		has_len[rib->route[i].len] = true;
+	rib_random_addresses(rib, trace, TRACE_SIZE, 1, 0xfeed);
 	for (unsigned i = 0; i < TRACE_SIZE; i++) {
-		uint64_t x = next_random(&rng);
-		uint32_t host = 1 + (uint32_t)(x >> 56) % 254;
+		uint8_t *a = trace + (size_t)i * bytes;
 
-		if (x % 100 < 95)
-			trace[i] = feed.route[(x >> 8) % feed.count].prefix | host;
-		else
-			trace[i] = (uint32_t)(x >> 16);
+		if (rib_random(&rng) % 100 >= 95)	/* anywhere */
+			for (unsigned b = 0; b < bytes; b++)
+				a[b] = (uint8_t)rib_random(&rng);
+		if (memcmp(a, feed.stamp, bytes) == 0)
+			a[0] ^= 0x80;
 	}
+
+	cover = malloc(cap * sizeof(*cover));
+	if (cover == NULL)
+		return -1;
+	for (unsigned i = 0; i < TRACE_SIZE; i++) {
+		cover_start[i] = (uint32_t)used;
+		for (int len = (int)width; len >= 0; len--) {
+			long k;
+
+			if (!has_len[len])
+				continue;
+			k = rib_find(rib, trace + (size_t)i * bytes, (unsigned)len);
+			if (k < 0)
+				continue;
+			if (used == cap) {
+				uint32_t *grown = realloc(cover, 2 * cap * sizeof(*cover));
+
+				if (grown == NULL)
+					return -1;
+				cover = grown;
+				cap *= 2;
+			}
+			cover[used++] = (uint32_t)k;
+		}
+	}
+	cover_start[TRACE_SIZE] = (uint32_t)used;
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -648,6 +640,21 @@ struct updater {
 	uint64_t batches, announced, withdrawn;
 	bool failed;
 };
+
+/* Set @addr/@len to a new route in the draft; the route is ours on failure. */
+static int txn_set_route(struct cowmap_txn *t, const void *addr, unsigned len,
+			 uint32_t index, uint32_t hop, uint64_t batch)
+{
+	struct route *r = new_route(index, hop, batch);
+	int rc;
+
+	if (r == NULL)
+		return -ENOMEM;
+	rc = cowmap_txn_prefix_set(t, addr, len, r);
+	if (rc < 0)
+		free(r);	/* on failure the value is still ours */
+	return rc;
+}
 
 /*
  * Batch @v as one transaction on top of the current version.  This
@@ -669,19 +676,20 @@ static int apply_batch(struct updater *u, uint64_t v)
 	 * as pending until the grace period ends.
 	 */
 	cowmap_release(base);
-	for (uint32_t i = feed.start[s]; rc >= 0 && i < feed.start[s + 1]; i++) {
-		uint32_t prefix = feed.route[i].prefix, key = htonl(prefix);
+	for (uint32_t k = feed.start[s]; rc >= 0 && k < feed.start[s + 1]; k++) {
+		uint32_t i = feed.member[k];
+		const struct rib_route *e = &feed.rib.route[i];
 
-		if (withdrawn_in(prefix, v)) {
-			rc = cowmap_txn_del(t, &key, sizeof(key));
+		if (withdrawn_in(i, v)) {
+			rc = cowmap_txn_prefix_del(t, e->addr, e->len);
 			u->withdrawn += rc > 0;
 		} else {
-			rc = txn_set_route(t, prefix, hop_in(prefix, v), v);
+			rc = txn_set_route(t, e->addr, e->len, i, hop_in(i, v), v);
 			u->announced += rc >= 0;
 		}
 	}
-	if (rc >= 0)
-		rc = txn_set_route(t, STAMP, NULL, v);	/* the version stamp */
+	if (rc >= 0)	/* the version stamp */
+		rc = txn_set_route(t, feed.stamp, feed.rib.width, STAMP, 0, v);
 	if (rc < 0) {
 		cowmap_txn_abort(t);	/* NULL is fine */
 		return rc;
@@ -717,9 +725,30 @@ static void *updater_main(void *arg)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: routing-table --generate N FILE\n"
-		"       routing-table [--seconds S] [--threads N] [--batch N]\n"
-		"                     [--interval-us N] [--no-verify] FILE\n");
+		"usage: routing-table [--seconds S] [--threads N] [--batch N]\n"
+		"                     [--interval-us N] [--no-verify]\n"
+		"                     ROUTES | --geoip 4|6 [--geoip-dir DIR]\n"
+		"       routing-table --lookup ROUTES    (addresses on standard input)\n"
+		"       routing-table --generate N [--ipv6] FILE\n"
+		"       routing-table --geoip 4|6 [--geoip-dir DIR] --write FILE\n"
+		"\n"
+		"ROUTES: one route per line as `ip route` prints them, one address\n"
+		"family per file:\n"
+		"    [TYPE] DEST [via GATEWAY] [dev DEVICE] [ATTRIBUTE VALUE | FLAG]...\n"
+		"DEST is PREFIX/LEN (host bits zero), an address (a host route) or\n"
+		"\"default\".  The next hop is \"via GATEWAY\" and/or \"dev DEVICE\", or\n"
+		"TYPE blackhole, unreachable or prohibit; --lookup prints it as\n"
+		"written.  Attributes proto, scope, src, metric, table, mtu, weight,\n"
+		"pref, advmss, realm, expires and flags onlink, linkdown are ignored.\n"
+		"'#' starts a comment line.  Each prefix may appear once.  Examples:\n"
+		"    default via 192.0.2.1 dev eth0\n"
+		"    10.0.0.0/8 via 192.0.2.254\n"
+		"    198.51.100.7 dev tun0 proto static metric 10\n"
+		"    2001:db8::/32 dev eth1\n"
+		"--lookup prints \"ADDR PREFIX/LEN NEXTHOP\" per address, or \"ADDR -\".\n"
+		"GeoIP files: geoip-database's GeoIP.dat (4) and GeoIPv6.dat (6),\n"
+		"in %s unless --geoip-dir says otherwise.\n",
+		GEOIP_DEFAULT_DIR);
 }
 
 static double number(const char *opt, const char *text, double min,
@@ -741,20 +770,83 @@ static double mib(size_t bytes)
 	return (double)bytes / (1024.0 * 1024.0);
 }
 
+static int generate(size_t n, unsigned width, const char *path)
+{
+	struct rib r;
+	long added;
+	char origin[128];
+	int status;
+
+	rib_init(&r, width);
+	if (rib_generate(&r, n, 0x5eed) < 0 || (added = rib_add_aggregates(&r)) < 0) {
+		fprintf(stderr, "routing-table: out of memory\n");
+		rib_free(&r);
+		return EXIT_FAILURE;
+	}
+	snprintf(origin, sizeof(origin), "%zu written by routing-table "
+		 "--generate, %ld covering aggregates", n, added);
+	status = route_file_write(&r, path, origin);
+	rib_free(&r);
+	return status;
+}
+
+static int write_geoip(unsigned width, const char *dir, const char *path)
+{
+	struct rib r;
+	int status;
+
+	if (read_geoip(&r, width, dir) < 0)
+		return EXIT_FAILURE;
+	status = route_file_write(&r, path, "GeoIP country prefixes and "
+				  "covering aggregates, from routing-table --geoip");
+	rib_free(&r);
+	return status;
+}
+
+static void free_feed(void)
+{
+	rib_free(&feed.rib);
+	free(feed.slice);
+	free(feed.start);
+	free(feed.member);
+	free(cover);
+	nexthops_free(&hops);
+}
+
 int main(int argc, char **argv)
 {
 	double seconds = 2, interval_us = 1000;
-	unsigned threads = 1;
-	size_t slice_size = 256;
-	const char *path = NULL;
+	unsigned threads = 1, geoip = 0;
+	size_t slice_size = 256, generate_n = 0;
+	const char *path = NULL, *lookup = NULL, *write = NULL;
+	const char *geoip_dir = GEOIP_DEFAULT_DIR;
+	bool ipv6 = false;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-		if (strcmp(a, "--generate") == 0 && i + 2 < argc) {
-			return generate((unsigned long)number(a, v, 1, 4000000),
-					argv[i + 2]);
+		if (strcmp(a, "--generate") == 0) {
+			generate_n = (size_t)number(a, v, 1, 4000000);
+			i++;
+		} else if (strcmp(a, "--ipv6") == 0) {
+			ipv6 = true;
+		} else if (strcmp(a, "--geoip") == 0) {
+			geoip = (unsigned)number(a, v, 4, 6);
+			if (geoip == 5) {
+				usage(stderr);
+				return 2;
+			}
+			i++;
+		} else if (strcmp(a, "--geoip-dir") == 0 && v) {
+			geoip_dir = v;
+			i++;
+		} else if (strcmp(a, "--write") == 0 && v) {
+			write = v;
+			i++;
+		} else if (strcmp(a, "--lookup") == 0 && v) {
+			lookup = v;
+			i++;
 		} else if (strcmp(a, "--seconds") == 0) {
 			seconds = number(a, v, 0.01, 3600);
 			i++;
@@ -779,7 +871,17 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (path == NULL) {
+	if (generate_n && path && !geoip && !lookup && !write)
+		return generate(generate_n, ipv6 ? 128 : 32, path);
+	if (geoip && write && !path && !lookup && !generate_n)
+		return write_geoip(geoip == 4 ? 32 : 128, geoip_dir, write);
+	if (lookup && !path && !geoip && !write && !generate_n) {
+		int status = lookup_stdin(lookup);
+
+		free_feed();
+		return status;
+	}
+	if (generate_n || write || lookup || ipv6 || (path == NULL) == !geoip) {
 		usage(stderr);
 		return 2;
 	}
@@ -789,29 +891,42 @@ int main(int argc, char **argv)
 
 	double t0 = now();
 
-	if (read_routes(path, slice_size) < 0)
+	if ((geoip ? load_geoip(geoip == 4 ? 32 : 128, geoip_dir)
+		   : route_file_read(&feed.rib, &hops, path)) < 0 ||
+	    make_slices(slice_size) < 0) {
+		free_feed();
 		return EXIT_FAILURE;
+	}
+	choose_stamp();
 
-	struct cowmap *table = build_table();
+	struct cowmap *table = build_table(true);
 
 	if (table == NULL) {
 		perror("routing-table: building the table");
+		free_feed();
 		return EXIT_FAILURE;
 	}
 
 	struct cowmap_stats st;
 
 	cowmap_stats(table, &st);
-	printf("routing-table: %zu routes via %u next hops from %s in %.2f s; "
-	       "table: %zu nodes, %.1f MiB, depth %zu\n",
-	       feed.count, nnexthops, path, now() - t0, st.nodes, mib(st.bytes),
+	printf("routing-table: %zu %s routes via %zu next hops from %s in "
+	       "%.2f s; table: %zu nodes, %.1f MiB, depth %zu\n",
+	       feed.rib.n, feed.rib.width == 32 ? "IPv4" : "IPv6", hops.n,
+	       path ? path : "GeoIP", now() - t0, st.nodes, mib(st.bytes),
 	       st.max_depth);
 	fib = cowmap_cell_new(table, &urcu_memb_flavor);	/* takes table */
 	if (fib == NULL) {
 		perror("routing-table: cowmap_cell_new");
+		free_feed();
 		return EXIT_FAILURE;
 	}
-	make_trace();
+	if (make_trace() < 0) {
+		fprintf(stderr, "routing-table: out of memory\n");
+		cowmap_cell_free(fib);
+		free_feed();
+		return EXIT_FAILURE;
+	}
 
 	/* --- Run ---------------------------------------------------------- */
 	struct packet_loop loops[MAX_THREADS] = { { 0 } };
@@ -819,7 +934,7 @@ int main(int argc, char **argv)
 	unsigned started = 0;
 	bool ok = true;
 
-	printf("running %.1f s: %u packet loop%s (get_many of %d destinations "
+	printf("running %.1f s: %u packet loop%s (lookup_many of %d destinations "
 	       "+ the stamp), 1 updater (slices of ~%zu routes)\n",
 	       seconds, threads, threads == 1 ? "" : "s", PACKET_BATCH,
 	       slice_size);
@@ -891,8 +1006,7 @@ int main(int argc, char **argv)
 		ok = false;
 
 	cowmap_cell_free(fib);	/* frees the table and every route in it */
-	free(feed.start);
-	free(feed.route);
+	free_feed();
 	urcu_memb_unregister_thread();
 	printf("routing-table: %s\n", ok ? "OK" : "FAILED");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
