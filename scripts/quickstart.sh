@@ -35,7 +35,7 @@ say() {
 packages="build-essential autoconf automake libtool pkg-config liburcu-dev
 check libck-dev libglib2.0-dev wamerican gnuplot-nox valgrind clang
 libclang-rt-dev libcurl4-openssl-dev libjansson-dev etcd-server etcd-client
-g++ libcuckoo-dev libboost1.81-dev libmimalloc-dev"
+g++ libcuckoo-dev libboost1.81-dev libmimalloc-dev geoip-database"
 
 installed() {
 	dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null |
