@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define COWMAP_VERSION_MAJOR 0
-#define COWMAP_VERSION_MINOR 2
+#define COWMAP_VERSION_MINOR 3
 #define COWMAP_VERSION_PATCH 0
 /* One number that compares in release order: 0x00MMmmpp. */
 #define COWMAP_VERSION_NUMBER                                                \
