@@ -357,7 +357,7 @@ static void op_lookup_many(void)
 {
 	int s = rd() % NSLOTS;
 	size_t n = rd() % (MANY_MAX + 1), found = 0;
-	unsigned char b[MANY_MAX * 16];
+	unsigned char b[MANY_MAX * 16] = { 0 };	/* n may be 0 */
 	pm_addr a[MANY_MAX];
 	void *v[MANY_MAX];
 	unsigned lens[MANY_MAX];
