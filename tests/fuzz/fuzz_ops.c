@@ -1863,6 +1863,17 @@ static void cell_sub_snapshot(struct cellst *cs)
 	slot_put(dst, v, &cs->cur, cs->fam);
 }
 
+/* Does the library take versions of families @a and @b for one cell's
+ * (cowmap_cell_publish: the same hash function, value_free, context and
+ * limit; the seed may differ)? */
+static bool same_family(int a, int b)
+{
+	const struct cowmap_options *x = &G.fam[a].opts, *y = &G.fam[b].opts;
+
+	return x->hash == y->hash && x->value_free == y->value_free &&
+	       x->ctx == y->ctx && x->max_entries == y->max_entries;
+}
+
 static void cell_sub_publish(struct cellst *cs, bool use_cas)
 {
 	int src = slot_arg(rd());
@@ -1901,6 +1912,8 @@ static void cell_sub_publish(struct cellst *cs, bool use_cas)
 	cowmap_release(snap);
 	if (rc == -ENOMEM) {
 		check_failure(ENOMEM, "cell publish");
+	} else if (!same_family(G.slot[src].fam, cs->fam)) {
+		CHECK(rc == -EINVAL, "a version of another family: %d", rc);
 	} else if (!expect_ok) {
 		CHECK(rc == -EAGAIN, "cas with a stale version returned %d", rc);
 	} else {
