@@ -66,6 +66,8 @@ struct cowmap_cell {
 	alignas(64) struct cowmap *_Atomic current;
 	const struct rcu_flavor_struct *flavor;
 	uint32_t magic;		/* CM_CELL_LIVE until freed (checked in debug) */
+	bool holds_map;		/* a hash map's cell, not a prefix table's: every
+				 * version it publishes is of the first's kind */
 
 	/* Writers only. */
 	alignas(64) pthread_mutex_t writer;
@@ -167,6 +169,7 @@ struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
 	atomic_init(&c->current, initial);
 	c->flavor = c->reclaim.flavor;
 	c->magic = CM_CELL_LIVE;
+	c->holds_map = initial->kind == CM_KIND_HASH;
 	atomic_init(&c->requests, NULL);
 	atomic_init(&c->published, 0);
 	return c;
@@ -430,10 +433,6 @@ static void combine(struct cowmap_cell *c)
 	for (struct cell_request *q = list; q != NULL; q = q->next) {
 		struct cm_lookup l;
 
-		if (v->kind != CM_KIND_HASH) {	/* a prefix table's cell */
-			q->result = -EINVAL;
-			continue;
-		}
 		cm_map_lookup(v, q->key, q->len, &l);
 
 		int outcome = cm_lookup_outcome(v, &l, q->is_del, q->value);
@@ -545,7 +544,8 @@ answered:
 int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
 		    void *value)
 {
-	if (!cell_live(c, "cowmap_cell_set") || cm_check_key(key, len) < 0)
+	if (!cell_live(c, "cowmap_cell_set") || !c->holds_map ||
+	    cm_check_key(key, len) < 0)
 		return -EINVAL;
 
 	struct cell_request q = { .key = key, .len = len, .value = value };
@@ -555,7 +555,8 @@ int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
 
 int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len)
 {
-	if (!cell_live(c, "cowmap_cell_del") || cm_check_key(key, len) < 0)
+	if (!cell_live(c, "cowmap_cell_del") || !c->holds_map ||
+	    cm_check_key(key, len) < 0)
 		return -EINVAL;
 
 	struct cell_request q = { .key = key, .len = len, .is_del = true };
