@@ -992,9 +992,13 @@ START_TEST(cells_publish_prefix_tables_with_the_map_calls)
 
 	struct cowmap *snap = cowmap_cell_snapshot(c);
 
+	/* Inside a read-side section, so that the version the delete
+	 * retires cannot pass its grace period before the stats are read. */
+	urcu_memb_read_lock();
 	ck_assert_int_eq(cowmap_cell_prefix_del(c, a, 24), 1);
 	ck_assert_int_eq(cowmap_cell_prefix_del(c, a, 24), 0);
 	ck_assert_int_eq(cowmap_cell_stats(c, &cs), 0);
+	urcu_memb_read_unlock();
 	ck_assert_uint_eq(cs.published, 3);
 	ck_assert_uint_gt(cs.pending_versions, 0);
 	ck_assert_int_eq(cowmap_prefix_lookup(snap, a, &v, &len), 1);
