@@ -50,9 +50,10 @@
  * hosts of its routes: 0.06 levels walked after the deepest answer, 3.5
  * answering nodes of 7.9 on the way), so the early request gains nothing
  * there and its index costs two popcounts and a branch at every node that
- * answers.  Measured in one process, alternating, minimum of 11 passes:
- * single look-ups with a cached table 38.7 -> 34.9 ns, batches 64.1 ->
- * 56.1 ns an address; IPv4's answers are often above the last node
+ * answers.  Measured in one process, alternating, minimum of 9 to 11
+ * passes: single look-ups with a cached table 38.7 -> 34.9 ns; batches
+ * faster in 7 of 8 runs, by 0 to 12% (65.6 -> 58.2 at best, 54.1 -> 54.4
+ * at worst, ns an address); IPv4's answers are often above the last node
  * (0.15 levels after, answers mostly at depth 1 and 2 of 2.5), and
  * dropping the request there made batches slower (25.8 -> 28.2 ns).
  */
@@ -72,8 +73,9 @@
  * pointer of a node with many children on a line asked for only once the
  * popcount has named it, a second miss in a row at that level: on GeoIP
  * IPv6, random hosts of its routes, 2.2 such lines a look-up (depth 2:
- * 0.66, 3: 0.88, 4: 0.32 of the nodes visited), on IPv4 1.4.  A third
- * line, measured in one process, alternating, minimum of 9 passes: IPv6
+ * 0.66, 3: 0.88, 4: 0.32 of the nodes visited), on IPv4 1.35.  A third
+ * line and PFX_NOTE together, against the read path before both, in one
+ * process, alternating, minimum of 9 passes: IPv6
  * single 126.9 -> 88.8 and 88.8 -> 79.5 ns, batched 52.5 -> 51.3 and
  * 53.0 -> 47.3 ns; IPv4 unchanged within the noise (26.3 -> 24.2 single,
  * 25.3 -> 24.9 batched).  A fourth line measured no better.
