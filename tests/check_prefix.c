@@ -684,6 +684,56 @@ START_TEST(longest_match_wins_and_delete_uncovers_the_shorter)
 }
 END_TEST
 
+/*
+ * IPv6: one chain of prefixes from /0 to /128, every fourth length, and
+ * a batch of 37 addresses (three groups) that leave the chain at every
+ * depth, so that lanes stop in every round, from the root to the deepest
+ * node (depth 21), and answer from nodes above the last one they read as
+ * well as from it.  The batch, which asks for its values only at the end
+ * in wide tables, must answer as the single look-up does.
+ */
+START_TEST(wide_batch_answers_as_single_lookups_at_every_depth)
+{
+	unsigned char base[16], addrs[37][16];
+	struct cowmap *t = cowmap_prefix_new(128, NULL);
+
+	for (unsigned i = 0; i < 16; i++)
+		base[i] = (unsigned char)(0x20 + 7 * i);
+	for (unsigned len = 0; len <= 128; len += 4) {
+		struct cowmap *next = cowmap_prefix_set(t, base, len,
+							tu_val(len + 1));
+
+		ck_assert_ptr_nonnull(next);
+		cowmap_release(t);
+		t = next;
+	}
+	for (unsigned k = 0; k < 37; k++) {
+		/* Flip bit k * 128 / 37 of the chain's address: the answer
+		 * is the longest chain prefix above that bit. */
+		unsigned bit = k * 128 / 37;
+
+		memcpy(addrs[k], base, 16);
+		addrs[k][bit / 8] ^= (unsigned char)(0x80 >> (bit % 8));
+	}
+	void *values[37];
+	unsigned lens[37];
+	size_t found = cowmap_prefix_lookup_many(t, 37, addrs, values, lens);
+
+	ck_assert_uint_eq(found, 37);
+	for (unsigned k = 0; k < 37; k++) {
+		void *v = NULL;
+		unsigned len = 0, bit = k * 128 / 37;
+
+		ck_assert_int_eq(cowmap_prefix_lookup(t, addrs[k], &v, &len), 1);
+		ck_assert_uint_eq(len, bit / 4 * 4);
+		ck_assert_ptr_eq(v, tu_val(len + 1));
+		ck_assert_ptr_eq(values[k], v);
+		ck_assert_uint_eq(lens[k], len);
+	}
+	cowmap_release(t);
+}
+END_TEST
+
 START_TEST(bits_beyond_the_length_are_ignored)
 {
 	unsigned char dirty[4] = { 10, 1, 2, 3 }, clean[4] = { 10, 0, 0, 0 };
@@ -1033,6 +1083,7 @@ Suite *prefix_suite(void)
 	TCase *tr = tcase_create("differential");
 
 	tcase_add_test(tc, longest_match_wins_and_delete_uncovers_the_shorter);
+	tcase_add_test(tc, wide_batch_answers_as_single_lookups_at_every_depth);
 	tcase_add_test(tc, bits_beyond_the_length_are_ignored);
 	tcase_add_test(tc, set_of_the_same_value_returns_the_version_itself);
 	tcase_add_test(tc, bad_input_is_einval_and_changes_nothing);
