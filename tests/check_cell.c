@@ -1655,6 +1655,130 @@ START_TEST(a_batch_ending_beside_a_push_leaves_one_batch_queued)
 }
 END_TEST
 
+/*
+ * cowmap_cell_barrier() beside writers that do not stop: it must still
+ * return only once every version retired before the call is freed.  The
+ * main thread owns key "mine": after its set of v[i + 1] returns, the
+ * version holding v[i] is retired, so after the barrier v[i] must have
+ * gone to value_free, and v[i + 1] must not have.  Two other writers set
+ * their own keys flat out (so requests combine, lend and retire around
+ * the barrier's mark), a reader loads and looks up (so grace periods
+ * have someone to wait for), and a pending limit of a few KiB makes the
+ * writers wait for grace periods and free beside the barrier.  Nothing
+ * here keeps a version beyond a read-side section, so nothing else may
+ * hold v[i] back.  Counts, not time, bound the work; the helpers yield
+ * under valgrind, which runs one thread at a time.
+ */
+static struct {
+	struct cowmap_cell *c;
+	const struct tf_flavor *tf;
+	atomic_int stop, started;
+	atomic_long writes;
+	struct tval own[2][2];	/* each helper alternates between two */
+} beside;
+
+static void *beside_writer(void *arg)
+{
+	int w = (int)(intptr_t)arg;
+	char key[8] = { 'w', (char)('0' + w), 0 };
+	bool yield = ct_running_on_valgrind();
+
+	tf_register(beside.tf);
+	atomic_fetch_add(&beside.started, 1);
+	for (long i = 0; !atomic_load(&beside.stop); i++) {
+		TU_REQUIRE(cowmap_cell_set(beside.c, key, 2,
+					   &beside.own[w][i & 1]) == 0,
+			   "helper set failed");
+		atomic_fetch_add(&beside.writes, 1);
+		tf_quiescent(beside.tf);
+		if (yield || i % 64 == 0)
+			sched_yield();
+	}
+	tf_unregister(beside.tf);
+	return NULL;
+}
+
+static void *beside_reader(void *arg)
+{
+	bool yield = ct_running_on_valgrind();
+
+	(void)arg;
+	tf_register(beside.tf);
+	atomic_fetch_add(&beside.started, 1);
+	while (!atomic_load(&beside.stop)) {
+		void *v;
+
+		tf_read_lock(beside.tf);
+		const struct cowmap *m = cowmap_cell_load(beside.c);
+
+		TU_REQUIRE(cowmap_get(m, "mine", 4, &v) == 1 &&
+				   tv_freed(v) == 0,
+			   "a reader met a freed value");
+		tf_read_unlock(beside.tf);
+		tf_quiescent(beside.tf);
+		if (yield)
+			sched_yield();
+	}
+	tf_unregister(beside.tf);
+	return NULL;
+}
+
+START_TEST(barrier_beside_writers_frees_everything_retired_before_it)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	int rounds = ct_running_on_valgrind() ? 40 : 400;
+	struct tval *prev = tv_new();
+	pthread_t th[3];
+
+	beside.tf = tf;
+	atomic_store(&beside.stop, 0);
+	atomic_store(&beside.started, 0);
+	atomic_store(&beside.writes, 0);
+	struct cowmap *empty = cowmap_new(&o);
+
+	ck_assert_ptr_nonnull(empty);
+	beside.c = cowmap_cell_new(cowmap_set(empty, "mine", 4, prev),
+				   tf->flavor);
+	cowmap_release(empty);
+	ck_assert_ptr_nonnull(beside.c);
+	ck_assert_int_eq(cowmap_cell_set_pending_limit(beside.c, 4096), 0);
+	for (int w = 0; w < 2; w++)
+		ck_assert_int_eq(pthread_create(&th[w], NULL, beside_writer,
+						(void *)(intptr_t)w),
+				 0);
+	ck_assert_int_eq(pthread_create(&th[2], NULL, beside_reader, NULL), 0);
+	tf_offline(tf);
+	while (atomic_load(&beside.started) < 3)
+		sched_yield();
+	tf_online(tf);
+
+	for (int i = 0; i < rounds; i++) {
+		struct tval *next = tv_new();
+
+		ck_assert_int_eq(cowmap_cell_set(beside.c, "mine", 4, next), 0);
+		ck_assert_int_eq(cowmap_cell_barrier(beside.c), 0);
+		ck_assert_msg(tv_freed(prev) == 1,
+			      "%s round %d: a value replaced before the "
+			      "barrier freed %d times after it",
+			      tf->name, i, tv_freed(prev));
+		ck_assert_int_eq(tv_freed(next), 0);
+		prev = next;
+		tf_quiescent(tf);
+	}
+	atomic_store(&beside.stop, 1);
+	tf_offline(tf);
+	for (int t = 0; t < 3; t++)
+		ck_assert_int_eq(pthread_join(th[t], NULL), 0);
+	tf_online(tf);
+	REPORT("%s: %d barriers beside %ld helper writes\n", tf->name, rounds,
+	       atomic_load(&beside.writes));
+	cowmap_cell_free(beside.c);
+	ck_assert_int_eq(tv_freed(prev), 1);
+	end(tf);
+}
+END_TEST
+
 START_TEST(cell_del_absent_returns_0_and_publishes_nothing)
 {
 	const struct tf_flavor *tf = begin(_i);
@@ -3193,6 +3317,9 @@ Suite *cell_suite(void)
 	tcase_add_test(tc, retired_versions_wait_in_one_batch_per_grace_period);
 	tcase_add_test(tc, barrier_and_free_outwait_a_preempted_callback);
 	tcase_add_test(tc, a_batch_ending_beside_a_push_leaves_one_batch_queued);
+	tcase_add_loop_test(tc,
+			    barrier_beside_writers_frees_everything_retired_before_it,
+			    0, TF_COUNT);
 	tcase_add_loop_test(tc, cell_del_absent_returns_0_and_publishes_nothing,
 			    0, TF_COUNT);
 	tcase_add_loop_test(tc, cell_set_del_bad_args_einval, 0, TF_COUNT);
