@@ -1655,6 +1655,15 @@ START_TEST(a_batch_ending_beside_a_push_leaves_one_batch_queued)
 }
 END_TEST
 
+static double secs_since_ts(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) +
+	       (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
 /*
  * cowmap_cell_barrier() beside writers that do not stop: it must still
  * return only once every version retired before the call is freed.  The
@@ -1727,8 +1736,9 @@ START_TEST(barrier_beside_writers_frees_everything_retired_before_it)
 {
 	const struct tf_flavor *tf = begin(_i);
 	struct cowmap_options o = tv_opts();
-	int rounds = ct_running_on_valgrind() ? 40 : 400;
+	int rounds = ct_running_on_valgrind() ? 20 : 100;
 	struct tval *prev = tv_new();
+	struct timespec t0;
 	pthread_t th[3];
 
 	beside.tf = tf;
@@ -1748,6 +1758,7 @@ START_TEST(barrier_beside_writers_frees_everything_retired_before_it)
 						(void *)(intptr_t)w),
 				 0);
 	ck_assert_int_eq(pthread_create(&th[2], NULL, beside_reader, NULL), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	tf_offline(tf);
 	while (atomic_load(&beside.started) < 3)
 		sched_yield();
@@ -1771,8 +1782,8 @@ START_TEST(barrier_beside_writers_frees_everything_retired_before_it)
 	for (int t = 0; t < 3; t++)
 		ck_assert_int_eq(pthread_join(th[t], NULL), 0);
 	tf_online(tf);
-	REPORT("%s: %d barriers beside %ld helper writes\n", tf->name, rounds,
-	       atomic_load(&beside.writes));
+	REPORT("%s: %d barriers beside %ld helper writes, %.1f s\n", tf->name,
+	       rounds, atomic_load(&beside.writes), secs_since_ts(&t0));
 	cowmap_cell_free(beside.c);
 	ck_assert_int_eq(tv_freed(prev), 1);
 	end(tf);
@@ -1811,15 +1822,6 @@ static bool run_held_elsewhere(void)
 	ck_assert_int_eq(pthread_create(&th, NULL, run_held_main, &ran), 0);
 	ck_assert_int_eq(pthread_join(th, NULL), 0);
 	return ran;
-}
-
-static double secs_since_ts(const struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)(t.tv_sec - t0->tv_sec) +
-	       (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
 /* Run @body on a thread that never ran a batch callback (see above):
