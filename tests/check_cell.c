@@ -1663,6 +1663,279 @@ START_TEST(a_batch_ending_beside_a_push_leaves_one_batch_queued)
 }
 END_TEST
 
+static double secs_since_ts(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) +
+	       (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/*
+ * cowmap_cell_barrier() beside writers that do not stop: it must still
+ * return only once every version retired before the call is freed.  The
+ * main thread owns key "mine": after its set of v[i + 1] returns, the
+ * version holding v[i] is retired, so after the barrier v[i] must have
+ * gone to value_free, and v[i + 1] must not have.  Two other writers set
+ * their own keys flat out (so requests combine, lend and retire around
+ * the barrier's mark), a reader loads and looks up (so grace periods
+ * have someone to wait for), and a pending limit of a few KiB makes the
+ * writers wait for grace periods and free beside the barrier.  Nothing
+ * here keeps a version beyond a read-side section, so nothing else may
+ * hold v[i] back.  Counts, not time, bound the work; the helpers yield
+ * under valgrind, which runs one thread at a time.
+ */
+static struct {
+	struct cowmap_cell *c;
+	const struct tf_flavor *tf;
+	atomic_int stop, started;
+	atomic_long writes;
+	struct tval own[2][2];	/* each helper alternates between two */
+} beside;
+
+static void *beside_writer(void *arg)
+{
+	int w = (int)(intptr_t)arg;
+	char key[8] = { 'w', (char)('0' + w), 0 };
+	bool yield = ct_running_on_valgrind();
+
+	tf_register(beside.tf);
+	atomic_fetch_add(&beside.started, 1);
+	for (long i = 0; !atomic_load(&beside.stop); i++) {
+		TU_REQUIRE(cowmap_cell_set(beside.c, key, 2,
+					   &beside.own[w][i & 1]) == 0,
+			   "helper set failed");
+		atomic_fetch_add(&beside.writes, 1);
+		tf_quiescent(beside.tf);
+		if (yield || i % 64 == 0)
+			sched_yield();
+	}
+	tf_unregister(beside.tf);
+	return NULL;
+}
+
+static void *beside_reader(void *arg)
+{
+	bool yield = ct_running_on_valgrind();
+
+	(void)arg;
+	tf_register(beside.tf);
+	atomic_fetch_add(&beside.started, 1);
+	while (!atomic_load(&beside.stop)) {
+		void *v;
+
+		tf_read_lock(beside.tf);
+		const struct cowmap *m = cowmap_cell_load(beside.c);
+
+		TU_REQUIRE(cowmap_get(m, "mine", 4, &v) == 1 &&
+				   tv_freed(v) == 0,
+			   "a reader met a freed value");
+		tf_read_unlock(beside.tf);
+		tf_quiescent(beside.tf);
+		if (yield)
+			sched_yield();
+	}
+	tf_unregister(beside.tf);
+	return NULL;
+}
+
+START_TEST(barrier_beside_writers_frees_everything_retired_before_it)
+{
+	const struct tf_flavor *tf = begin(_i);
+	struct cowmap_options o = tv_opts();
+	int rounds = ct_running_on_valgrind() ? 20 : 100;
+	struct tval *prev = tv_new();
+	struct timespec t0;
+	pthread_t th[3];
+
+	beside.tf = tf;
+	atomic_store(&beside.stop, 0);
+	atomic_store(&beside.started, 0);
+	atomic_store(&beside.writes, 0);
+	struct cowmap *empty = cowmap_new(&o);
+
+	ck_assert_ptr_nonnull(empty);
+	beside.c = cowmap_cell_new(cowmap_set(empty, "mine", 4, prev),
+				   tf->flavor);
+	cowmap_release(empty);
+	ck_assert_ptr_nonnull(beside.c);
+	ck_assert_int_eq(cowmap_cell_set_pending_limit(beside.c, 4096), 0);
+	for (int w = 0; w < 2; w++)
+		ck_assert_int_eq(pthread_create(&th[w], NULL, beside_writer,
+						(void *)(intptr_t)w),
+				 0);
+	ck_assert_int_eq(pthread_create(&th[2], NULL, beside_reader, NULL), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	tf_offline(tf);
+	while (atomic_load(&beside.started) < 3)
+		sched_yield();
+	tf_online(tf);
+
+	for (int i = 0; i < rounds; i++) {
+		struct tval *next = tv_new();
+
+		ck_assert_int_eq(cowmap_cell_set(beside.c, "mine", 4, next), 0);
+		ck_assert_int_eq(cowmap_cell_barrier(beside.c), 0);
+		ck_assert_msg(tv_freed(prev) == 1,
+			      "%s round %d: a value replaced before the "
+			      "barrier freed %d times after it",
+			      tf->name, i, tv_freed(prev));
+		ck_assert_int_eq(tv_freed(next), 0);
+		prev = next;
+		tf_quiescent(tf);
+	}
+	atomic_store(&beside.stop, 1);
+	tf_offline(tf);
+	for (int t = 0; t < 3; t++)
+		ck_assert_int_eq(pthread_join(th[t], NULL), 0);
+	tf_online(tf);
+	REPORT("%s: %d barriers beside %ld helper writes, %.1f s\n", tf->name,
+	       rounds, atomic_load(&beside.writes), secs_since_ts(&t0));
+	cowmap_cell_free(beside.c);
+	ck_assert_int_eq(tv_freed(prev), 1);
+	end(tf);
+}
+END_TEST
+
+/*
+ * The pending limit's escape for a grace period that does not end
+ * (lib/reclaim.c, "The bound"; cowmap.h, struct cowmap_cell_stats):
+ * with the holding flavor no batch ends until the test says so, and a
+ * limit of one byte puts every write over it.  The first write waits for
+ * the batch in flight, gives up after a second, and from then on no
+ * write waits until a batch ends; then one write waits once more.
+ * Memory keeps growing meanwhile and shows in the stats, and drains once
+ * the batches run.  A writer that waited a second per write would take
+ * 60 s for the 60 writes that must not wait: the bound of 20 s below is
+ * what tells the two apart, a margin no busy machine comes near.
+ */
+/*
+ * run_held() on a thread of its own: the library marks a thread that has
+ * run one of its batch callbacks as a call_rcu thread, where a writer
+ * never waits for the limit (lib/reclaim.c, on_callback_thread), so the
+ * writing thread must not be the one that ends the grace periods.
+ */
+static void *run_held_main(void *arg)
+{
+	*(bool *)arg = run_held();
+	return NULL;
+}
+
+static bool run_held_elsewhere(void)
+{
+	pthread_t th;
+	bool ran = false;
+
+	ck_assert_int_eq(pthread_create(&th, NULL, run_held_main, &ran), 0);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	return ran;
+}
+
+/* Run @body on a thread that never ran a batch callback (see above):
+ * with CK_FORK=no the test's own thread may have run some in earlier
+ * tests. */
+static void on_a_fresh_thread(void *(*body)(void *))
+{
+	pthread_t th;
+
+	ck_assert_int_eq(pthread_create(&th, NULL, body, NULL), 0);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+}
+
+static void *stalls_once_per_batch(void *arg)
+{
+	struct rcu_flavor_struct holding = holding_flavor();
+	struct tval *vals[1];
+	struct cowmap_cell *c = held_cell(&holding, 1, vals);
+	struct timespec t0;
+
+	ck_assert_int_eq(cowmap_cell_set_pending_limit(c, 1), 0);
+	ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, tv_new()), 0);
+	ck_assert_uint_eq(held_queued(), 1);	/* the batch that never ends */
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 30; i++)
+		ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, tv_new()), 0);
+	ck_assert_msg(secs_since_ts(&t0) < 20,
+		      "writers kept waiting for a stuck grace period: %.1f s "
+		      "for 30 writes", secs_since_ts(&t0));
+
+	struct cowmap_cell_stats st = cell_stats(c);
+
+	ck_assert_uint_eq(st.pending_versions, 31);
+	ck_assert_uint_gt(st.pending_bytes, 31 * sizeof(void *));
+	ck_assert_int_eq(tv_freed(vals[0]), 0);
+
+	/* A batch ends: writers wait again, once, then go on. */
+	ck_assert(run_held_elsewhere());
+	ck_assert_uint_eq(held_queued(), 1);	/* the thirty gathered */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 30; i++)
+		ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, tv_new()), 0);
+	ck_assert_msg(secs_since_ts(&t0) < 20,
+		      "writers kept waiting for a stuck grace period: %.1f s "
+		      "for 30 writes", secs_since_ts(&t0));
+	ck_assert_int_eq(tv_freed(vals[0]), 1);	/* the first batch's */
+
+	ck_assert_int_eq(cowmap_cell_barrier(c), 0);
+	st = cell_stats(c);
+	ck_assert_uint_eq(st.pending_versions, 0);
+	ck_assert_uint_eq(st.pending_bytes, 0);
+	cowmap_cell_free(c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
+	urcu_memb_unregister_thread();
+	return arg;
+}
+
+START_TEST(a_stuck_grace_period_stalls_writers_once_per_batch)
+{
+	on_a_fresh_thread(stalls_once_per_batch);
+}
+END_TEST
+
+/*
+ * A writer inside a read-side critical section over the limit must not
+ * wait for a grace period (it would wait for itself; cowmap.h, "Threads
+ * and liburcu"), not even the one second of the stall escape: each batch
+ * ends here before the next write, so that escape never holds and only
+ * the look at the read-side section keeps the write from waiting.
+ */
+static void *writes_inside_a_read_section(void *arg)
+{
+	struct rcu_flavor_struct holding = holding_flavor();
+	struct tval *vals[1];
+	struct cowmap_cell *c = held_cell(&holding, 1, vals);
+	struct timespec t0;
+
+	ck_assert_int_eq(cowmap_cell_set_pending_limit(c, 1), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	urcu_memb_read_lock();
+	for (int i = 0; i < 30; i++) {
+		ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, tv_new()), 0);
+		ck_assert_uint_eq(held_queued(), 1);
+		ck_assert(run_held_elsewhere());
+	}
+	urcu_memb_read_unlock();
+	ck_assert_msg(secs_since_ts(&t0) < 20,
+		      "a writer inside a read-side section waited: %.1f s "
+		      "for 30 writes", secs_since_ts(&t0));
+	ck_assert_int_eq(cowmap_cell_barrier(c), 0);
+	ck_assert_uint_eq(cell_stats(c).pending_versions, 0);
+	cowmap_cell_free(c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
+	urcu_memb_unregister_thread();
+	return arg;
+}
+
+START_TEST(a_writer_inside_a_read_section_never_waits_for_the_limit)
+{
+	on_a_fresh_thread(writes_inside_a_read_section);
+}
+END_TEST
+
 START_TEST(cell_del_absent_returns_0_and_publishes_nothing)
 {
 	const struct tf_flavor *tf = begin(_i);
@@ -3201,6 +3474,11 @@ Suite *cell_suite(void)
 	tcase_add_test(tc, retired_versions_wait_in_one_batch_per_grace_period);
 	tcase_add_test(tc, barrier_and_free_outwait_a_preempted_callback);
 	tcase_add_test(tc, a_batch_ending_beside_a_push_leaves_one_batch_queued);
+	tcase_add_test(tc, a_stuck_grace_period_stalls_writers_once_per_batch);
+	tcase_add_test(tc, a_writer_inside_a_read_section_never_waits_for_the_limit);
+	tcase_add_loop_test(tc,
+			    barrier_beside_writers_frees_everything_retired_before_it,
+			    0, TF_COUNT);
 	tcase_add_loop_test(tc, cell_del_absent_returns_0_and_publishes_nothing,
 			    0, TF_COUNT);
 	tcase_add_loop_test(tc, cell_set_del_bad_args_einval, 0, TF_COUNT);
