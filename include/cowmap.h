@@ -468,8 +468,10 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *    <urcu/urcu-memb.h> these are urcu_memb_call_rcu_before_fork() and so
  *    on).  Fork with no cell write and no grace period in progress: a
  *    write another thread has queued (cowmap_cell_set() combines them)
- *    would be copied into the child and applied there too, and a writer
- *    lock held at fork() stays held in the child.  Only the forking
+ *    would be copied into the child and applied there too, a writer
+ *    lock held at fork() stays held in the child, and a writer waiting
+ *    for the pending limit leaves the child's copy of the cell's wait
+ *    with a waiter that does not exist there.  Only the forking
  *    thread exists in the child, so other threads of the parent must not
  *    be registered readers the child waits for (see tests/check_fork.c).
  *    The library's own fork handlers (its node allocator's locks) are
@@ -507,13 +509,13 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  * what each writing thread retires in one call, whatever the number of
  * writer threads: a writer that finds the cell over its limit waits for
  * the next grace period to end and frees what it can before it returns.
- * Only a grace period that does not end can hold memory back: a reader
- * that stays in its critical section, a urcu-qsbr thread that announces
- * no quiescent state, a writer writing from inside a read-side section.
- * Then writers do not wait for it (after one wait of a second, none waits
- * again until a grace period ends): pending_bytes grows, and shows it,
- * until that grace period ends, and drains within a few grace periods
- * after.
+ * Only a grace period that lasts longer than a second can hold memory
+ * back past the bound: a reader that stays in its critical section, a
+ * urcu-qsbr thread that announces no quiescent state, a writer writing
+ * from inside a read-side section.  Writers do not stop behind it (after
+ * one wait of a second, none waits again until a grace period ends):
+ * pending_bytes grows, and shows it, until that grace period ends, and
+ * drains within a few grace periods after.
  */
 struct cowmap_cell_stats {
 	uint64_t published;
