@@ -34,6 +34,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -455,8 +456,22 @@ END_TEST
 
 /* ---- a stuck reader ---- */
 
-/* The stuck-reader test's cell limit. */
+/* The stuck-reader test's cell limit: far below what piles up while the
+ * reader is stuck, so that "back under the limit" means the same on every
+ * machine and build. */
 #define STUCK_LIMIT ((size_t)1 << 20)
+#define STUCK_WRITERS 2
+/* How far past the limit pending must grow, and how many writes each
+ * writer must make after that, while the reader is stuck. */
+#define STUCK_GROWTH 4
+#define STUCK_MORE_WRITES 1000
+/* A call this long waited for a grace period: a writer over the limit
+ * gives up on one after a second (CM_STALL_NS in lib/reclaim.c); no
+ * write here takes a tenth of that otherwise, even under valgrind. */
+#define STUCK_SLOW_CALL 0.5
+/* Each phase waits for an event, not for a time; this only turns a hang
+ * into a failure that says which event never came. */
+#define STUCK_DEADLINE 90.0
 
 struct stuck {
 	const struct tf_flavor *tf;
@@ -481,92 +496,231 @@ static void *stuck_reader_main(void *p)
 	return NULL;
 }
 
-static size_t pending_of(struct cowmap_cell *c)
+static void wait_for_phase(struct stuck *s, int phase)
+{
+	while (atomic_load(&s->phase) != phase)
+		usleep(1000);
+}
+
+/* A writer beside the stuck reader; it counts the calls that waited. */
+struct stuck_writer {
+	struct load ld;
+	uint64_t seed;
+	long slow_calls;	/* read after the join */
+};
+
+static void *stuck_writer_main(void *p)
+{
+	struct stuck_writer *w = p;
+	struct tu_rng rng;
+
+	tu_rng_init(&rng, w->seed);
+	tf_register(w->ld.tf);
+	while (!atomic_load_explicit(&w->ld.stop, memory_order_relaxed)) {
+		double t = now_seconds();
+
+		write_once(&w->ld, &rng);
+		if (now_seconds() - t >= STUCK_SLOW_CALL)
+			w->slow_calls++;
+		tf_quiescent(w->ld.tf);
+	}
+	tf_offline(w->ld.tf);
+	tf_unregister(w->ld.tf);
+	return NULL;
+}
+
+static struct cowmap_cell_stats stats_of(struct cowmap_cell *c)
 {
 	struct cowmap_cell_stats st;
 
 	ck_assert_int_eq(cowmap_cell_stats(c, &st), 0);
-	return st.pending_bytes;
+	return st;
 }
 
-/* Write for @seconds from this thread; returns the writes made. */
-static long write_for(struct cowmap_cell *c, const struct tf_flavor *tf,
+static long writes_of(struct stuck_writer *w)
+{
+	return atomic_load_explicit(&w->ld.writes, memory_order_relaxed);
+}
+
+/*
+ * Sample pending bytes until @done says so: while the reader is stuck no
+ * grace period ends, so nothing retired can be freed and pending bytes
+ * never go down.  Returns the last sample.
+ */
+static size_t sample_while_stuck(struct cowmap_cell *c, size_t last,
+				 bool (*done)(size_t pending, void *arg),
+				 void *arg, const char *what)
+{
+	double deadline = now_seconds() + STUCK_DEADLINE;
+
+	for (;;) {
+		size_t p = stats_of(c).pending_bytes;
+
+		ck_assert_msg(p >= last, "pending fell from %zu to %zu bytes "
+			      "while the reader was stuck", last, p);
+		last = p;
+		if (done(p, arg))
+			return last;
+		ck_assert_msg(now_seconds() < deadline,
+			      "%s: not within %.0f s (pending %zu bytes)",
+			      what, STUCK_DEADLINE, p);
+		usleep(1000);
+	}
+}
+
+static bool far_past_the_limit(size_t pending, void *arg)
+{
+	(void)arg;
+	return pending >= STUCK_GROWTH * STUCK_LIMIT;
+}
+
+struct progress {
+	struct stuck_writer *w;
+	long from[STUCK_WRITERS];
+};
+
+static bool every_writer_went_on(size_t pending, void *arg)
+{
+	struct progress *pr = arg;
+
+	(void)pending;
+	for (int i = 0; i < STUCK_WRITERS; i++)
+		if (writes_of(&pr->w[i]) < pr->from[i] + STUCK_MORE_WRITES)
+			return false;
+	return true;
+}
+
+/* Write for @seconds from this thread. */
+static void write_for(struct cowmap_cell *c, const struct tf_flavor *tf,
 		      struct tu_rng *rng, double seconds)
 {
 	struct load ld = { .tf = tf, .cell = c };
 	double end = now_seconds() + seconds;
-	long n = 0;
 
 	atomic_init(&ld.writes, 0);
 	while (now_seconds() < end) {
 		for (int i = 0; i < 64; i++)
 			write_once(&ld, rng);
 		tf_quiescent(tf);
-		n += 64;
 	}
-	return n;
 }
 
 /*
- * While a reader stays in its critical section no grace period can end:
- * pending grows past the limit and cowmap_cell_stats() shows it, and
- * writers still make progress (one wait of a second, then on).  Once the
- * reader leaves, the backlog goes back under the limit without a
- * barrier.
+ * The README's promise about a grace period that does not end.  While a
+ * reader stays in its critical section:
+ *  - pending bytes only grow, far past the limit, and every version
+ *    retired meanwhile shows in pending_versions (none can be freed);
+ *  - the writers go on: each makes a thousand writes after pending passed
+ *    the limit several times over, and each waits for a grace period
+ *    (the one wait of a second) at most once.
+ * Once the reader leaves, writes alone bring pending back under the limit
+ * and free the versions it held; a barrier then frees all that is left,
+ * and every value is freed exactly once.
  */
 START_TEST(pending_grows_only_while_a_reader_is_stuck)
 {
 	const struct tf_flavor *tf = &tf_flavors[_i];
 	struct stuck s = { .tf = tf };
+	struct stuck_writer w[STUCK_WRITERS];
+	struct progress pr = { .w = w };
 	struct tu_rng rng;
-	pthread_t th;
+	pthread_t reader, writer[STUCK_WRITERS];
 
 	atomic_store(&values_made, 0);
 	atomic_store(&values_freed, 0);
 	tu_rng_init(&rng, 77);
 	tf_register(tf);
 	s.cell = filled_cell(tf);
-	/* A limit far below what piles up while the reader is stuck, so
-	 * that "back to normal" means the same on every machine and build. */
 	ck_assert_int_eq(cowmap_cell_set_pending_limit(s.cell, STUCK_LIMIT), 0);
 	atomic_init(&s.phase, 0);
-	ck_assert_int_eq(pthread_create(&th, NULL, stuck_reader_main, &s), 0);
-	while (atomic_load(&s.phase) != 1)
-		usleep(1000);
+	ck_assert_int_eq(pthread_create(&reader, NULL, stuck_reader_main, &s),
+			 0);
+	wait_for_phase(&s, 1);
 
-	size_t before = pending_of(s.cell);
-	long writes = write_for(s.cell, tf, &rng, 0.3);
-	size_t stuck_mid = pending_of(s.cell);
+	struct cowmap_cell_stats start = stats_of(s.cell);
 
-	writes += write_for(s.cell, tf, &rng, 0.3);
+	for (int i = 0; i < STUCK_WRITERS; i++) {
+		w[i] = (struct stuck_writer){
+			.ld = { .tf = tf, .cell = s.cell },
+			.seed = 0x57c4000u + (uint64_t)i,
+		};
+		atomic_init(&w[i].ld.stop, false);
+		atomic_init(&w[i].ld.writes, 0);
+		ck_assert_int_eq(pthread_create(&writer[i], NULL,
+						stuck_writer_main, &w[i]), 0);
+	}
+	tf_offline(tf);	/* the sampler sleeps: no grace period waits on it */
 
-	size_t stuck_end = pending_of(s.cell);
+	size_t pending = sample_while_stuck(s.cell, start.pending_bytes,
+					    far_past_the_limit, NULL,
+					    "pending grew past the limit");
 
-	ck_assert_msg(writes > 100, "writers stopped behind the stuck reader "
-		      "(%ld writes)", writes);
-	ck_assert_msg(stuck_mid > before && stuck_end > stuck_mid,
-		      "pending did not grow while the reader was stuck "
-		      "(%zu, %zu, %zu)", before, stuck_mid, stuck_end);
+	for (int i = 0; i < STUCK_WRITERS; i++)
+		pr.from[i] = writes_of(&w[i]);
+	pending = sample_while_stuck(s.cell, pending, every_writer_went_on,
+				     &pr, "every writer made more writes "
+				     "past the limit");
+	for (int i = 0; i < STUCK_WRITERS; i++)
+		atomic_store(&w[i].ld.stop, true);
+	for (int i = 0; i < STUCK_WRITERS; i++)
+		pthread_join(writer[i], NULL);
+	tf_online(tf);
+
+	struct cowmap_cell_stats stuck = stats_of(s.cell);
+
+	if (verbose())
+		fprintf(stderr, "%s stuck: %" PRIu64 " published, %zu versions "
+			"and %zu bytes pending\n", tf->name,
+			stuck.published - start.published,
+			stuck.pending_versions, stuck.pending_bytes);
+	ck_assert_uint_ge(stuck.pending_bytes, pending);
+	ck_assert_msg(stuck.pending_versions >=
+			      stuck.published - start.published,
+		      "%zu versions pending, but %" PRIu64 " were replaced "
+		      "while the reader was stuck", stuck.pending_versions,
+		      stuck.published - start.published);
+	for (int i = 0; i < STUCK_WRITERS; i++)
+		ck_assert_msg(w[i].slow_calls <= 1,
+			      "writer %d waited for a grace period %ld times "
+			      "behind the stuck reader", i, w[i].slow_calls);
 
 	atomic_store(&s.phase, 2);
 	tf_offline(tf);
-	while (atomic_load(&s.phase) != 3)
-		usleep(1000);
+	wait_for_phase(&s, 3);
+	pthread_join(reader, NULL);
 	tf_online(tf);
 
-	/* Writes go on; within a few grace periods the backlog is back
-	 * under the limit (plus one writer's call). */
-	size_t after = SIZE_MAX, back = STUCK_LIMIT + 4096;
+	/* No barrier: writes go on, and within a few grace periods the
+	 * backlog is back under the limit (plus one call's retirement). */
+	struct cowmap_cell_stats after = stuck;
+	double deadline = now_seconds() + STUCK_DEADLINE;
 
-	for (int round = 0; round < 300 && after > back; round++) {
+	while (after.pending_bytes > STUCK_LIMIT + 4096 &&
+	       now_seconds() < deadline) {
 		write_for(s.cell, tf, &rng, 0.01);
-		after = pending_of(s.cell);
+		after = stats_of(s.cell);
 	}
-	ck_assert_msg(after <= back && after < stuck_end / 2,
-		      "pending stayed at %zu bytes (stuck: %zu) after the "
-		      "reader left", after, stuck_end);
+	ck_assert_msg(after.pending_bytes <= STUCK_LIMIT + 4096,
+		      "pending stayed at %zu bytes (stuck: %zu) %.0f s after "
+		      "the reader left", after.pending_bytes,
+		      stuck.pending_bytes, STUCK_DEADLINE);
+	ck_assert_uint_lt(after.pending_versions, stuck.pending_versions);
 
-	pthread_join(th, NULL);
+	/* What is left is freed by a barrier; every value that the current
+	 * version does not hold was freed. */
+	ck_assert_int_eq(cowmap_cell_barrier(s.cell), 0);
+	after = stats_of(s.cell);
+	ck_assert_uint_eq(after.pending_bytes, 0);
+	ck_assert_uint_eq(after.pending_nodes, 0);
+	ck_assert_uint_eq(after.pending_versions, 0);
+
+	struct cowmap *cur = cowmap_cell_snapshot(s.cell);
+
+	ck_assert_ptr_nonnull(cur);
+	ck_assert_int_eq(atomic_load(&values_made) - atomic_load(&values_freed),
+			 (long)cowmap_size(cur));
+	cowmap_release(cur);
+
 	tf_offline(tf);
 	cowmap_cell_free(s.cell);
 	tf_unregister(tf);
