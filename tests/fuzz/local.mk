@@ -39,6 +39,7 @@ tests_check_fork_LDADD = $(tests_ldadd)
 # library sources are compiled again, into this program only, with
 # COWMAP_DEBUG=1, so the test runs in every configuration.
 tests_check_debug_misuse_SOURCES = tests/check_debug_misuse.c \
+	tests/capture.c tests/capture.h \
 	$(lib_libcowmap_core_la_SOURCES)
 tests_check_debug_misuse_CPPFLAGS = $(tests_cppflags) -DCOWMAP_DEBUG=1
 tests_check_debug_misuse_CFLAGS = $(tests_cflags)
