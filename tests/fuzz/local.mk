@@ -47,7 +47,8 @@ tests_check_debug_misuse_LDADD = $(URCU_LIBS) $(CHECK_LIBS)
 
 # The fuzz harness replayed on the seed corpus and every regression input,
 # with the ordinary compiler (no clang needed).
-tests_fuzz_replay_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_ops.c
+tests_fuzz_replay_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_ops.c \
+	tests/fuzz/harness.c tests/fuzz/harness.h
 tests_fuzz_replay_CPPFLAGS = $(tests_cppflags)
 tests_fuzz_replay_CFLAGS = $(tests_cflags)
 tests_fuzz_replay_LDADD = $(tests_ldadd)
