@@ -1064,11 +1064,5 @@ Suite *hardening_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(hardening_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(hardening_suite());
 }

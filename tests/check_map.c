@@ -1282,8 +1282,7 @@ START_TEST(value_free_frees_each_value_once_across_many_versions)
 		cowmap_release(v[j]);
 	}
 	ck_assert_uint_eq(log.calls, sets);
-	for (uint64_t i = 0; i < sets; i++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(i)), 1);
+	check_values_freed(&log, 0, sets, 1);
 	tu_free_log_fini(&log);
 }
 END_TEST
@@ -1889,11 +1888,5 @@ Suite *map_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(map_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(map_suite());
 }

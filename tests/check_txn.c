@@ -824,16 +824,12 @@ START_TEST(abort_frees_the_values_set_in_the_draft)
 	ck_assert_uint_eq(log.calls, 0);
 	cowmap_txn_abort(t);
 	ck_assert_uint_eq(log.calls, 100);
-	for (uint64_t id = 50; id < 150; id++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id + 1000)),
-				  1);
-	for (uint64_t id = 0; id < 100; id++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id)), 0);
+	check_values_freed(&log, 1050, 1150, 1);
+	check_values_freed(&log, 0, 100, 0);
 	ck_assert_uint_eq(cowmap_size(base), 100);
 	cowmap_release(base);
 	ck_assert_uint_eq(log.calls, 200);
-	for (uint64_t id = 0; id < 100; id++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id)), 1);
+	check_values_freed(&log, 0, 100, 1);
 	tu_free_log_fini(&log);
 }
 END_TEST
@@ -862,11 +858,8 @@ START_TEST(commit_then_release_frees_each_value_once)
 	ck_assert_uint_eq(log.calls, 60);
 	cowmap_release(next);
 	ck_assert_uint_eq(log.calls, 200);
-	for (uint64_t id = 0; id < 100; id++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id)), 1);
-	for (uint64_t id = 50; id < 150; id++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id + 1000)),
-				  1);
+	check_values_freed(&log, 0, 100, 1);
+	check_values_freed(&log, 1050, 1150, 1);
 	tu_free_log_fini(&log);
 }
 END_TEST
@@ -1088,10 +1081,7 @@ START_TEST(txn_get_sees_every_earlier_set_of_a_long_loop)
 	check_map_matches_model(next, model);
 	cowmap_release(base);
 	cowmap_release(next);
-	for (uint64_t i = 1; i < v; i++)
-		TU_REQUIRE(tu_free_log_count(&log, tu_val(i)) == 1,
-			   "value %llu freed %zu times", (unsigned long long)i,
-			   tu_free_log_count(&log, tu_val(i)));
+	check_values_freed(&log, 1, v, 1);
 	tu_model_free(model);
 	tu_free_log_fini(&log);
 }
@@ -1273,11 +1263,5 @@ Suite *txn_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(txn_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(txn_suite());
 }

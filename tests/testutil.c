@@ -203,6 +203,17 @@ size_t tu_free_log_count(const struct tu_free_log *log, const void *value)
 	return count;
 }
 
+void check_values_freed(const struct tu_free_log *log, uint64_t first,
+			uint64_t end, size_t times)
+{
+	for (uint64_t i = first; i < end; i++) {
+		size_t n = tu_free_log_count(log, tu_val(i));
+
+		TU_REQUIRE(n == times, "value %llu freed %zu times, not %zu",
+			   (unsigned long long)i, n, times);
+	}
+}
+
 struct cowmap_options tu_opts(uint64_t seed,
 			      uint64_t (*hash)(const void *, size_t,
 					       uint64_t, void *),
@@ -721,4 +732,15 @@ long tu_env_long(const char *name, long dflt)
 	if (errno || *end || v <= 0)
 		return dflt;
 	return v;
+}
+
+int tu_run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -125,6 +125,11 @@ void tu_value_free_heap(void *value, void *ctx);
 /* How many times @value was passed to tu_value_free_logged. */
 size_t tu_free_log_count(const struct tu_free_log *log, const void *value);
 
+/* tu_val(i) for every i in [@first, @end) was passed to
+ * tu_value_free_logged exactly @times times. */
+void check_values_freed(const struct tu_free_log *log, uint64_t first,
+			uint64_t end, size_t times);
+
 /* Options with the given seed, hash (may be NULL) and value_free logger
  * (may be NULL: no value_free). */
 struct cowmap_options tu_opts(uint64_t seed,
@@ -229,6 +234,10 @@ struct tu_entry *tu_iter_collect(const struct cowmap *m, size_t *n);
 /* ------------------------------------------------------------------ */
 /* Misc                                                                */
 /* ------------------------------------------------------------------ */
+
+/* Run every test of @s, as make check does (CK_FORK and the other CK_
+ * variables apply); the exit status for main(). */
+int tu_run_suite(Suite *s);
 
 /* getenv(@name) as a positive long, or @dflt when unset or invalid. */
 long tu_env_long(const char *name, long dflt);
