@@ -68,21 +68,6 @@ static double run_seconds(void)
 	return v > 0 ? v : 1.5;
 }
 
-static bool verbose(void)
-{
-	const char *s = getenv("COWMAP_TEST_VERBOSE");
-
-	return s != NULL && *s != '\0' && *s != '0';
-}
-
-static double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Resident set size in bytes, from /proc/self/statm. */
 static size_t rss_bytes(void)
 {
@@ -345,14 +330,14 @@ static void run_load(const struct tf_flavor *tf, int writers, int readers,
 						&wa[i]), 0);
 	}
 
-	double start = now_seconds(), t;
+	double start = tu_now(), t;
 
 	do {
-		struct cowmap_cell_stats st;
-
 		usleep(5000);
-		t = now_seconds() - start;
-		ck_assert_int_eq(cowmap_cell_stats(ld.cell, &st), 0);
+		t = tu_now() - start;
+
+		struct cowmap_cell_stats st = tu_cell_stats(ld.cell);
+
 		if (n < MAX_SAMPLES)
 			samples[n++] = (struct sample){ t, st.pending_bytes,
 							rss_bytes() };
@@ -364,10 +349,14 @@ static void run_load(const struct tf_flavor *tf, int writers, int readers,
 	for (int i = 0; i < readers; i++)
 		pthread_join(rt[i], NULL);
 
-	struct cowmap_cell_stats end;
-
+	/* Once writes stop, a barrier leaves nothing pending. */
 	tf_online(tf);
-	ck_assert_int_eq(cowmap_cell_stats(ld.cell, &end), 0);
+	ck_assert_int_eq(cowmap_cell_barrier(ld.cell), 0);
+
+	struct cowmap_cell_stats end = tu_cell_stats(ld.cell);
+
+	ck_assert_uint_eq(end.pending_bytes, 0);
+	ck_assert_uint_eq(end.pending_versions, 0);
 	cowmap_cell_free(ld.cell);
 	tf_unregister(tf);
 
@@ -380,7 +369,7 @@ static void run_load(const struct tf_flavor *tf, int writers, int readers,
 	size_t rss_late = peak(samples, h, n, true);
 	long writes = atomic_load(&ld.writes);
 
-	if (verbose())
+	if (tu_verbose())
 		fprintf(stderr,
 			"%s %2d writers, %d readers: %ld writes, %ld reads, %zu samples; "
 			"pending peak %zu KiB (medians early %zu, late %zu); "
@@ -517,24 +506,16 @@ static void *stuck_writer_main(void *p)
 	tu_rng_init(&rng, w->seed);
 	tf_register(w->ld.tf);
 	while (!atomic_load_explicit(&w->ld.stop, memory_order_relaxed)) {
-		double t = now_seconds();
+		double t = tu_now();
 
 		write_once(&w->ld, &rng);
-		if (now_seconds() - t >= STUCK_SLOW_CALL)
+		if (tu_now() - t >= STUCK_SLOW_CALL)
 			w->slow_calls++;
 		tf_quiescent(w->ld.tf);
 	}
 	tf_offline(w->ld.tf);
 	tf_unregister(w->ld.tf);
 	return NULL;
-}
-
-static struct cowmap_cell_stats stats_of(struct cowmap_cell *c)
-{
-	struct cowmap_cell_stats st;
-
-	ck_assert_int_eq(cowmap_cell_stats(c, &st), 0);
-	return st;
 }
 
 static long writes_of(struct stuck_writer *w)
@@ -551,17 +532,17 @@ static size_t sample_while_stuck(struct cowmap_cell *c, size_t last,
 				 bool (*done)(size_t pending, void *arg),
 				 void *arg, const char *what)
 {
-	double deadline = now_seconds() + STUCK_DEADLINE;
+	double deadline = tu_now() + STUCK_DEADLINE;
 
 	for (;;) {
-		size_t p = stats_of(c).pending_bytes;
+		size_t p = tu_cell_stats(c).pending_bytes;
 
 		ck_assert_msg(p >= last, "pending fell from %zu to %zu bytes "
 			      "while the reader was stuck", last, p);
 		last = p;
 		if (done(p, arg))
 			return last;
-		ck_assert_msg(now_seconds() < deadline,
+		ck_assert_msg(tu_now() < deadline,
 			      "%s: not within %.0f s (pending %zu bytes)",
 			      what, STUCK_DEADLINE, p);
 		usleep(1000);
@@ -595,10 +576,10 @@ static void write_for(struct cowmap_cell *c, const struct tf_flavor *tf,
 		      struct tu_rng *rng, double seconds)
 {
 	struct load ld = { .tf = tf, .cell = c };
-	double end = now_seconds() + seconds;
+	double end = tu_now() + seconds;
 
 	atomic_init(&ld.writes, 0);
-	while (now_seconds() < end) {
+	while (tu_now() < end) {
 		for (int i = 0; i < 64; i++)
 			write_once(&ld, rng);
 		tf_quiescent(tf);
@@ -637,7 +618,7 @@ START_TEST(pending_grows_only_while_a_reader_is_stuck)
 			 0);
 	wait_for_phase(&s, 1);
 
-	struct cowmap_cell_stats start = stats_of(s.cell);
+	struct cowmap_cell_stats start = tu_cell_stats(s.cell);
 
 	for (int i = 0; i < STUCK_WRITERS; i++) {
 		w[i] = (struct stuck_writer){
@@ -666,9 +647,9 @@ START_TEST(pending_grows_only_while_a_reader_is_stuck)
 		pthread_join(writer[i], NULL);
 	tf_online(tf);
 
-	struct cowmap_cell_stats stuck = stats_of(s.cell);
+	struct cowmap_cell_stats stuck = tu_cell_stats(s.cell);
 
-	if (verbose())
+	if (tu_verbose())
 		fprintf(stderr, "%s stuck: %" PRIu64 " published, %zu versions "
 			"and %zu bytes pending\n", tf->name,
 			stuck.published - start.published,
@@ -693,12 +674,12 @@ START_TEST(pending_grows_only_while_a_reader_is_stuck)
 	/* No barrier: writes go on, and within a few grace periods the
 	 * backlog is back under the limit (plus one call's retirement). */
 	struct cowmap_cell_stats after = stuck;
-	double deadline = now_seconds() + STUCK_DEADLINE;
+	double deadline = tu_now() + STUCK_DEADLINE;
 
 	while (after.pending_bytes > STUCK_LIMIT + 4096 &&
-	       now_seconds() < deadline) {
+	       tu_now() < deadline) {
 		write_for(s.cell, tf, &rng, 0.01);
-		after = stats_of(s.cell);
+		after = tu_cell_stats(s.cell);
 	}
 	ck_assert_msg(after.pending_bytes <= STUCK_LIMIT + 4096,
 		      "pending stayed at %zu bytes (stuck: %zu) %.0f s after "
@@ -709,7 +690,7 @@ START_TEST(pending_grows_only_while_a_reader_is_stuck)
 	/* What is left is freed by a barrier; every value that the current
 	 * version does not hold was freed. */
 	ck_assert_int_eq(cowmap_cell_barrier(s.cell), 0);
-	after = stats_of(s.cell);
+	after = tu_cell_stats(s.cell);
 	ck_assert_uint_eq(after.pending_bytes, 0);
 	ck_assert_uint_eq(after.pending_nodes, 0);
 	ck_assert_uint_eq(after.pending_versions, 0);

@@ -14,6 +14,7 @@
 #define COWMAP_TESTUTIL_H
 
 #include <check.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -209,6 +210,13 @@ struct cowmap_stats tu_stats(const struct cowmap *m);
 /* Building maps                                                       */
 /* ------------------------------------------------------------------ */
 
+/* An empty map with tu_opts(@seed, @hash, @log); fails the test if it
+ * cannot be made. */
+struct cowmap *tu_map_new(uint64_t seed,
+			  uint64_t (*hash)(const void *, size_t, uint64_t,
+					   void *),
+			  struct tu_free_log *log);
+
 /* cowmap_set that must succeed: releases @m, returns the new version. */
 struct cowmap *tu_set_replace(struct cowmap *m, const void *key, size_t len,
 			      void *value);
@@ -234,6 +242,16 @@ struct tu_entry *tu_iter_collect(const struct cowmap *m, size_t *n);
 /* ------------------------------------------------------------------ */
 /* Misc                                                                */
 /* ------------------------------------------------------------------ */
+
+/* COWMAP_TEST_VERBOSE is set (and not 0): print what a test measured. */
+bool tu_verbose(void);
+
+/* CLOCK_MONOTONIC in seconds. */
+double tu_now(void);
+
+/* The stats of cell @c; fails the test if cowmap_cell_stats fails or
+ * leaves a field unwritten (the struct is poisoned before the call). */
+struct cowmap_cell_stats tu_cell_stats(struct cowmap_cell *c);
 
 /* Run every test of @s, as make check does (CK_FORK and the other CK_
  * variables apply); the exit status for main(). */
