@@ -960,20 +960,9 @@ END_TEST
 /* max_entries                                                         */
 /* ------------------------------------------------------------------ */
 
-static struct cowmap *new_limited(size_t max, struct tu_free_log *log)
-{
-	struct cowmap_options o = tu_opts(37, NULL, log);
-	struct cowmap *m;
-
-	o.max_entries = max;
-	m = cowmap_new(&o);
-	ck_assert_ptr_nonnull(m);
-	return m;
-}
-
 START_TEST(max_entries_rejects_a_new_key_with_enospc)
 {
-	struct cowmap *m = new_limited(3, NULL);
+	struct cowmap *m = tu_map_new_limited(37, NULL, 3);
 	struct tu_model *model = tu_model_new();
 	struct cowmap_stats before, after;
 
@@ -995,7 +984,7 @@ END_TEST
 
 START_TEST(max_entries_allows_replacing_a_key_at_the_limit)
 {
-	struct cowmap *m = new_limited(3, NULL);
+	struct cowmap *m = tu_map_new_limited(37, NULL, 3);
 	struct tu_model *model = tu_model_new();
 	struct tu_key k;
 
@@ -1011,7 +1000,7 @@ END_TEST
 
 START_TEST(max_entries_allows_a_new_key_after_a_delete)
 {
-	struct cowmap *m = new_limited(3, NULL);
+	struct cowmap *m = tu_map_new_limited(37, NULL, 3);
 	struct tu_key k;
 	struct cowmap *next;
 
@@ -1032,7 +1021,7 @@ END_TEST
 
 START_TEST(max_entries_applies_to_every_derived_version)
 {
-	struct cowmap *m = new_limited(100, NULL);
+	struct cowmap *m = tu_map_new_limited(37, NULL, 100);
 	struct tu_key k;
 
 	m = tu_fill(m, NULL, 8, 0, 100, 0);
@@ -1049,7 +1038,7 @@ END_TEST
 
 START_TEST(max_entries_of_one_holds_one_entry)
 {
-	struct cowmap *m = new_limited(1, NULL);
+	struct cowmap *m = tu_map_new_limited(37, NULL, 1);
 
 	m = tu_set_replace(m, "a", 1, tu_val(1));
 	errno = 0;

@@ -656,17 +656,6 @@ END_TEST
 /* max_entries                                                         */
 /* ------------------------------------------------------------------ */
 
-static struct cowmap *new_limited(size_t max, struct tu_free_log *log)
-{
-	struct cowmap_options o = tu_opts(13, NULL, log);
-	struct cowmap *m;
-
-	o.max_entries = max;
-	m = cowmap_new(&o);
-	ck_assert_ptr_nonnull(m);
-	return m;
-}
-
 START_TEST(txn_set_beyond_max_entries_fails_and_leaves_the_draft)
 {
 	struct tu_free_log log;
@@ -677,7 +666,7 @@ START_TEST(txn_set_beyond_max_entries_fails_and_leaves_the_draft)
 	struct tu_key k;
 
 	tu_free_log_init(&log);
-	base = tu_fill(new_limited(5, &log), model, 8, 0, 3, 0);
+	base = tu_fill(tu_map_new_limited(13, &log, 5), model, 8, 0, 3, 0);
 	t = begin(base);
 	txn_set_id(t, model, 8, 10, tu_val(10));
 	txn_set_id(t, model, 8, 11, tu_val(11));
@@ -711,8 +700,8 @@ END_TEST
 START_TEST(txn_on_a_full_base_can_only_replace)
 {
 	struct tu_model *model = tu_model_new();
-	struct cowmap *base = tu_fill(new_limited(50, NULL), model, 8, 0, 50,
-				      0);
+	struct cowmap *base = tu_fill(tu_map_new_limited(13, NULL, 50), model,
+				      8, 0, 50, 0);
 	struct cowmap_txn *t = begin(base);
 	struct cowmap *next;
 	struct tu_key k;
@@ -884,7 +873,7 @@ START_TEST(txn_failed_set_does_not_free_the_value)
 	struct cowmap_txn *t;
 
 	tu_free_log_init(&log);
-	base = tu_fill(new_limited(2, &log), NULL, 8, 0, 2, 0);
+	base = tu_fill(tu_map_new_limited(13, &log, 2), NULL, 8, 0, 2, 0);
 	t = begin(base);
 	ck_assert_int_eq(cowmap_txn_set(t, "x", 1, tu_val(50)), -ENOSPC);
 	ck_assert_int_eq(cowmap_txn_set(t, NULL, 1, tu_val(51)), -EINVAL);

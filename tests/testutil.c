@@ -656,16 +656,31 @@ struct cowmap_stats tu_stats(const struct cowmap *m)
 /* Building maps                                                       */
 /* ------------------------------------------------------------------ */
 
+static struct cowmap *map_new(const struct cowmap_options *o)
+{
+	struct cowmap *m = cowmap_new(o);
+
+	ck_assert_ptr_nonnull(m);
+	return m;
+}
+
 struct cowmap *tu_map_new(uint64_t seed,
 			  uint64_t (*hash)(const void *, size_t, uint64_t,
 					   void *),
 			  struct tu_free_log *log)
 {
 	struct cowmap_options o = tu_opts(seed, hash, log);
-	struct cowmap *m = cowmap_new(&o);
 
-	ck_assert_ptr_nonnull(m);
-	return m;
+	return map_new(&o);
+}
+
+struct cowmap *tu_map_new_limited(uint64_t seed, struct tu_free_log *log,
+				  size_t max_entries)
+{
+	struct cowmap_options o = tu_opts(seed, NULL, log);
+
+	o.max_entries = max_entries;
+	return map_new(&o);
 }
 
 struct cowmap *tu_set_replace(struct cowmap *m, const void *key, size_t len,

@@ -217,6 +217,10 @@ struct cowmap *tu_map_new(uint64_t seed,
 					   void *),
 			  struct tu_free_log *log);
 
+/* The same, holding at most @max_entries entries (0: no limit). */
+struct cowmap *tu_map_new_limited(uint64_t seed, struct tu_free_log *log,
+				  size_t max_entries);
+
 /* cowmap_set that must succeed: releases @m, returns the new version. */
 struct cowmap *tu_set_replace(struct cowmap *m, const void *key, size_t len,
 			      void *value);
