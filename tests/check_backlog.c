@@ -458,6 +458,10 @@ END_TEST
  * gives up on one after a second (CM_STALL_NS in lib/reclaim.c); no
  * write here takes a tenth of that otherwise, even under valgrind. */
 #define STUCK_SLOW_CALL 0.5
+/* The one wait, and one call that a heavily loaded machine stalled as
+ * long: a writer that waited again and again would run into the dozens
+ * (or into the deadline) before its thousand writes. */
+#define STUCK_SLOW_CALLS_MAX 2
 /* Each phase waits for an event, not for a time; this only turns a hang
  * into a failure that says which event never came. */
 #define STUCK_DEADLINE 90.0
@@ -592,8 +596,8 @@ static void write_for(struct cowmap_cell *c, const struct tf_flavor *tf,
  *  - pending bytes only grow, far past the limit, and every version
  *    retired meanwhile shows in pending_versions (none can be freed);
  *  - the writers go on: each makes a thousand writes after pending passed
- *    the limit several times over, and each waits for a grace period
- *    (the one wait of a second) at most once.
+ *    the limit several times over, and none keeps waiting for a grace
+ *    period (after the one wait of a second, none waits again).
  * Once the reader leaves, writes alone bring pending back under the limit
  * and free the versions it held; a barrier then frees all that is left,
  * and every value is freed exactly once.
@@ -661,7 +665,7 @@ START_TEST(pending_grows_only_while_a_reader_is_stuck)
 		      "while the reader was stuck", stuck.pending_versions,
 		      stuck.published - start.published);
 	for (int i = 0; i < STUCK_WRITERS; i++)
-		ck_assert_msg(w[i].slow_calls <= 1,
+		ck_assert_msg(w[i].slow_calls <= STUCK_SLOW_CALLS_MAX,
 			      "writer %d waited for a grace period %ld times "
 			      "behind the stuck reader", i, w[i].slow_calls);
 
