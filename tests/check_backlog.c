@@ -34,6 +34,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -65,21 +66,6 @@ static double run_seconds(void)
 	double v = s != NULL ? strtod(s, NULL) : 0;
 
 	return v > 0 ? v : 1.5;
-}
-
-static bool verbose(void)
-{
-	const char *s = getenv("COWMAP_TEST_VERBOSE");
-
-	return s != NULL && *s != '\0' && *s != '0';
-}
-
-static double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Resident set size in bytes, from /proc/self/statm. */
@@ -344,14 +330,14 @@ static void run_load(const struct tf_flavor *tf, int writers, int readers,
 						&wa[i]), 0);
 	}
 
-	double start = now_seconds(), t;
+	double start = tu_now(), t;
 
 	do {
-		struct cowmap_cell_stats st;
-
 		usleep(5000);
-		t = now_seconds() - start;
-		ck_assert_int_eq(cowmap_cell_stats(ld.cell, &st), 0);
+		t = tu_now() - start;
+
+		struct cowmap_cell_stats st = tu_cell_stats(ld.cell);
+
 		if (n < MAX_SAMPLES)
 			samples[n++] = (struct sample){ t, st.pending_bytes,
 							rss_bytes() };
@@ -363,10 +349,14 @@ static void run_load(const struct tf_flavor *tf, int writers, int readers,
 	for (int i = 0; i < readers; i++)
 		pthread_join(rt[i], NULL);
 
-	struct cowmap_cell_stats end;
-
+	/* Once writes stop, a barrier leaves nothing pending. */
 	tf_online(tf);
-	ck_assert_int_eq(cowmap_cell_stats(ld.cell, &end), 0);
+	ck_assert_int_eq(cowmap_cell_barrier(ld.cell), 0);
+
+	struct cowmap_cell_stats end = tu_cell_stats(ld.cell);
+
+	ck_assert_uint_eq(end.pending_bytes, 0);
+	ck_assert_uint_eq(end.pending_versions, 0);
 	cowmap_cell_free(ld.cell);
 	tf_unregister(tf);
 
@@ -379,7 +369,7 @@ static void run_load(const struct tf_flavor *tf, int writers, int readers,
 	size_t rss_late = peak(samples, h, n, true);
 	long writes = atomic_load(&ld.writes);
 
-	if (verbose())
+	if (tu_verbose())
 		fprintf(stderr,
 			"%s %2d writers, %d readers: %ld writes, %ld reads, %zu samples; "
 			"pending peak %zu KiB (medians early %zu, late %zu); "
@@ -455,8 +445,26 @@ END_TEST
 
 /* ---- a stuck reader ---- */
 
-/* The stuck-reader test's cell limit. */
+/* The stuck-reader test's cell limit: far below what piles up while the
+ * reader is stuck, so that "back under the limit" means the same on every
+ * machine and build. */
 #define STUCK_LIMIT ((size_t)1 << 20)
+#define STUCK_WRITERS 2
+/* How far past the limit pending must grow, and how many writes each
+ * writer must make after that, while the reader is stuck. */
+#define STUCK_GROWTH 4
+#define STUCK_MORE_WRITES 1000
+/* A call this long waited for a grace period: a writer over the limit
+ * gives up on one after a second (CM_STALL_NS in lib/reclaim.c); no
+ * write here takes a tenth of that otherwise, even under valgrind. */
+#define STUCK_SLOW_CALL 0.5
+/* The one wait, and one call that a heavily loaded machine stalled as
+ * long: a writer that waited again and again would run into the dozens
+ * (or into the deadline) before its thousand writes. */
+#define STUCK_SLOW_CALLS_MAX 2
+/* Each phase waits for an event, not for a time; this only turns a hang
+ * into a failure that says which event never came. */
+#define STUCK_DEADLINE 90.0
 
 struct stuck {
 	const struct tf_flavor *tf;
@@ -481,50 +489,127 @@ static void *stuck_reader_main(void *p)
 	return NULL;
 }
 
-static size_t pending_of(struct cowmap_cell *c)
+static void wait_for_phase(struct stuck *s, int phase)
 {
-	struct cowmap_cell_stats st;
-
-	ck_assert_int_eq(cowmap_cell_stats(c, &st), 0);
-	return st.pending_bytes;
+	while (atomic_load(&s->phase) != phase)
+		usleep(1000);
 }
 
-/* Write for @seconds from this thread; returns the writes made. */
-static long write_for(struct cowmap_cell *c, const struct tf_flavor *tf,
-		      struct tu_rng *rng, double seconds)
-{
-	struct load ld = { .tf = tf, .cell = c };
-	double end = now_seconds() + seconds;
-	long n = 0;
+/* A writer beside the stuck reader; it counts the calls that waited. */
+struct stuck_writer {
+	struct load ld;
+	uint64_t seed;
+	long slow_calls;	/* read after the join */
+};
 
-	atomic_init(&ld.writes, 0);
-	while (now_seconds() < end) {
-		for (int i = 0; i < 64; i++)
-			write_once(&ld, rng);
-		tf_quiescent(tf);
-		n += 64;
+static void *stuck_writer_main(void *p)
+{
+	struct stuck_writer *w = p;
+	struct tu_rng rng;
+
+	tu_rng_init(&rng, w->seed);
+	tf_register(w->ld.tf);
+	while (!atomic_load_explicit(&w->ld.stop, memory_order_relaxed)) {
+		double t = tu_now();
+
+		write_once(&w->ld, &rng);
+		if (tu_now() - t >= STUCK_SLOW_CALL)
+			w->slow_calls++;
+		tf_quiescent(w->ld.tf);
 	}
-	return n;
+	tf_offline(w->ld.tf);
+	tf_unregister(w->ld.tf);
+	return NULL;
+}
+
+static long writes_of(struct stuck_writer *w)
+{
+	return atomic_load_explicit(&w->ld.writes, memory_order_relaxed);
 }
 
 /*
- * While a reader stays in its critical section no grace period can end:
- * pending grows past the limit and cowmap_cell_stats() shows it, and
- * writers still make progress (one wait of a second, then on).  Once the
- * reader leaves, the backlog goes back under the limit without a
- * barrier.  Both phases are judged by what happened, not by how long it
- * took: a loaded machine running a debug or sanitizer build writes ten
- * times slower, so the stuck phase writes until pending is far past the
- * limit (STUCK_PILE), however long that takes, up to a minute.
+ * Sample pending bytes until @done says so: while the reader is stuck no
+ * grace period ends, so nothing retired can be freed and pending bytes
+ * never go down.  Returns the last sample.
  */
-#define STUCK_PILE (4 * STUCK_LIMIT)
+static size_t sample_while_stuck(struct cowmap_cell *c, size_t last,
+				 bool (*done)(size_t pending, void *arg),
+				 void *arg, const char *what)
+{
+	double deadline = tu_now() + STUCK_DEADLINE;
 
+	for (;;) {
+		size_t p = tu_cell_stats(c).pending_bytes;
+
+		ck_assert_msg(p >= last, "pending fell from %zu to %zu bytes "
+			      "while the reader was stuck", last, p);
+		last = p;
+		if (done(p, arg))
+			return last;
+		ck_assert_msg(tu_now() < deadline,
+			      "%s: not within %.0f s (pending %zu bytes)",
+			      what, STUCK_DEADLINE, p);
+		usleep(1000);
+	}
+}
+
+static bool far_past_the_limit(size_t pending, void *arg)
+{
+	(void)arg;
+	return pending >= STUCK_GROWTH * STUCK_LIMIT;
+}
+
+struct progress {
+	struct stuck_writer *w;
+	long from[STUCK_WRITERS];
+};
+
+static bool every_writer_went_on(size_t pending, void *arg)
+{
+	struct progress *pr = arg;
+
+	(void)pending;
+	for (int i = 0; i < STUCK_WRITERS; i++)
+		if (writes_of(&pr->w[i]) < pr->from[i] + STUCK_MORE_WRITES)
+			return false;
+	return true;
+}
+
+/* Write for @seconds from this thread. */
+static void write_for(struct cowmap_cell *c, const struct tf_flavor *tf,
+		      struct tu_rng *rng, double seconds)
+{
+	struct load ld = { .tf = tf, .cell = c };
+	double end = tu_now() + seconds;
+
+	atomic_init(&ld.writes, 0);
+	while (tu_now() < end) {
+		for (int i = 0; i < 64; i++)
+			write_once(&ld, rng);
+		tf_quiescent(tf);
+	}
+}
+
+/*
+ * The README's promise about a grace period that does not end.  While a
+ * reader stays in its critical section:
+ *  - pending bytes only grow, far past the limit, and every version
+ *    retired meanwhile shows in pending_versions (none can be freed);
+ *  - the writers go on: each makes a thousand writes after pending passed
+ *    the limit several times over, and none keeps waiting for a grace
+ *    period (after the one wait of a second, none waits again).
+ * Once the reader leaves, writes alone bring pending back under the limit
+ * and free the versions it held; a barrier then frees all that is left,
+ * and every value is freed exactly once.
+ */
 START_TEST(pending_grows_only_while_a_reader_is_stuck)
 {
 	const struct tf_flavor *tf = &tf_flavors[_i];
 	struct stuck s = { .tf = tf };
+	struct stuck_writer w[STUCK_WRITERS];
+	struct progress pr = { .w = w };
 	struct tu_rng rng;
-	pthread_t th;
+	pthread_t reader, writer[STUCK_WRITERS];
 
 	atomic_store(&values_made, 0);
 	atomic_store(&values_freed, 0);
@@ -532,57 +617,98 @@ START_TEST(pending_grows_only_while_a_reader_is_stuck)
 	tf_register(tf);
 	s.cell = filled_cell(tf);
 	ck_assert_int_eq(cowmap_cell_set_pending_limit(s.cell, STUCK_LIMIT), 0);
-	/* Nothing retired before the reader is inside: every later
-	 * version's grace period waits for it. */
+	/* Nothing retired before the reader is inside: the grace period of
+	 * every version retired from here on waits for it. */
 	ck_assert_int_eq(cowmap_cell_barrier(s.cell), 0);
 	atomic_init(&s.phase, 0);
-	ck_assert_int_eq(pthread_create(&th, NULL, stuck_reader_main, &s), 0);
-	while (atomic_load(&s.phase) != 1)
-		usleep(1000);
+	ck_assert_int_eq(pthread_create(&reader, NULL, stuck_reader_main, &s),
+			 0);
+	wait_for_phase(&s, 1);
 
-	/* Nothing retired from here on can be freed, so pending only
-	 * grows: each sample is at least the one before. */
-	size_t stuck = pending_of(s.cell);
+	struct cowmap_cell_stats start = tu_cell_stats(s.cell);
 
-	ck_assert_uint_eq(stuck, 0);
-	double give_up = now_seconds() + 60;
-	long writes = 0;
-
-	while (stuck < STUCK_PILE && now_seconds() < give_up) {
-		writes += write_for(s.cell, tf, &rng, 0.02);
-
-		size_t now = pending_of(s.cell);
-
-		ck_assert_msg(now >= stuck, "pending fell from %zu to %zu "
-			      "bytes while no grace period could end", stuck,
-			      now);
-		stuck = now;
+	for (int i = 0; i < STUCK_WRITERS; i++) {
+		w[i] = (struct stuck_writer){
+			.ld = { .tf = tf, .cell = s.cell },
+			.seed = 0x57c4000u + (uint64_t)i,
+		};
+		atomic_init(&w[i].ld.stop, false);
+		atomic_init(&w[i].ld.writes, 0);
+		ck_assert_int_eq(pthread_create(&writer[i], NULL,
+						stuck_writer_main, &w[i]), 0);
 	}
-	ck_assert_msg(stuck >= STUCK_PILE, "pending reached only %zu bytes "
-		      "(limit %zu) in a minute of writes behind a stuck reader "
-		      "(%ld writes): the writers stopped", stuck,
-		      (size_t)STUCK_LIMIT, writes);
+	tf_offline(tf);	/* the sampler sleeps: no grace period waits on it */
+
+	size_t pending = sample_while_stuck(s.cell, start.pending_bytes,
+					    far_past_the_limit, NULL,
+					    "pending grew past the limit");
+
+	for (int i = 0; i < STUCK_WRITERS; i++)
+		pr.from[i] = writes_of(&w[i]);
+	pending = sample_while_stuck(s.cell, pending, every_writer_went_on,
+				     &pr, "every writer made more writes "
+				     "past the limit");
+	for (int i = 0; i < STUCK_WRITERS; i++)
+		atomic_store(&w[i].ld.stop, true);
+	for (int i = 0; i < STUCK_WRITERS; i++)
+		pthread_join(writer[i], NULL);
+	tf_online(tf);
+
+	struct cowmap_cell_stats stuck = tu_cell_stats(s.cell);
+
+	if (tu_verbose())
+		fprintf(stderr, "%s stuck: %" PRIu64 " published, %zu versions "
+			"and %zu bytes pending\n", tf->name,
+			stuck.published - start.published,
+			stuck.pending_versions, stuck.pending_bytes);
+	ck_assert_uint_ge(stuck.pending_bytes, pending);
+	ck_assert_msg(stuck.pending_versions >=
+			      stuck.published - start.published,
+		      "%zu versions pending, but %" PRIu64 " were replaced "
+		      "while the reader was stuck", stuck.pending_versions,
+		      stuck.published - start.published);
+	for (int i = 0; i < STUCK_WRITERS; i++)
+		ck_assert_msg(w[i].slow_calls <= STUCK_SLOW_CALLS_MAX,
+			      "writer %d waited for a grace period %ld times "
+			      "behind the stuck reader", i, w[i].slow_calls);
 
 	atomic_store(&s.phase, 2);
 	tf_offline(tf);
-	while (atomic_load(&s.phase) != 3)
-		usleep(1000);
+	wait_for_phase(&s, 3);
+	pthread_join(reader, NULL);
 	tf_online(tf);
 
-	/* Writes go on; within a few grace periods the backlog is back
-	 * under the limit (plus one writer's call). */
-	size_t after = SIZE_MAX, back = STUCK_LIMIT + 4096;
+	/* No barrier: writes go on, and within a few grace periods the
+	 * backlog is back under the limit (plus one call's retirement). */
+	struct cowmap_cell_stats after = stuck;
+	double deadline = tu_now() + STUCK_DEADLINE;
 
-	give_up = now_seconds() + 30;
-	while (after > back && now_seconds() < give_up) {
+	while (after.pending_bytes > STUCK_LIMIT + 4096 &&
+	       tu_now() < deadline) {
 		write_for(s.cell, tf, &rng, 0.01);
-		after = pending_of(s.cell);
+		after = tu_cell_stats(s.cell);
 	}
-	ck_assert_msg(after <= back, "pending stayed at %zu bytes (stuck: %zu, "
-		      "limit %zu) for 30 s after the reader left", after, stuck,
-		      (size_t)STUCK_LIMIT);
+	ck_assert_msg(after.pending_bytes <= STUCK_LIMIT + 4096,
+		      "pending stayed at %zu bytes (stuck: %zu) %.0f s after "
+		      "the reader left", after.pending_bytes,
+		      stuck.pending_bytes, STUCK_DEADLINE);
+	ck_assert_uint_lt(after.pending_versions, stuck.pending_versions);
 
-	pthread_join(th, NULL);
+	/* What is left is freed by a barrier; every value that the current
+	 * version does not hold was freed. */
+	ck_assert_int_eq(cowmap_cell_barrier(s.cell), 0);
+	after = tu_cell_stats(s.cell);
+	ck_assert_uint_eq(after.pending_bytes, 0);
+	ck_assert_uint_eq(after.pending_nodes, 0);
+	ck_assert_uint_eq(after.pending_versions, 0);
+
+	struct cowmap *cur = cowmap_cell_snapshot(s.cell);
+
+	ck_assert_ptr_nonnull(cur);
+	ck_assert_int_eq(atomic_load(&values_made) - atomic_load(&values_freed),
+			 (long)cowmap_size(cur));
+	cowmap_release(cur);
+
 	tf_offline(tf);
 	cowmap_cell_free(s.cell);
 	tf_unregister(tf);

@@ -11,7 +11,7 @@
  * makes reading the dead marker safe, also under ASan and valgrind.
  *
  * Reports are captured by pointing stderr at a temporary file around the
- * call.
+ * call (tests/capture.h).
  */
 #include <check.h>
 #include <errno.h>
@@ -24,6 +24,8 @@
 #include <urcu/urcu-memb.h>
 
 #include <cowmap.h>
+
+#include "capture.h"
 
 #ifndef COWMAP_DEBUG
 #error "check_debug_misuse.c must be compiled with -DCOWMAP_DEBUG=1"
@@ -39,45 +41,6 @@ static void count_free(void *value, void *ctx)
 	(void)ctx;
 	frees[(char *)value - vals]++;
 }
-
-/* ---- stderr capture ---- */
-
-static FILE *capture_file;
-static int saved_stderr = -1;
-
-static void capture_begin(void)
-{
-	fflush(stderr);
-	capture_file = tmpfile();
-	ck_assert_ptr_nonnull(capture_file);
-	saved_stderr = dup(STDERR_FILENO);
-	ck_assert_int_ge(saved_stderr, 0);
-	ck_assert_int_ge(dup2(fileno(capture_file), STDERR_FILENO), 0);
-}
-
-/* Stop capturing; returns what was written (static buffer). */
-static const char *capture_end(void)
-{
-	static char buf[8192];
-	size_t n;
-
-	fflush(stderr);
-	dup2(saved_stderr, STDERR_FILENO);
-	close(saved_stderr);
-	saved_stderr = -1;
-	rewind(capture_file);
-	n = fread(buf, 1, sizeof(buf) - 1, capture_file);
-	buf[n] = '\0';
-	fclose(capture_file);
-	capture_file = NULL;
-	fputs(buf, stderr);	/* keep it visible in the test log */
-	return buf;
-}
-
-#define ck_assert_reported(text, what)                                       \
-	ck_assert_msg(strstr((text), (what)) != NULL,                        \
-		      "expected a report mentioning \"%s\", got: \"%s\"",    \
-		      (what), (text))
 
 /* A released version: built with two entries that the map owns, then
  * released by its only holder. */
@@ -106,10 +69,10 @@ START_TEST(released_version_in_get_is_einval_and_reported)
 	void *v = &vals[9];
 	const char *out;
 
-	capture_begin();
+	tu_capture_begin();
 	int rc = cowmap_get(m, "one", 3, &v);
 
-	out = capture_end();
+	out = tu_capture_end();
 	ck_assert_int_eq(rc, -EINVAL);
 	ck_assert_ptr_eq(v, &vals[9]);
 	ck_assert_reported(out, "released");
@@ -121,7 +84,7 @@ START_TEST(released_version_in_set_and_del_is_einval_and_takes_nothing)
 	struct cowmap *m = released_version();
 	const char *out;
 
-	capture_begin();
+	tu_capture_begin();
 	errno = 0;
 	struct cowmap *n = cowmap_set(m, "three", 5, &vals[3]);
 	int err_set = errno;
@@ -130,7 +93,7 @@ START_TEST(released_version_in_set_and_del_is_einval_and_takes_nothing)
 	struct cowmap *d = cowmap_del(m, "one", 3);
 	int err_del = errno;
 
-	out = capture_end();
+	out = tu_capture_end();
 	ck_assert_ptr_null(n);
 	ck_assert_int_eq(err_set, EINVAL);
 	ck_assert_ptr_null(d);
@@ -146,12 +109,12 @@ START_TEST(released_version_in_retain_is_einval_and_reported)
 	struct cowmap *m = released_version();
 	const char *out;
 
-	capture_begin();
+	tu_capture_begin();
 	errno = 0;
 	struct cowmap *r = cowmap_retain(m);
 	int err = errno;
 
-	out = capture_end();
+	out = tu_capture_end();
 	ck_assert_ptr_null(r);
 	ck_assert_int_eq(err, EINVAL);
 	ck_assert_reported(out, "released");
@@ -163,10 +126,10 @@ START_TEST(releasing_a_version_twice_is_reported_not_freed_twice)
 	struct cowmap *m = released_version();
 	const char *out;
 
-	capture_begin();
+	tu_capture_begin();
 	cowmap_release(m);
 	cowmap_release(m);
-	out = capture_end();
+	out = tu_capture_end();
 	ck_assert_reported(out, "cowmap_release");
 	ck_assert_reported(out, "released");
 	ck_assert_int_eq(frees[1], 1);
@@ -195,7 +158,7 @@ START_TEST(released_version_elsewhere_is_einval)
 	const char *text;
 
 	ck_assert_ptr_nonnull(live);
-	capture_begin();
+	tu_capture_begin();
 	ck_assert_uint_eq(cowmap_size(m), 0);
 	ck_assert_int_eq(cowmap_stats(m, &st), -EINVAL);
 	errno = 0;
@@ -210,7 +173,7 @@ START_TEST(released_version_elsewhere_is_einval)
 	ck_assert_int_eq(cowmap_diff(live, m, never_called, NULL), -EINVAL);
 	cowmap_iter_init(&it, m);
 	ck_assert_int_eq(cowmap_iter_next(&it, NULL, NULL, NULL), 0);
-	text = capture_end();
+	text = tu_capture_end();
 	ck_assert_reported(text, "released");
 	cowmap_release(live);
 }
@@ -227,10 +190,10 @@ START_TEST(released_version_published_is_einval)
 	c = cowmap_cell_new(NULL, NULL);
 	ck_assert_ptr_nonnull(c);
 	m = released_version();
-	capture_begin();
+	tu_capture_begin();
 	ck_assert_int_eq(cowmap_cell_publish(c, m), -EINVAL);
 	ck_assert_int_eq(cowmap_cell_cas(c, m, m), -EINVAL);
-	text = capture_end();
+	text = tu_capture_end();
 	ck_assert_reported(text, "released");
 	ck_assert_int_eq(cowmap_cell_stats(c, &st), 0);
 	ck_assert_uint_eq(st.published, 0);
@@ -252,11 +215,11 @@ START_TEST(cell_new_with_released_version_is_einval)
 	const char *text;
 	int err;
 
-	capture_begin();
+	tu_capture_begin();
 	errno = 0;
 	c = cowmap_cell_new(m, NULL);
 	err = errno;
-	text = capture_end();
+	text = tu_capture_end();
 	ck_assert_ptr_null(c);
 	ck_assert_int_eq(err, EINVAL);
 	ck_assert_reported(text, "released");
@@ -315,11 +278,11 @@ START_TEST(freed_cell_in_writers_is_einval_and_reported)
 	churn();
 	next = cowmap_new(NULL);
 	ck_assert_ptr_nonnull(next);
-	capture_begin();
+	tu_capture_begin();
 	ck_assert_int_eq(cowmap_cell_set(c, "three", 5, &vals[3]), -EINVAL);
 	ck_assert_int_eq(cowmap_cell_del(c, "one", 3), -EINVAL);
 	ck_assert_int_eq(cowmap_cell_publish(c, next), -EINVAL); /* stolen */
-	text = capture_end();
+	text = tu_capture_end();
 	ck_assert_reported(text, "cowmap_cell_set");
 	ck_assert_reported(text, "cowmap_cell_del");
 	ck_assert_reported(text, "cowmap_cell_publish");
@@ -344,7 +307,7 @@ START_TEST(freed_cell_in_readers_and_stats_is_einval_and_reported)
 	c = freed_cell();
 	churn();
 	memset(&st, 0xa5, sizeof(st));
-	capture_begin();
+	tu_capture_begin();
 	urcu_memb_read_lock();
 	cur = cowmap_cell_load(c);
 	urcu_memb_read_unlock();
@@ -354,7 +317,7 @@ START_TEST(freed_cell_in_readers_and_stats_is_einval_and_reported)
 	int rc = cowmap_cell_stats(c, &st);
 	int barrier_rc = cowmap_cell_barrier(c);
 
-	text = capture_end();
+	text = tu_capture_end();
 	ck_assert_ptr_null(cur);
 	ck_assert_ptr_null(snap);
 	ck_assert_int_eq(err, EINVAL);
@@ -377,9 +340,9 @@ START_TEST(freeing_a_cell_twice_is_reported_not_freed_twice)
 
 	urcu_memb_register_thread();
 	c = freed_cell();
-	capture_begin();
+	tu_capture_begin();
 	cowmap_cell_free(c);
-	text = capture_end();
+	text = tu_capture_end();
 	ck_assert_reported(text, "cowmap_cell_free");
 	ck_assert_reported(text, "cell already freed");
 	ck_assert_int_eq(frees[1], 1);
@@ -396,11 +359,11 @@ START_TEST(freeing_a_cell_inside_a_read_section_is_reported)
 	urcu_memb_register_thread();
 	c = cowmap_cell_new(NULL, NULL);
 	ck_assert_ptr_nonnull(c);
-	capture_begin();
+	tu_capture_begin();
 	urcu_memb_read_lock();
 	cowmap_cell_free(c);
 	urcu_memb_read_unlock();
-	text = capture_end();
+	text = tu_capture_end();
 	ck_assert_reported(text, "cowmap_cell_free");
 	ck_assert_reported(text, "read-side critical section");
 	ck_assert_int_eq(cowmap_cell_barrier(c), 0);	/* still a live cell */
@@ -432,17 +395,17 @@ START_TEST(reading_a_cell_from_an_unregistered_thread_is_reported)
 	ck_assert_ptr_nonnull(c);
 
 	/* A registered reader says nothing. */
-	capture_begin();
+	tu_capture_begin();
 	urcu_memb_read_lock();
 	(void)cowmap_cell_load(c);
 	urcu_memb_read_unlock();
-	text = capture_end();
+	text = tu_capture_end();
 	ck_assert_str_eq(text, "");
 
-	capture_begin();
+	tu_capture_begin();
 	ck_assert_int_eq(pthread_create(&th, NULL, read_unregistered, c), 0);
 	pthread_join(th, NULL);
-	text = capture_end();
+	text = tu_capture_end();
 	ck_assert_reported(text, "cowmap_cell_load");
 	ck_assert_reported(text, "not registered");
 	cowmap_cell_free(c);
@@ -479,7 +442,7 @@ START_TEST(finished_txn_is_einval_after_much_churn)
 		cowmap_release(v);
 	}
 
-	capture_begin();
+	tu_capture_begin();
 	ck_assert_int_eq(cowmap_txn_set(done_commit, "x", 1, NULL), -EINVAL);
 	ck_assert_int_eq(cowmap_txn_del(done_commit, "k", 1), -EINVAL);
 	ck_assert_int_eq(cowmap_txn_get(done_abort, "k", 1, NULL), -EINVAL);
@@ -488,7 +451,7 @@ START_TEST(finished_txn_is_einval_after_much_churn)
 	ck_assert_ptr_null(cowmap_txn_commit(done_abort));
 	ck_assert_int_eq(errno, EINVAL);
 	cowmap_txn_abort(done_commit);
-	text = capture_end();
+	text = tu_capture_end();
 	ck_assert_reported(text, "already committed or aborted");
 	cowmap_release(base);
 }

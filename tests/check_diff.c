@@ -27,15 +27,6 @@ typedef uint64_t hash_fn(const void *, size_t, uint64_t, void *);
 
 Suite *diff_suite(void);
 
-static struct cowmap *new_map(uint64_t seed, hash_fn *hash)
-{
-	struct cowmap_options o = tu_opts(seed, hash, NULL);
-	struct cowmap *m = cowmap_new(&o);
-
-	ck_assert_ptr_nonnull(m);
-	return m;
-}
-
 /* ------------------------------------------------------------------ */
 /* Recording and checking diffs                                        */
 /* ------------------------------------------------------------------ */
@@ -367,7 +358,7 @@ static void run_family(const struct family_config *c)
 
 	tu_rng_init(&r, c->seed);
 	memset(pool, 0, sizeof(pool));
-	pool[0].map = new_map(c->seed * 31 + 7, c->hash);
+	pool[0].map = tu_map_new(c->seed * 31 + 7, c->hash, NULL);
 	pool[0].model = tu_model_new();
 	/* A random starting map, then siblings and descendants of it. */
 	for (int i = 1; i < POOL; i++) {
@@ -514,7 +505,7 @@ static struct cowmap *build(const struct contents *c, const size_t *order,
 			    uint64_t seed, hash_fn *hash,
 			    struct tu_model **model)
 {
-	struct cowmap *m = new_map(seed, hash);
+	struct cowmap *m = tu_map_new(seed, hash, NULL);
 
 	if (model)
 		*model = tu_model_new();
@@ -775,7 +766,7 @@ START_TEST(a_non_zero_return_stops_the_diff)
 	};
 
 	for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
-		struct cowmap *a = new_map(cases[ci].seed, cases[ci].hash);
+		struct cowmap *a = tu_map_new(cases[ci].seed, cases[ci].hash, NULL);
 		struct cowmap *b, *c;
 		struct tu_key k;
 
@@ -794,7 +785,7 @@ START_TEST(a_non_zero_return_stops_the_diff)
 		check_early_stop(b, a, "same family, reversed");
 
 		/* And through the fallback path. */
-		c = new_map(cases[ci].seed + 1000, NULL);
+		c = tu_map_new(cases[ci].seed + 1000, NULL, NULL);
 		c = tu_fill(c, NULL, 8, 0, 20, 0);
 		check_early_stop(c, b, "different seeds");
 		check_early_stop(b, c, "different seeds, reversed");
@@ -830,7 +821,7 @@ START_TEST(value_eq_compares_pointed_to_values)
 
 	for (size_t fi = 0; fi < 3; fi++) {
 		size_t n = fams[fi].hash == tu_hash_const ? 60 : N;
-		struct cowmap *a = new_map(fams[fi].seed, fams[fi].hash);
+		struct cowmap *a = tu_map_new(fams[fi].seed, fams[fi].hash, NULL);
 		struct cowmap *b, *c, *b2;
 		struct tu_key k;
 
@@ -848,7 +839,7 @@ START_TEST(value_eq_compares_pointed_to_values)
 			b = tu_set_replace(b, k.bytes, k.len, &ib[i]);
 		}
 		/* c: another seed, the same pointers as b. */
-		c = new_map(fams[fi].seed + 77, NULL);
+		c = tu_map_new(fams[fi].seed + 77, NULL, NULL);
 		for (size_t i = n; i-- > 0;) {
 			tu_key_make(&k, 8, i);
 			c = tu_set_replace(c, k.bytes, k.len, &ib[i]);
@@ -964,7 +955,7 @@ static struct cowmap *change_values(const struct cowmap *base, size_t k)
 
 START_TEST(equal_and_diff_cost_follows_the_difference)
 {
-	struct cowmap *base = new_map(5, NULL), *one, *hundred;
+	struct cowmap *base = tu_map_new(5, NULL, NULL), *one, *hundred;
 	struct cowmap_txn *t = cowmap_txn_begin(base);
 	struct tu_key key;
 
@@ -1039,8 +1030,8 @@ START_TEST(a_version_does_not_differ_from_itself_or_a_retained_copy)
 		{ 1, NULL }, { 2, tu_hash_const }, { 3, tu_hash_group8 } };
 
 	for (size_t fi = 0; fi < 3; fi++) {
-		struct cowmap *e = new_map(fams[fi].seed, fams[fi].hash);
-		struct cowmap *m = new_map(fams[fi].seed, fams[fi].hash);
+		struct cowmap *e = tu_map_new(fams[fi].seed, fams[fi].hash, NULL);
+		struct cowmap *m = tu_map_new(fams[fi].seed, fams[fi].hash, NULL);
 		struct cowmap *copy, *same;
 		struct tu_key k;
 
@@ -1077,8 +1068,8 @@ START_TEST(diff_from_and_to_an_empty_map_adds_or_removes_everything)
 		{ 1, NULL }, { 2, tu_hash_const }, { 3, tu_hash_four } };
 
 	for (size_t fi = 0; fi < 3; fi++) {
-		struct cowmap *e = new_map(fams[fi].seed, fams[fi].hash);
-		struct cowmap *other = new_map(fams[fi].seed + 9, NULL);
+		struct cowmap *e = tu_map_new(fams[fi].seed, fams[fi].hash, NULL);
+		struct cowmap *other = tu_map_new(fams[fi].seed + 9, NULL, NULL);
 		struct cowmap *m = cowmap_retain(e), *emptied;
 		struct tu_model *me = tu_model_new(), *mm = tu_model_new();
 		size_t nid = fams[fi].hash == tu_hash_const ? 40 : 400;
@@ -1127,7 +1118,7 @@ END_TEST
 
 START_TEST(null_arguments_are_rejected)
 {
-	struct cowmap *m = new_map(1, NULL);
+	struct cowmap *m = tu_map_new(1, NULL, NULL);
 	struct recorder rec;
 
 	m = tu_fill(m, NULL, 8, 0, 10, 0);
@@ -1199,11 +1190,5 @@ Suite *diff_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(diff_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(diff_suite());
 }

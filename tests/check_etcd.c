@@ -897,11 +897,17 @@ static void writer_wait_done(struct writer *w, long count)
 	ck_assert_msg(!atomic_load(&w->failed), "the writer gave up");
 }
 
-/* Every acknowledged transaction was published as its own version. */
-static void assert_no_revision_lost(struct cowmap_etcd *m, struct recorder *r,
-				    struct writer *w)
+/*
+ * The writer's run came through whole: every acknowledged transaction was
+ * published as its own version, from its own events (no re-read), and the
+ * mirror ends equal to the store.
+ */
+static void assert_writer_run_mirrored(struct cowmap_etcd *m,
+				       struct recorder *r, struct writer *w,
+				       const char *endpoints)
 {
 	int64_t last = 0;
+	struct cowmap_etcd_stats st;
 
 	pthread_join(w->thread, NULL);
 	ck_assert(!atomic_load(&w->failed));
@@ -921,195 +927,188 @@ static void assert_no_revision_lost(struct cowmap_etcd *m, struct recorder *r,
 			      "re-read, not from its own events", w->acked[i]);
 	}
 	free(w->acked);
+	assert_mirror_equals_store(m, endpoints, w->prefix);
+	cowmap_etcd_stats(m, &st);
+	ck_assert_uint_eq(st.resyncs, 0);
+}
+
+/* A fault test's own cluster of @members, and what its mirror of
+ * @prefix publishes. */
+struct rig {
+	struct etcd_cluster c;
+	struct recorder r;
+	const char *prefix;
+};
+
+static void rig_start(struct rig *x, int members, const char *prefix)
+{
+	ck_assert_int_eq(etcd_cluster_start(&x->c, members, base_dir), 0);
+	recorder_init(&x->r, prefix);
+	x->prefix = prefix;
+}
+
+static void rig_stop(struct rig *x, struct cowmap_etcd *m)
+{
+	cowmap_etcd_free(m);
+	etcd_cluster_stop(&x->c);
+	recorder_free(&x->r);
 }
 
 START_TEST(killed_member_restarted_mirror_misses_no_revision)
 {
-	struct etcd_cluster c;
-	struct recorder r;
+	struct rig x;
 	struct writer w;
-	const char *prefix = "/kill/";
 
-	ck_assert_int_eq(etcd_cluster_start(&c, 1, base_dir), 0);
-	recorder_init(&r, prefix);
+	rig_start(&x, 1, "/kill/");
 
-	struct cowmap_etcd *m = start(c.endpoints, prefix, &r, 0);
+	struct cowmap_etcd *m = start(x.c.endpoints, x.prefix, &x.r, 0);
 
-	writer_start(&w, c.endpoints, prefix, 600);
+	writer_start(&w, x.c.endpoints, x.prefix, 600);
 	writer_wait_done(&w, 200);
-	etcd_member_signal(&c, 0, SIGKILL);	/* in the middle of the run */
+	etcd_member_signal(&x.c, 0, SIGKILL);	/* in the middle of the run */
 	usleep(300 * 1000);
-	ck_assert_int_eq(etcd_member_restart(&c, 0), 0);
-	ck_assert_int_eq(etcd_member_wait_ready(&c, 0, 20000), 0);
-	assert_no_revision_lost(m, &r, &w);
-	assert_mirror_equals_store(m, c.endpoints, prefix);
+	ck_assert_int_eq(etcd_member_restart(&x.c, 0), 0);
+	ck_assert_int_eq(etcd_member_wait_ready(&x.c, 0, 20000), 0);
+	assert_writer_run_mirrored(m, &x.r, &w, x.c.endpoints);
 
 	struct cowmap_etcd_stats st;
 
 	cowmap_etcd_stats(m, &st);
 	ck_assert_uint_ge(st.reconnects, 1);
-	ck_assert_uint_eq(st.resyncs, 0);
-	ck_assert_uint_ge(wait_events(&r, COWMAP_ETCD_DISCONNECTED, 1), 1);
-
-	cowmap_etcd_free(m);
-	etcd_cluster_stop(&c);
-	recorder_free(&r);
+	ck_assert_uint_ge(wait_events(&x.r, COWMAP_ETCD_DISCONNECTED, 1), 1);
+	rig_stop(&x, m);
 }
 END_TEST
 
-static int watched_member(struct cowmap_etcd *m)
-{
-	struct cowmap_etcd_stats st;
-
-	for (int i = 0; i < 200; i++) {
-		cowmap_etcd_stats(m, &st);
-		if (st.connected)
-			return (int)st.endpoint;
-		usleep(50 * 1000);
-	}
-	return -1;
-}
-
-/* Wait until the mirror watches a member other than @from. */
-static bool moved_away(struct cowmap_etcd *m, int from)
+/* The member the mirror watches, once it watches one other than @from
+ * (-1: any); -1 if it does not within 15 s. */
+static int watched_member(struct cowmap_etcd *m, int from)
 {
 	struct cowmap_etcd_stats st;
 
 	for (int i = 0; i < 300; i++) {
 		cowmap_etcd_stats(m, &st);
 		if (st.connected && (int)st.endpoint != from)
-			return true;
+			return (int)st.endpoint;
 		usleep(50 * 1000);
 	}
-	return false;
+	return -1;
 }
 
 START_TEST(three_members_failover_misses_no_revision)
 {
-	struct etcd_cluster c;
-	struct recorder r;
+	struct rig x;
 	struct writer w;
-	const char *prefix = "/failover/";
 
-	ck_assert_int_eq(etcd_cluster_start(&c, 3, base_dir), 0);
-	recorder_init(&r, prefix);
+	rig_start(&x, 3, "/failover/");
 
-	struct cowmap_etcd *m = start(c.endpoints, prefix, &r, 0);
+	struct cowmap_etcd *m = start(x.c.endpoints, x.prefix, &x.r, 0);
 
-	writer_start(&w, c.endpoints, prefix, 900);
+	writer_start(&w, x.c.endpoints, x.prefix, 900);
 
 	/* 1. The watched member dies and stays down. */
 	writer_wait_done(&w, 200);
-	int down = watched_member(m);
+	int down = watched_member(m, -1);
 
 	ck_assert_int_ge(down, 0);
-	etcd_member_signal(&c, down, SIGKILL);
-	ck_assert(moved_away(m, down));
+	etcd_member_signal(&x.c, down, SIGKILL);
+	ck_assert_int_ge(watched_member(m, down), 0);
 
 	/* 2. The member it moved to hangs (SIGSTOP): its connection stays
 	 * open and silent; the probe must notice. */
 	writer_wait_done(&w, 400);
-	int hung = watched_member(m);
+	int hung = watched_member(m, -1);
 
 	ck_assert_int_ge(hung, 0);
 	ck_assert_int_ne(hung, down);
-	etcd_member_signal(&c, hung, SIGSTOP);
-	ck_assert_msg(moved_away(m, hung), "the mirror stayed on a hung member");
-	etcd_member_signal(&c, hung, SIGCONT);
+	etcd_member_signal(&x.c, hung, SIGSTOP);
+	ck_assert_msg(watched_member(m, hung) >= 0,
+		      "the mirror stayed on a hung member");
+	etcd_member_signal(&x.c, hung, SIGCONT);
 
 	/* 3. The watched member dies and comes back. */
 	writer_wait_done(&w, 600);
-	int killed = watched_member(m);
+	int killed = watched_member(m, -1);
 
 	ck_assert_int_ge(killed, 0);
 	ck_assert_int_ne(killed, down);
-	etcd_member_signal(&c, killed, SIGKILL);
+	etcd_member_signal(&x.c, killed, SIGKILL);
 	usleep(300 * 1000);
-	ck_assert_int_eq(etcd_member_restart(&c, killed), 0);
+	ck_assert_int_eq(etcd_member_restart(&x.c, killed), 0);
 
-	assert_no_revision_lost(m, &r, &w);
-	assert_mirror_equals_store(m, c.endpoints, prefix);
+	assert_writer_run_mirrored(m, &x.r, &w, x.c.endpoints);
 
 	struct cowmap_etcd_stats st;
 
 	cowmap_etcd_stats(m, &st);
 	ck_assert_uint_ge(st.reconnects, 3);
-	ck_assert_uint_eq(st.resyncs, 0);
 	ck_assert_int_ne((int)st.endpoint, down);
-
-	cowmap_etcd_free(m);
-	etcd_cluster_stop(&c);
-	recorder_free(&r);
+	rig_stop(&x, m);
 }
 END_TEST
 
 START_TEST(compaction_during_disconnect_forces_a_whole_reread)
 {
-	struct etcd_cluster c;
-	struct recorder r;
+	struct rig x;
 	const char *prefix = "/compact/";
 	char others[256];
 
-	ck_assert_int_eq(etcd_cluster_start(&c, 3, base_dir), 0);
-	snprintf(others, sizeof(others), "%s,%s", c.m[1].url, c.m[2].url);
-	recorder_init(&r, prefix);
+	rig_start(&x, 3, prefix);
+	snprintf(others, sizeof(others), "%s,%s", x.c.m[1].url, x.c.m[2].url);
 
 	/* The mirror knows member 0 only. */
-	struct cowmap_etcd *m = start(c.m[0].url, prefix, &r, 0);
+	struct cowmap_etcd *m = start(x.c.m[0].url, prefix, &x.r, 0);
 	int64_t rev = 0;
 
 	for (long i = 1; i <= 5; i++)
-		rev = write_txn(c.endpoints, prefix, i);
+		rev = write_txn(x.c.endpoints, prefix, i);
 	ck_assert_int_eq(cowmap_etcd_wait(m, rev, 10000), 0);
 
-	etcd_member_signal(&c, 0, SIGKILL);
+	etcd_member_signal(&x.c, 0, SIGKILL);
 	for (long i = 6; i <= 30; i++)
 		ck_assert_int_gt(rev = write_txn(others, prefix, i), 0);
 	ck_assert_int_eq(etcd_compact(others, rev), 0);
-	ck_assert_int_eq(etcd_member_restart(&c, 0), 0);
+	ck_assert_int_eq(etcd_member_restart(&x.c, 0), 0);
 
 	ck_assert_int_eq(cowmap_etcd_wait(m, rev, 20000), 0);
 	unsigned flags = 0;
 
-	ck_assert(recorder_has(&r, rev, &flags));
+	ck_assert(recorder_has(&x.r, rev, &flags));
 	ck_assert_uint_eq(flags, COWMAP_ETCD_VERSION_RESYNC);
-	ck_assert_uint_ge(wait_events(&r, COWMAP_ETCD_RESYNCED, 1), 1);
-	ck_assert_msg(strstr(r.messages[COWMAP_ETCD_RESYNCED], "compacted"),
-		      "message: %s", r.messages[COWMAP_ETCD_RESYNCED]);
-	ck_assert_msg(r.broken == 0, "%s", r.first_broken);
+	ck_assert_uint_ge(wait_events(&x.r, COWMAP_ETCD_RESYNCED, 1), 1);
+	ck_assert_msg(strstr(x.r.messages[COWMAP_ETCD_RESYNCED], "compacted"),
+		      "message: %s", x.r.messages[COWMAP_ETCD_RESYNCED]);
+	ck_assert_msg(x.r.broken == 0, "%s", x.r.first_broken);
 	/* The revisions in between were never published one by one. */
-	ck_assert(!recorder_has(&r, rev - 1, NULL));
-	assert_mirror_equals_store(m, c.endpoints, prefix);
+	ck_assert(!recorder_has(&x.r, rev - 1, NULL));
+	assert_mirror_equals_store(m, x.c.endpoints, prefix);
 
 	struct cowmap_etcd_stats st;
 
 	cowmap_etcd_stats(m, &st);
 	ck_assert_uint_eq(st.resyncs, 1);
 
-	cowmap_etcd_free(m);
-	etcd_cluster_stop(&c);
-	recorder_free(&r);
+	rig_stop(&x, m);
 }
 END_TEST
 
 START_TEST(unreachable_at_start_publishes_marked_empty_version_by_option)
 {
-	struct etcd_cluster c;
-	struct recorder r;
+	struct rig x;
 	const char *prefix = "/late/";
 
-	ck_assert_int_eq(etcd_cluster_start(&c, 1, base_dir), 0);
-	int64_t rev = etcd_put(c.endpoints, "/late/k", "v");
+	rig_start(&x, 1, NULL);
+
+	int64_t rev = etcd_put(x.c.endpoints, "/late/k", "v");
 
 	ck_assert_int_gt(rev, 0);
-	etcd_member_signal(&c, 0, SIGKILL);
-	recorder_init(&r, NULL);
+	etcd_member_signal(&x.c, 0, SIGKILL);
 
 	struct cowmap_etcd_options o = {
-		.endpoints = c.endpoints, .prefix = prefix,
+		.endpoints = x.c.endpoints, .prefix = prefix,
 		.flags = COWMAP_ETCD_START_EMPTY, .start_timeout_ms = 300,
 		.retry_max_ms = 200, .on_publish = on_publish,
-		.on_event = on_event, .ctx = &r,
+		.on_event = on_event, .ctx = &x.r,
 	};
 	char err[COWMAP_ETCD_ERROR_MAX];
 	struct cowmap_etcd *m = cowmap_etcd_start(&o, err);
@@ -1124,10 +1123,10 @@ START_TEST(unreachable_at_start_publishes_marked_empty_version_by_option)
 	ck_assert_uint_eq(info.flags, COWMAP_ETCD_VERSION_UNREACHABLE);
 	ck_assert_uint_eq(info.keys, 0);
 	cowmap_release(v);
-	ck_assert_uint_eq(wait_events(&r, COWMAP_ETCD_UNREACHABLE, 1), 1);
+	ck_assert_uint_eq(wait_events(&x.r, COWMAP_ETCD_UNREACHABLE, 1), 1);
 
 	/* etcd comes up: the first read is published. */
-	ck_assert_int_eq(etcd_member_restart(&c, 0), 0);
+	ck_assert_int_eq(etcd_member_restart(&x.c, 0), 0);
 	ck_assert_int_eq(cowmap_etcd_wait(m, rev, 20000), 0);
 	v = cowmap_cell_snapshot(cowmap_etcd_cell(m));
 	ck_assert_int_eq(cowmap_etcd_version_info(v, &info), 0);
@@ -1135,9 +1134,7 @@ START_TEST(unreachable_at_start_publishes_marked_empty_version_by_option)
 	ck_assert_str_eq(cowmap_etcd_get(v, "/late/k", 7)->data, "v");
 	cowmap_release(v);
 
-	cowmap_etcd_free(m);
-	etcd_cluster_stop(&c);
-	recorder_free(&r);
+	rig_stop(&x, m);
 }
 END_TEST
 

@@ -800,14 +800,6 @@ START_TEST(txn_set_at_the_limit_is_enospc_and_keeps_the_draft)
 }
 END_TEST
 
-static struct cowmap_cell_stats cell_stats(struct cowmap_cell *c)
-{
-	struct cowmap_cell_stats st;
-
-	ck_assert_int_eq(cowmap_cell_stats(c, &st), 0);
-	return st;
-}
-
 static const struct cowmap *cell_current(struct cowmap_cell *c)
 {
 	const struct cowmap *m;
@@ -829,12 +821,12 @@ START_TEST(cell_set_at_the_limit_is_enospc_and_publishes_nothing)
 	lreset();
 	c = cowmap_cell_new(full_map(), NULL);
 	ck_assert_ptr_nonnull(c);
-	before = cell_stats(c);
+	before = tu_cell_stats(c);
 	cur = cell_current(c);
 
 	tu_key_make(&k, 8, 3000);
 	ck_assert_int_eq(cowmap_cell_set(c, k.bytes, k.len, lval(300)), -ENOSPC);
-	after = cell_stats(c);
+	after = tu_cell_stats(c);
 	ck_assert_uint_eq(after.published, before.published);
 	ck_assert_uint_eq(after.pending_versions, before.pending_versions);
 	ck_assert_ptr_eq(cell_current(c), cur);
@@ -842,14 +834,14 @@ START_TEST(cell_set_at_the_limit_is_enospc_and_publishes_nothing)
 	/* Replacing at the limit publishes. */
 	tu_key_make(&k, 8, 7);
 	ck_assert_int_eq(cowmap_cell_set(c, k.bytes, k.len, lval(301)), 0);
-	ck_assert_uint_eq(cell_stats(c).published, before.published + 1);
+	ck_assert_uint_eq(tu_cell_stats(c).published, before.published + 1);
 	/* A delete makes room for exactly one. */
 	ck_assert_int_eq(cowmap_cell_del(c, k.bytes, k.len), 1);
 	tu_key_make(&k, 8, 3001);
 	ck_assert_int_eq(cowmap_cell_set(c, k.bytes, k.len, lval(302)), 0);
 	tu_key_make(&k, 8, 3002);
 	ck_assert_int_eq(cowmap_cell_set(c, k.bytes, k.len, lval(303)), -ENOSPC);
-	ck_assert_uint_eq(cell_stats(c).published, before.published + 3);
+	ck_assert_uint_eq(tu_cell_stats(c).published, before.published + 3);
 
 	cowmap_cell_free(c);
 	ck_assert_uint_eq(atomic_load(&lfreed[300]), 0);
@@ -889,18 +881,18 @@ START_TEST(cell_update_over_the_limit_is_enospc_and_publishes_nothing)
 	lreset();
 	c = cowmap_cell_new(full_map(), NULL);
 	ck_assert_ptr_nonnull(c);
-	before = cell_stats(c);
+	before = tu_cell_stats(c);
 	cur = cell_current(c);
 
 	ck_assert_int_eq(cowmap_cell_update(c, add_key, &a), -ENOSPC);
 	ck_assert_int_eq(a.err, ENOSPC);
-	ck_assert_uint_eq(cell_stats(c).published, before.published);
+	ck_assert_uint_eq(tu_cell_stats(c).published, before.published);
 	ck_assert_ptr_eq(cell_current(c), cur);
 
 	/* Replacing through update at the limit works. */
 	a = (struct add_one){ .id = 2, .value = lval(401) };
 	ck_assert_int_eq(cowmap_cell_update(c, add_key, &a), 0);
-	ck_assert_uint_eq(cell_stats(c).published, before.published + 1);
+	ck_assert_uint_eq(tu_cell_stats(c).published, before.published + 1);
 	cowmap_cell_free(c);
 	ck_assert_uint_eq(atomic_load(&lfreed[400]), 0);
 	ck_assert_uint_eq(atomic_load(&lfreed[401]), 1);
@@ -1064,11 +1056,5 @@ Suite *hardening_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(hardening_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(hardening_suite());
 }

@@ -14,17 +14,6 @@
  * does not turn slowness into failure. */
 #define TIMEOUT 120
 
-static struct cowmap *new_map(uint64_t seed,
-			      uint64_t (*hash)(const void *, size_t,
-					       uint64_t, void *))
-{
-	struct cowmap_options o = tu_opts(seed, hash, NULL);
-	struct cowmap *m = cowmap_new(&o);
-
-	ck_assert_ptr_nonnull(m);
-	return m;
-}
-
 /* A map of random keys of every test length, mirrored in *model. */
 static struct cowmap *random_map(uint64_t (*hash)(const void *, size_t,
 						  uint64_t, void *),
@@ -32,7 +21,7 @@ static struct cowmap *random_map(uint64_t (*hash)(const void *, size_t,
 				 struct tu_model **model)
 {
 	static const size_t lens[] = { 0, 1, 8, TU_LONG_KEY_LEN };
-	struct cowmap *m = new_map(universe + sets, hash);
+	struct cowmap *m = tu_map_new(universe + sets, hash, NULL);
 	struct tu_rng r;
 	struct tu_key k;
 
@@ -48,7 +37,7 @@ static struct cowmap *random_map(uint64_t (*hash)(const void *, size_t,
 
 START_TEST(iteration_of_an_empty_map_yields_nothing)
 {
-	struct cowmap *m = new_map(1, NULL);
+	struct cowmap *m = tu_map_new(1, NULL, NULL);
 	struct cowmap_iter it;
 	const void *key = "unchanged";
 	size_t len = 77;
@@ -64,7 +53,7 @@ END_TEST
 
 START_TEST(iteration_of_a_map_emptied_by_deletes_yields_nothing)
 {
-	struct cowmap *m = tu_fill(new_map(1, NULL), NULL, 8, 0, 500, 0);
+	struct cowmap *m = tu_fill(tu_map_new(1, NULL, NULL), NULL, 8, 0, 500, 0);
 	struct cowmap_iter it;
 	struct tu_key k;
 
@@ -80,7 +69,7 @@ END_TEST
 
 START_TEST(iteration_of_one_entry_yields_it_once)
 {
-	struct cowmap *m = tu_set_replace(new_map(1, NULL), "only", 4,
+	struct cowmap *m = tu_set_replace(tu_map_new(1, NULL, NULL), "only", 4,
 					  tu_val(4));
 	struct cowmap_iter it;
 	const void *key = NULL;
@@ -100,7 +89,7 @@ END_TEST
 
 START_TEST(iteration_yields_the_empty_key)
 {
-	struct cowmap *m = tu_set_replace(new_map(1, NULL), NULL, 0, tu_val(1));
+	struct cowmap *m = tu_set_replace(tu_map_new(1, NULL, NULL), NULL, 0, tu_val(1));
 	struct cowmap_iter it;
 	size_t len = 99;
 	void *value = NULL;
@@ -130,7 +119,7 @@ START_TEST(iteration_visits_each_entry_exactly_once)
 
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		struct tu_model *model = tu_model_new();
-		struct cowmap *m = tu_fill(new_map(i, NULL), model, 8, 0,
+		struct cowmap *m = tu_fill(tu_map_new(i, NULL, NULL), model, 8, 0,
 					   sizes[i], 0);
 
 		check_iter_matches_model(m, model);
@@ -184,7 +173,7 @@ END_TEST
 START_TEST(iteration_fills_only_non_null_out_parameters)
 {
 	struct tu_model *model = tu_model_new();
-	struct cowmap *m = tu_fill(new_map(2, NULL), model, 8, 0, 700, 0);
+	struct cowmap *m = tu_fill(tu_map_new(2, NULL, NULL), model, 8, 0, 700, 0);
 	struct cowmap_iter it;
 	size_t count = 0, len;
 	const void *key;
@@ -218,7 +207,7 @@ END_TEST
 
 START_TEST(iteration_returns_key_bytes_equal_to_the_stored_keys)
 {
-	struct cowmap *m = new_map(3, NULL);
+	struct cowmap *m = tu_map_new(3, NULL, NULL);
 	struct cowmap_iter it;
 	const void *key;
 	size_t len, count = 0;
@@ -333,7 +322,7 @@ START_TEST(iteration_of_chosen_hashes_at_full_depth_visits_each_once)
 	/* With hash = key id, these ids pair up keys that differ in one
 	 * bit only, at every bit position: every level of the trie gets a
 	 * split, the deepest ones included. */
-	struct cowmap *m = new_map(5, tu_hash_identity);
+	struct cowmap *m = tu_map_new(5, tu_hash_identity, NULL);
 	struct tu_model *model = tu_model_new();
 	struct tu_key k;
 
@@ -409,7 +398,7 @@ END_TEST
 START_TEST(iteration_key_pointers_stay_valid_while_the_version_lives)
 {
 	enum { N = 500 };
-	struct cowmap *old = tu_fill(new_map(9, NULL), NULL, TU_LONG_KEY_LEN,
+	struct cowmap *old = tu_fill(tu_map_new(9, NULL, NULL), NULL, TU_LONG_KEY_LEN,
 				     0, N, 0);
 	struct cowmap *cur = cowmap_retain(old);
 	const void *keys[N];
@@ -449,7 +438,7 @@ END_TEST
 START_TEST(iteration_of_a_txn_built_version_visits_each_once)
 {
 	struct tu_model *model = tu_model_new();
-	struct cowmap *base = tu_fill(new_map(10, NULL), model, 8, 0, 1000, 0);
+	struct cowmap *base = tu_fill(tu_map_new(10, NULL, NULL), model, 8, 0, 1000, 0);
 	struct cowmap_txn *t = cowmap_txn_begin(base);
 	struct cowmap *next;
 	struct tu_key k;
@@ -523,11 +512,5 @@ Suite *iter_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(iter_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(iter_suite());
 }

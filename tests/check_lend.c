@@ -489,11 +489,5 @@ static Suite *lend_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(lend_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(lend_suite());
 }

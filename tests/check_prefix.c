@@ -222,6 +222,60 @@ static void check_table(const struct cowmap *t, const struct pm_model *m,
 /* Differential: persistent updates                                    */
 /* ------------------------------------------------------------------ */
 
+/*
+ * A random test's table: its generator, its model and, when the table
+ * owns its values, the log of their frees.  Values are tu_val(1),
+ * tu_val(2), ... in the order they are stored.
+ */
+struct rig {
+	struct gen g;
+	struct pm_model m;
+	struct tu_free_log log;
+	struct cowmap_options o;
+	bool owning;
+	uint64_t next_val;
+};
+
+static struct cowmap *rig_init(struct rig *r, uint64_t seed, unsigned w,
+			       bool owning)
+{
+	struct cowmap *t;
+
+	tu_free_log_init(&r->log);
+	r->o = tu_opts(0, NULL, &r->log);
+	r->owning = owning;
+	r->next_val = 1;
+	gen_init(&r->g, seed, w);
+	pm_init(&r->m, w);
+	t = cowmap_prefix_new(w, owning ? &r->o : NULL);
+	ck_assert_ptr_nonnull(t);
+	return t;
+}
+
+/* After the last version is released: an owning table freed every value
+ * it was given exactly once (also those a batch replaced at once and
+ * those of aborted drafts), a table that does not own them none. */
+static void rig_fini(struct rig *r)
+{
+	if (r->owning)
+		check_values_freed(&r->log, 1, r->next_val, 1);
+	else
+		ck_assert_uint_eq(r->log.calls, 0);
+	pm_fini(&r->m);
+	tu_free_log_fini(&r->log);
+}
+
+/* A prefix the model holds, at random, in @a, @len and @bytes. */
+static void pick_stored(struct gen *g, const struct pm_model *m, pm_addr *a,
+			unsigned *len, unsigned char bytes[16])
+{
+	const struct pm_entry *e = &m->e[tu_rng_below(&g->rng, m->n)];
+
+	*a = e->addr;
+	*len = e->len;
+	pm_store(bytes, *a, m->width);
+}
+
 static const unsigned widths[] = { 32, 128, 1, 7, 13, 24, 48, 64, 65, 96,
 				   127, 6, 12, 36 };
 #define NWIDTHS (sizeof(widths) / sizeof(widths[0]))
@@ -230,21 +284,12 @@ static const unsigned widths[] = { 32, 128, 1, 7, 13, 24, 48, 64, 65, 96,
 START_TEST(random_updates_agree_with_the_model)
 {
 	unsigned w = widths[_i % NWIDTHS];
-	struct gen g;
-	struct pm_model m, old_m;
-	struct tu_free_log log;
-	struct cowmap_options o = tu_opts(0, NULL, &log);
-	bool owning = _i % 2 == 0;
-	uint64_t next_val = 1;
-
-	tu_free_log_init(&log);
-	gen_init(&g, 0x5eed0000u + (uint64_t)_i, w);
-	pm_init(&m, w);
-
-	struct cowmap *t = cowmap_prefix_new(w, owning ? &o : NULL);
+	struct rig r;
+	struct pm_model old_m;
+	struct cowmap *t = rig_init(&r, 0x5eed0000u + (uint64_t)_i, w,
+				    _i % 2 == 0);
 	struct cowmap *old = NULL;
 
-	ck_assert_ptr_nonnull(t);
 	old_m.e = NULL;
 	for (int step = 0; step < 600; step++) {
 		pm_addr a;
@@ -252,29 +297,23 @@ START_TEST(random_updates_agree_with_the_model)
 		unsigned char bytes[16];
 		struct cowmap *next;
 
-		gen_prefix(&g, &a, &len);
+		gen_prefix(&r.g, &a, &len);
 		pm_store(bytes, a, w);
-		if (tu_rng_below(&g.rng, 3) == 0 && m.n > 0) {
+		if (tu_rng_below(&r.g.rng, 3) == 0 && r.m.n > 0) {
 			/* delete a stored prefix (uncovering shorter ones),
 			 * or sometimes an absent one */
-			if (tu_rng_below(&g.rng, 4) != 0) {
-				struct pm_entry *e =
-					&m.e[tu_rng_below(&g.rng, m.n)];
-
-				a = e->addr;
-				len = e->len;
-				pm_store(bytes, a, w);
-			}
-			bool present = pm_del(&m, a, len, NULL);
+			if (tu_rng_below(&r.g.rng, 4) != 0)
+				pick_stored(&r.g, &r.m, &a, &len, bytes);
+			bool present = pm_del(&r.m, a, len, NULL);
 
 			next = cowmap_prefix_del(t, bytes, len);
 			ck_assert_ptr_nonnull(next);
 			if (!present)
 				ck_assert_ptr_eq(next, t);
 		} else {
-			void *v = tu_val(next_val++);
+			void *v = tu_val(r.next_val++);
 
-			pm_set(&m, a, len, v, NULL);
+			pm_set(&r.m, a, len, v, NULL);
 			next = cowmap_prefix_set(t, bytes, len, v);
 			ck_assert_ptr_nonnull(next);
 		}
@@ -282,37 +321,26 @@ START_TEST(random_updates_agree_with_the_model)
 			/* keep this version, to check later that it never
 			 * changed */
 			if (old != NULL) {
-				check_table(old, &old_m, &g);
+				check_table(old, &old_m, &r.g);
 				cowmap_release(old);
 				pm_fini(&old_m);
 			}
 			old = cowmap_retain(next);
-			pm_copy(&old_m, &m);
+			pm_copy(&old_m, &r.m);
 		}
 		cowmap_release(t);
 		t = next;
-		if (step % 37 == 0 || m.n < 20)
-			check_table(t, &m, &g);
+		if (step % 37 == 0 || r.m.n < 20)
+			check_table(t, &r.m, &r.g);
 	}
-	check_table(t, &m, &g);
+	check_table(t, &r.m, &r.g);
 	if (old != NULL) {
-		check_table(old, &old_m, &g);
+		check_table(old, &old_m, &r.g);
 		cowmap_release(old);
 		pm_fini(&old_m);
 	}
 	cowmap_release(t);
-	if (owning) {
-		/* every value stored was freed exactly once */
-		for (uint64_t i = 1; i < next_val; i++)
-			TU_REQUIRE(tu_free_log_count(&log, tu_val(i)) == 1,
-				   "value %llu freed %zu times",
-				   (unsigned long long)i,
-				   tu_free_log_count(&log, tu_val(i)));
-	} else {
-		ck_assert_uint_eq(log.calls, 0);
-	}
-	pm_fini(&m);
-	tu_free_log_fini(&log);
+	rig_fini(&r);
 }
 END_TEST
 
@@ -323,115 +351,96 @@ END_TEST
 START_TEST(random_transactions_agree_with_the_model)
 {
 	unsigned w = widths[_i % NWIDTHS];
-	struct gen g;
-	struct pm_model m, base_m;
-	struct tu_free_log log;
-	struct cowmap_options o = tu_opts(0, NULL, &log);
-	bool owning = _i % 2 == 1;
-	uint64_t next_val = 1;
-
-	tu_free_log_init(&log);
-	gen_init(&g, 0x7a000000u + (uint64_t)_i, w);
-	pm_init(&m, w);
-
-	struct cowmap *t = cowmap_prefix_new(w, owning ? &o : NULL);
+	struct rig r;
+	struct pm_model base_m;
+	struct cowmap *t = rig_init(&r, 0x7a000000u + (uint64_t)_i, w,
+				    _i % 2 == 1);
 
 	for (int round = 0; round < 12; round++) {
 		struct cowmap_txn *x = cowmap_txn_begin(t);
 
 		ck_assert_ptr_nonnull(x);
-		pm_copy(&base_m, &m);
+		pm_copy(&base_m, &r.m);
 		for (int step = 0; step < 60; step++) {
 			pm_addr a;
 			unsigned len;
 			unsigned char bytes[16];
-			uint64_t op = tu_rng_below(&g.rng, 10);
+			uint64_t op = tu_rng_below(&r.g.rng, 10);
 
-			gen_prefix(&g, &a, &len);
+			gen_prefix(&r.g, &a, &len);
 			pm_store(bytes, a, w);
-			if (op < 3 && m.n > 0) {
-				struct pm_entry *e =
-					&m.e[tu_rng_below(&g.rng, m.n)];
+			if (op < 3 && r.m.n > 0) {
+				pick_stored(&r.g, &r.m, &a, &len, bytes);
 
-				a = e->addr;
-				len = e->len;
-				pm_store(bytes, a, w);
-				bool present = pm_del(&m, a, len, NULL);
+				bool present = pm_del(&r.m, a, len, NULL);
 
 				ck_assert_int_eq(
 					cowmap_txn_prefix_del(x, bytes, len),
 					present);
 			} else if (op < 5) {
 				/* a batch, with duplicates inside it */
-				struct cowmap_route r[24];
+				struct cowmap_route batch[24];
 				unsigned char ab[24][16];
-				size_t k = 1 + tu_rng_below(&g.rng, 24);
+				size_t k = 1 + tu_rng_below(&r.g.rng, 24);
 
 				for (size_t j = 0; j < k; j++) {
-					if (j > 0 && tu_rng_below(&g.rng, 4) == 0) {
+					if (j > 0 &&
+					    tu_rng_below(&r.g.rng, 4) == 0) {
 						memcpy(ab[j], ab[j - 1], 16);
-						r[j].len = r[j - 1].len;
+						batch[j].len = batch[j - 1].len;
 					} else {
-						gen_prefix(&g, &a, &len);
+						gen_prefix(&r.g, &a, &len);
 						pm_store(ab[j], a, w);
-						r[j].len = len;
+						batch[j].len = len;
 					}
-					r[j].addr = ab[j];
-					r[j].value = tu_val(next_val++);
-					pm_set(&m, pm_load(ab[j], w), r[j].len,
-					       r[j].value, NULL);
+					batch[j].addr = ab[j];
+					batch[j].value = tu_val(r.next_val++);
+					pm_set(&r.m, pm_load(ab[j], w),
+					       batch[j].len, batch[j].value,
+					       NULL);
 				}
 				ck_assert_int_eq(
-					cowmap_txn_prefix_set_many(x, k, r), 0);
+					cowmap_txn_prefix_set_many(x, k, batch),
+					0);
 			} else {
-				void *v = tu_val(next_val++);
+				void *v = tu_val(r.next_val++);
 
-				pm_set(&m, a, len, v, NULL);
+				pm_set(&r.m, a, len, v, NULL);
 				ck_assert_int_eq(
 					cowmap_txn_prefix_set(x, bytes, len, v),
 					0);
 			}
-			ck_assert_uint_eq(cowmap_txn_size(x), m.n);
+			ck_assert_uint_eq(cowmap_txn_size(x), r.m.n);
 		}
-		for (size_t i = 0; i < m.n; i++) {
+		for (size_t i = 0; i < r.m.n; i++) {
 			unsigned char bytes[16];
 			void *v;
 
-			pm_store(bytes, m.e[i].addr, w);
-			ck_assert_int_eq(cowmap_txn_prefix_get(x, bytes,
-							       m.e[i].len, &v),
+			pm_store(bytes, r.m.e[i].addr, w);
+			ck_assert_int_eq(cowmap_txn_prefix_get(
+						 x, bytes, r.m.e[i].len, &v),
 					 1);
-			ck_assert_ptr_eq(v, m.e[i].value);
+			ck_assert_ptr_eq(v, r.m.e[i].value);
 		}
 		if (round % 4 == 3) {
 			cowmap_txn_abort(x);
-			pm_fini(&m);
-			m = base_m;
-			check_table(t, &m, &g);
+			pm_fini(&r.m);
+			r.m = base_m;
+			check_table(t, &r.m, &r.g);
 			continue;
 		}
 
 		struct cowmap *next = cowmap_txn_commit(x);
 
 		ck_assert_ptr_nonnull(next);
-		check_table(t, &base_m, &g);	/* the base is untouched */
-		check_table(next, &m, &g);
+		check_table(t, &base_m, &r.g);	/* the base is untouched */
+		check_table(next, &r.m, &r.g);
 		pm_fini(&base_m);
 		cowmap_release(t);
 		t = next;
 	}
 	cowmap_release(t);
-	if (owning) {
-		/* everything stored was freed once; what a batch replaced
-		 * and aborted drafts freed it too */
-		for (uint64_t i = 1; i < next_val; i++)
-			TU_REQUIRE(tu_free_log_count(&log, tu_val(i)) == 1,
-				   "value %llu freed %zu times",
-				   (unsigned long long)i,
-				   tu_free_log_count(&log, tu_val(i)));
-	}
-	pm_fini(&m);
-	tu_free_log_fini(&log);
+	rig_fini(&r);
 }
 END_TEST
 
@@ -530,12 +539,7 @@ START_TEST(diff_reports_exactly_the_changed_prefixes)
 
 			gen_prefix(&g, &a, &len);
 			if (tu_rng_below(&g.rng, 3) == 0 && m[k].n > 0) {
-				struct pm_entry *e =
-					&m[k].e[tu_rng_below(&g.rng, m[k].n)];
-
-				a = e->addr;
-				len = e->len;
-				pm_store(bytes, a, w);
+				pick_stored(&g, &m[k], &a, &len, bytes);
 				pm_del(&m[k], a, len, NULL);
 				next = cowmap_prefix_del(v[k], bytes, len);
 			} else {
@@ -1108,11 +1112,5 @@ Suite *prefix_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(prefix_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(prefix_suite());
 }

@@ -352,24 +352,71 @@ START_TEST(prefix_new_and_txn_begin_fail_cleanly)
 }
 END_TEST
 
+static int count_change(enum cowmap_change what, const void *addr,
+			unsigned len, void *old_value, void *new_value,
+			void *ctx)
+{
+	(void)addr, (void)len, (void)new_value;
+	if (what == COWMAP_REMOVED && old_value != NULL)
+		(*(size_t *)ctx)++;
+	else
+		*(size_t *)ctx += 1000;	/* anything else is wrong */
+	return 0;
+}
+
+/* Reads of a table allocate nothing, and answer as the model does while
+ * they do. */
 START_TEST(lookups_iteration_and_diff_allocate_nothing)
 {
 	struct fx f;
-	unsigned char b[16] = { 0 };
-	void *v[8];
+	unsigned char b[16] = { 0 }, gone[16];
+	void *v = NULL, *many[1], *exact = NULL;
+	unsigned len = 0, many_len[1];
+	size_t seen = 0, changes = 0;
+	int found, exact_found, same, diff_rc;
+	size_t found_many;
 	struct cowmap_iter it;
 
 	fx_init(&f, 128, true, 99);
+
+	/* A version one prefix short, to diff against. */
+	const struct pm_entry *e = &f.model.e[0];
+
+	pm_store(gone, e->addr, 128);
+
+	struct cowmap *less = cowmap_prefix_del(f.t, gone, e->len);
+
+	ck_assert_ptr_nonnull(less);
+
 	unsigned long before = cm_test_alloc_count();
 
-	cowmap_prefix_lookup(f.t, b, v, NULL);
-	cowmap_prefix_lookup_many(f.t, 1, b, v, NULL);
-	cowmap_prefix_get(f.t, b, 0, v);
+	found = cowmap_prefix_lookup(f.t, b, &v, &len);
+	found_many = cowmap_prefix_lookup_many(f.t, 1, b, many, many_len);
+	exact_found = cowmap_prefix_get(f.t, b, 0, &exact);
 	cowmap_iter_init(&it, f.t);
 	while (cowmap_prefix_iter_next(&it, b, NULL, NULL))
-		;
-	cowmap_equal(f.t, f.t, NULL, NULL);
+		seen++;
+	same = cowmap_equal(f.t, f.t, NULL, NULL);
+	diff_rc = cowmap_prefix_diff(f.t, less, count_change, &changes);
 	ck_assert_uint_eq(cm_test_alloc_count(), before);
+
+	const struct pm_entry *want = pm_lookup(&f.model, 0);
+	const struct pm_entry *dflt = pm_find(&f.model, 0, 0);
+
+	ck_assert_int_eq(found, want != NULL);
+	ck_assert_uint_eq(found_many, want != NULL);
+	ck_assert_ptr_eq(v, want != NULL ? want->value : NULL);
+	ck_assert_ptr_eq(many[0], want != NULL ? want->value : NULL);
+	ck_assert_uint_eq(many_len[0], want != NULL ? want->len : 0);
+	if (want != NULL)
+		ck_assert_uint_eq(len, want->len);
+	ck_assert_int_eq(exact_found, dflt != NULL);
+	ck_assert_ptr_eq(exact, dflt != NULL ? dflt->value : NULL);
+	ck_assert_uint_eq(seen, f.model.n);
+	ck_assert_int_eq(same, 1);
+	ck_assert_int_eq(diff_rc, 0);
+	ck_assert_uint_eq(changes, 1);
+	cowmap_release(less);
 	fx_fini(&f);
 }
 END_TEST
@@ -391,11 +438,5 @@ Suite *prefix_fault_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(prefix_fault_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(prefix_fault_suite());
 }

@@ -418,11 +418,5 @@ Suite *prefix_stress_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(prefix_stress_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(prefix_stress_suite());
 }

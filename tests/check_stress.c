@@ -108,13 +108,6 @@ static long scaled(long base, long min)
 	return v < (double)min ? min : (long)v;
 }
 
-static int verbose(void)
-{
-	const char *s = getenv("COWMAP_TEST_VERBOSE");
-
-	return s != NULL && *s != '\0' && *s != '0';
-}
-
 /* ------------------------------------------------------------------ */
 /* Values: records that are never freed while the test runs            */
 /* ------------------------------------------------------------------ */
@@ -941,7 +934,7 @@ START_TEST(readers_never_see_torn_versions)
 	cowmap_cell_free(st->c);
 	check_value_accounting(&st->pool, 0, "after cell_free");
 
-	if (verbose())
+	if (tu_verbose())
 		fprintf(stderr,
 			"stress %-4s: %ld steps/writer, %ld bumps (%ld cas "
 			"retries), %llu published of %ld ops, loads %ld/%ld, "
@@ -1116,7 +1109,7 @@ START_TEST(concurrent_cell_set_loses_nothing)
 	cowmap_cell_free(h->c);
 	check_value_accounting(&h->pool, 0, "after cell_free");
 
-	if (verbose())
+	if (tu_verbose())
 		fprintf(stderr,
 			"hammer %-4s: %ld calls, %llu publishes (%.2f calls "
 			"per publish), %.2f s\n",

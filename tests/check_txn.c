@@ -15,18 +15,6 @@
 
 #define TOO_LONG ((size_t)UINT32_MAX + 1)
 
-static struct cowmap *new_map(uint64_t seed,
-			      uint64_t (*hash)(const void *, size_t,
-					       uint64_t, void *),
-			      struct tu_free_log *log)
-{
-	struct cowmap_options o = tu_opts(seed, hash, log);
-	struct cowmap *m = cowmap_new(&o);
-
-	ck_assert_ptr_nonnull(m);
-	return m;
-}
-
 static struct cowmap_txn *begin(const struct cowmap *base)
 {
 	struct cowmap_txn *t = cowmap_txn_begin(base);
@@ -73,7 +61,7 @@ END_TEST
 START_TEST(draft_starts_with_the_base_contents)
 {
 	struct tu_model *model = tu_model_new();
-	struct cowmap *base = tu_fill(new_map(1, NULL, NULL), model, 8, 0,
+	struct cowmap *base = tu_fill(tu_map_new(1, NULL, NULL), model, 8, 0,
 				      500, 0);
 	struct cowmap_txn *t = begin(base);
 
@@ -87,7 +75,7 @@ END_TEST
 
 START_TEST(draft_of_an_empty_map_is_empty)
 {
-	struct cowmap *base = new_map(1, NULL, NULL);
+	struct cowmap *base = tu_map_new(1, NULL, NULL);
 	struct cowmap_txn *t = begin(base);
 	void *v = NULL;
 
@@ -102,7 +90,7 @@ END_TEST
 
 START_TEST(txn_set_is_seen_by_the_draft_and_not_by_the_base)
 {
-	struct cowmap *base = new_map(1, NULL, NULL);
+	struct cowmap *base = tu_map_new(1, NULL, NULL);
 	struct cowmap_txn *t;
 	void *v = NULL;
 
@@ -127,7 +115,7 @@ END_TEST
 
 START_TEST(txn_del_returns_one_if_removed_and_zero_if_absent)
 {
-	struct cowmap *base = new_map(1, NULL, NULL);
+	struct cowmap *base = tu_map_new(1, NULL, NULL);
 	struct cowmap_txn *t;
 	void *v = NULL;
 
@@ -154,7 +142,7 @@ START_TEST(commit_returns_a_version_with_the_changes)
 {
 	struct tu_model *model = tu_model_new();
 	struct tu_model *before;
-	struct cowmap *base = tu_fill(new_map(2, NULL, NULL), model, 8, 0,
+	struct cowmap *base = tu_fill(tu_map_new(2, NULL, NULL), model, 8, 0,
 				      1000, 0);
 	struct cowmap_txn *t;
 	struct cowmap *next;
@@ -184,7 +172,7 @@ END_TEST
 
 START_TEST(commit_without_changes_returns_the_base)
 {
-	struct cowmap *base = tu_fill(new_map(3, NULL, NULL), NULL, 8, 0, 100,
+	struct cowmap *base = tu_fill(tu_map_new(3, NULL, NULL), NULL, 8, 0, 100,
 				      0);
 	struct cowmap_txn *t = begin(base);
 	struct cowmap *next;
@@ -203,7 +191,7 @@ END_TEST
 
 START_TEST(commit_after_no_op_edits_returns_the_base)
 {
-	struct cowmap *base = tu_fill(new_map(3, NULL, NULL), NULL, 8, 0, 100,
+	struct cowmap *base = tu_fill(tu_map_new(3, NULL, NULL), NULL, 8, 0, 100,
 				      0);
 	struct cowmap_txn *t = begin(base);
 	struct cowmap *next;
@@ -225,7 +213,7 @@ END_TEST
 START_TEST(commit_of_edits_that_cancel_out_equals_the_base)
 {
 	struct tu_model *model = tu_model_new();
-	struct cowmap *base = tu_fill(new_map(3, NULL, NULL), model, 8, 0, 100,
+	struct cowmap *base = tu_fill(tu_map_new(3, NULL, NULL), model, 8, 0, 100,
 				      0);
 	struct cowmap_txn *t = begin(base);
 	struct cowmap *next;
@@ -246,7 +234,7 @@ END_TEST
 START_TEST(abort_leaves_the_base_unchanged)
 {
 	struct tu_model *model = tu_model_new();
-	struct cowmap *base = tu_fill(new_map(4, NULL, NULL), model, 8, 0,
+	struct cowmap *base = tu_fill(tu_map_new(4, NULL, NULL), model, 8, 0,
 				      2000, 0);
 	struct cowmap_txn *t = begin(base);
 	struct tu_key k;
@@ -273,7 +261,7 @@ END_TEST
 START_TEST(draft_keeps_its_base_alive)
 {
 	struct tu_model *model = tu_model_new();
-	struct cowmap *base = tu_fill(new_map(5, NULL, NULL), model, 8, 0, 300,
+	struct cowmap *base = tu_fill(tu_map_new(5, NULL, NULL), model, 8, 0, 300,
 				      0);
 	struct cowmap_txn *t = begin(base);
 	struct cowmap *next;
@@ -292,7 +280,7 @@ START_TEST(txn_edits_never_reach_a_committed_version)
 {
 	struct tu_model *m1 = tu_model_new();
 	struct tu_model *m2;
-	struct cowmap *v0 = new_map(6, NULL, NULL);
+	struct cowmap *v0 = tu_map_new(6, NULL, NULL);
 	struct cowmap_txn *t = begin(v0);
 	struct cowmap *v1, *v2;
 	struct tu_key k;
@@ -328,7 +316,7 @@ START_TEST(cowmap_set_after_commit_leaves_the_commit_unchanged)
 {
 	struct tu_model *model = tu_model_new();
 	struct tu_model *later;
-	struct cowmap *v0 = new_map(6, NULL, NULL);
+	struct cowmap *v0 = tu_map_new(6, NULL, NULL);
 	struct cowmap_txn *t = begin(v0);
 	struct cowmap *v1, *cur;
 	struct tu_key k;
@@ -366,7 +354,7 @@ START_TEST(two_drafts_of_one_base_are_independent)
 {
 	struct tu_model *base_model = tu_model_new();
 	struct tu_model *ma, *mb;
-	struct cowmap *base = tu_fill(new_map(7, NULL, NULL), base_model, 8, 0,
+	struct cowmap *base = tu_fill(tu_map_new(7, NULL, NULL), base_model, 8, 0,
 				      500, 0);
 	struct cowmap_txn *a = begin(base);
 	struct cowmap_txn *b = begin(base);
@@ -410,7 +398,7 @@ START_TEST(random_edits_in_a_draft_match_the_model)
 	size_t sets_in_draft = 0;
 
 	tu_free_log_init(&log);
-	base = new_map(8, NULL, _i ? &log : NULL);
+	base = tu_map_new(8, NULL, _i ? &log : NULL);
 	tu_rng_init(&r, 8);
 	for (int i = 0; i < 2000; i++) {
 		tu_key_pick(&k, &r, lens, 4, 3000);
@@ -474,7 +462,7 @@ START_TEST(draft_handles_colliding_keys)
 	for (int h = 0; h < 3; h++) {
 		struct tu_model *model = tu_model_new();
 		struct tu_model *before;
-		struct cowmap *base = new_map(9, hashes[h], NULL);
+		struct cowmap *base = tu_map_new(9, hashes[h], NULL);
 		struct cowmap_txn *t;
 		struct cowmap *next;
 		struct tu_rng r;
@@ -535,7 +523,7 @@ END_TEST
 START_TEST(txn_calls_reject_bad_keys_and_change_nothing)
 {
 	struct tu_model *model = tu_model_new();
-	struct cowmap *base = tu_fill(new_map(10, NULL, NULL), model, 8, 0,
+	struct cowmap *base = tu_fill(tu_map_new(10, NULL, NULL), model, 8, 0,
 				      200, 0);
 	struct cowmap_txn *t = begin(base);
 	struct cowmap *next;
@@ -569,7 +557,7 @@ static struct cowmap_txn *finished_txn(int by_commit, struct cowmap **base,
 	struct cowmap_txn *t;
 
 	*model = tu_model_new();
-	*base = tu_fill(new_map(11, NULL, NULL), *model, 8, 0, 100, 0);
+	*base = tu_fill(tu_map_new(11, NULL, NULL), *model, 8, 0, 100, 0);
 	t = begin(*base);
 	if (by_commit) {
 		txn_set_id(t, *model, 8, 1000, tu_val(1000));
@@ -668,17 +656,6 @@ END_TEST
 /* max_entries                                                         */
 /* ------------------------------------------------------------------ */
 
-static struct cowmap *new_limited(size_t max, struct tu_free_log *log)
-{
-	struct cowmap_options o = tu_opts(13, NULL, log);
-	struct cowmap *m;
-
-	o.max_entries = max;
-	m = cowmap_new(&o);
-	ck_assert_ptr_nonnull(m);
-	return m;
-}
-
 START_TEST(txn_set_beyond_max_entries_fails_and_leaves_the_draft)
 {
 	struct tu_free_log log;
@@ -689,7 +666,7 @@ START_TEST(txn_set_beyond_max_entries_fails_and_leaves_the_draft)
 	struct tu_key k;
 
 	tu_free_log_init(&log);
-	base = tu_fill(new_limited(5, &log), model, 8, 0, 3, 0);
+	base = tu_fill(tu_map_new_limited(13, &log, 5), model, 8, 0, 3, 0);
 	t = begin(base);
 	txn_set_id(t, model, 8, 10, tu_val(10));
 	txn_set_id(t, model, 8, 11, tu_val(11));
@@ -723,8 +700,8 @@ END_TEST
 START_TEST(txn_on_a_full_base_can_only_replace)
 {
 	struct tu_model *model = tu_model_new();
-	struct cowmap *base = tu_fill(new_limited(50, NULL), model, 8, 0, 50,
-				      0);
+	struct cowmap *base = tu_fill(tu_map_new_limited(13, NULL, 50), model,
+				      8, 0, 50, 0);
 	struct cowmap_txn *t = begin(base);
 	struct cowmap *next;
 	struct tu_key k;
@@ -760,7 +737,7 @@ START_TEST(txn_frees_a_value_replaced_in_the_draft_by_the_next_read)
 	void *v = NULL;
 
 	tu_free_log_init(&log);
-	base = new_map(17, NULL, &log);
+	base = tu_map_new(17, NULL, &log);
 	t = begin(base);
 	ck_assert_int_eq(cowmap_txn_set(t, "k", 1, tu_val(1)), 0);
 	ck_assert_int_eq(cowmap_txn_set(t, "k", 1, tu_val(2)), 0);
@@ -791,7 +768,7 @@ START_TEST(txn_keeps_a_replaced_base_value_while_the_base_lives)
 	void *v = NULL;
 
 	tu_free_log_init(&log);
-	base = tu_set_replace(new_map(17, NULL, &log), "k", 1, tu_val(1));
+	base = tu_set_replace(tu_map_new(17, NULL, &log), "k", 1, tu_val(1));
 	t = begin(base);
 	ck_assert_int_eq(cowmap_txn_set(t, "k", 1, tu_val(2)), 0);
 	ck_assert_uint_eq(log.calls, 0); /* the base still holds 1 */
@@ -817,23 +794,19 @@ START_TEST(abort_frees_the_values_set_in_the_draft)
 	struct cowmap_txn *t;
 
 	tu_free_log_init(&log);
-	base = tu_fill(new_map(17, NULL, &log), NULL, 8, 0, 100, 0);
+	base = tu_fill(tu_map_new(17, NULL, &log), NULL, 8, 0, 100, 0);
 	t = begin(base);
 	for (uint64_t id = 50; id < 150; id++)
 		txn_set_id(t, NULL, 8, id, tu_val(id + 1000));
 	ck_assert_uint_eq(log.calls, 0);
 	cowmap_txn_abort(t);
 	ck_assert_uint_eq(log.calls, 100);
-	for (uint64_t id = 50; id < 150; id++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id + 1000)),
-				  1);
-	for (uint64_t id = 0; id < 100; id++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id)), 0);
+	check_values_freed(&log, 1050, 1150, 1);
+	check_values_freed(&log, 0, 100, 0);
 	ck_assert_uint_eq(cowmap_size(base), 100);
 	cowmap_release(base);
 	ck_assert_uint_eq(log.calls, 200);
-	for (uint64_t id = 0; id < 100; id++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id)), 1);
+	check_values_freed(&log, 0, 100, 1);
 	tu_free_log_fini(&log);
 }
 END_TEST
@@ -847,7 +820,7 @@ START_TEST(commit_then_release_frees_each_value_once)
 	struct tu_key k;
 
 	tu_free_log_init(&log);
-	base = tu_fill(new_map(17, NULL, &log), NULL, 8, 0, 100, 0);
+	base = tu_fill(tu_map_new(17, NULL, &log), NULL, 8, 0, 100, 0);
 	t = begin(base);
 	for (uint64_t id = 50; id < 150; id++) /* 50 replace, 50 new */
 		txn_set_id(t, NULL, 8, id, tu_val(id + 1000));
@@ -862,11 +835,8 @@ START_TEST(commit_then_release_frees_each_value_once)
 	ck_assert_uint_eq(log.calls, 60);
 	cowmap_release(next);
 	ck_assert_uint_eq(log.calls, 200);
-	for (uint64_t id = 0; id < 100; id++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id)), 1);
-	for (uint64_t id = 50; id < 150; id++)
-		ck_assert_uint_eq(tu_free_log_count(&log, tu_val(id + 1000)),
-				  1);
+	check_values_freed(&log, 0, 100, 1);
+	check_values_freed(&log, 1050, 1150, 1);
 	tu_free_log_fini(&log);
 }
 END_TEST
@@ -879,7 +849,7 @@ START_TEST(txn_set_of_the_same_pointer_frees_nothing)
 	struct cowmap *next;
 
 	tu_free_log_init(&log);
-	base = tu_set_replace(new_map(17, NULL, &log), "a", 1, tu_val(1));
+	base = tu_set_replace(tu_map_new(17, NULL, &log), "a", 1, tu_val(1));
 	t = begin(base);
 	ck_assert_int_eq(cowmap_txn_set(t, "a", 1, tu_val(1)), 0);
 	ck_assert_int_eq(cowmap_txn_set(t, "b", 1, tu_val(2)), 0);
@@ -903,7 +873,7 @@ START_TEST(txn_failed_set_does_not_free_the_value)
 	struct cowmap_txn *t;
 
 	tu_free_log_init(&log);
-	base = tu_fill(new_limited(2, &log), NULL, 8, 0, 2, 0);
+	base = tu_fill(tu_map_new_limited(13, &log, 2), NULL, 8, 0, 2, 0);
 	t = begin(base);
 	ck_assert_int_eq(cowmap_txn_set(t, "x", 1, tu_val(50)), -ENOSPC);
 	ck_assert_int_eq(cowmap_txn_set(t, NULL, 1, tu_val(51)), -EINVAL);
@@ -924,7 +894,7 @@ START_TEST(txn_deleted_draft_value_is_freed_exactly_once)
 	struct cowmap *next;
 
 	tu_free_log_init(&log);
-	base = new_map(17, NULL, &log);
+	base = tu_map_new(17, NULL, &log);
 	t = begin(base);
 	ck_assert_int_eq(cowmap_txn_set(t, "a", 1, tu_val(1)), 0);
 	ck_assert_int_eq(cowmap_txn_set(t, "b", 1, tu_val(2)), 0);
@@ -949,7 +919,7 @@ START_TEST(abort_after_replacements_frees_each_value_once)
 	uint64_t v = 0;
 
 	tu_free_log_init(&log);
-	base = tu_fill(new_map(17, NULL, &log), NULL, 8, 0, 50, 0);
+	base = tu_fill(tu_map_new(17, NULL, &log), NULL, 8, 0, 50, 0);
 	v = 50;
 	t = begin(base);
 	for (int round = 0; round < 4; round++)
@@ -978,8 +948,8 @@ START_TEST(large_txn_equals_the_map_built_with_cowmap_set)
 {
 	enum { N = 100000 };
 	struct tu_model *model = tu_model_new();
-	struct cowmap *by_set = new_map(19, NULL, NULL);
-	struct cowmap *empty = new_map(19, NULL, NULL);
+	struct cowmap *by_set = tu_map_new(19, NULL, NULL);
+	struct cowmap *empty = tu_map_new(19, NULL, NULL);
 	struct cowmap_txn *t;
 	struct cowmap *by_txn;
 	struct cowmap_stats a, b;
@@ -1058,7 +1028,7 @@ START_TEST(txn_get_sees_every_earlier_set_of_a_long_loop)
 
 	tu_free_log_init(&log);
 	tu_rng_init(&r, 77 + (uint64_t)_i);
-	base = new_map(5, _i ? tu_hash_group8 : NULL, &log);
+	base = tu_map_new(5, _i ? tu_hash_group8 : NULL, &log);
 	for (uint64_t id = 0; id < 300; id++) {
 		struct tu_key k;
 
@@ -1088,10 +1058,7 @@ START_TEST(txn_get_sees_every_earlier_set_of_a_long_loop)
 	check_map_matches_model(next, model);
 	cowmap_release(base);
 	cowmap_release(next);
-	for (uint64_t i = 1; i < v; i++)
-		TU_REQUIRE(tu_free_log_count(&log, tu_val(i)) == 1,
-			   "value %llu freed %zu times", (unsigned long long)i,
-			   tu_free_log_count(&log, tu_val(i)));
+	check_values_freed(&log, 1, v, 1);
 	tu_model_free(model);
 	tu_free_log_fini(&log);
 }
@@ -1110,7 +1077,7 @@ START_TEST(abort_after_gathered_sets_frees_each_value_once)
 	struct tu_key k;
 
 	tu_free_log_init(&log);
-	base = new_map(9, NULL, &log);
+	base = tu_map_new(9, NULL, &log);
 	for (uint64_t id = 0; id < 40; id++) {
 		tu_key_make(&k, gather_lens[id % NGATHER_LENS], id);
 		base = tu_set_replace(base, k.bytes, k.len, tu_val(id + 1));
@@ -1273,11 +1240,5 @@ Suite *txn_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(txn_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(txn_suite());
 }

@@ -33,7 +33,8 @@ tests_check_prefix_stress_LDADD = $(tests_flavors_ldadd)
 check_PROGRAMS += tests/fuzz/replay-prefix
 
 tests_fuzz_replay_prefix_SOURCES = tests/fuzz/replay.c \
-	tests/fuzz/fuzz_prefix.c tests/prefix_model.c tests/prefix_model.h
+	tests/fuzz/fuzz_prefix.c tests/fuzz/harness.c tests/fuzz/harness.h \
+	tests/prefix_model.c tests/prefix_model.h
 tests_fuzz_replay_prefix_CPPFLAGS = $(tests_cppflags) -I$(top_srcdir)/tests \
 	-DREPLAY_CORPUS='"prefix-corpus"' \
 	-DREPLAY_REGRESSIONS='"prefix-regressions"'

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "testutil.h"
 
@@ -201,6 +202,17 @@ size_t tu_free_log_count(const struct tu_free_log *log, const void *value)
 	for (size_t i = 0; i < log->n; i++)
 		count += log->ptrs[i] == value;
 	return count;
+}
+
+void check_values_freed(const struct tu_free_log *log, uint64_t first,
+			uint64_t end, size_t times)
+{
+	for (uint64_t i = first; i < end; i++) {
+		size_t n = tu_free_log_count(log, tu_val(i));
+
+		TU_REQUIRE(n == times, "value %llu freed %zu times, not %zu",
+			   (unsigned long long)i, n, times);
+	}
 }
 
 struct cowmap_options tu_opts(uint64_t seed,
@@ -644,6 +656,33 @@ struct cowmap_stats tu_stats(const struct cowmap *m)
 /* Building maps                                                       */
 /* ------------------------------------------------------------------ */
 
+static struct cowmap *map_new(const struct cowmap_options *o)
+{
+	struct cowmap *m = cowmap_new(o);
+
+	ck_assert_ptr_nonnull(m);
+	return m;
+}
+
+struct cowmap *tu_map_new(uint64_t seed,
+			  uint64_t (*hash)(const void *, size_t, uint64_t,
+					   void *),
+			  struct tu_free_log *log)
+{
+	struct cowmap_options o = tu_opts(seed, hash, log);
+
+	return map_new(&o);
+}
+
+struct cowmap *tu_map_new_limited(uint64_t seed, struct tu_free_log *log,
+				  size_t max_entries)
+{
+	struct cowmap_options o = tu_opts(seed, NULL, log);
+
+	o.max_entries = max_entries;
+	return map_new(&o);
+}
+
 struct cowmap *tu_set_replace(struct cowmap *m, const void *key, size_t len,
 			      void *value)
 {
@@ -721,4 +760,47 @@ long tu_env_long(const char *name, long dflt)
 	if (errno || *end || v <= 0)
 		return dflt;
 	return v;
+}
+
+bool tu_verbose(void)
+{
+	const char *s = getenv("COWMAP_TEST_VERBOSE");
+
+	return s != NULL && *s != '\0' && *s != '0';
+}
+
+double tu_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A size_t of 0xa5 bytes: what the poisoned stats hold until written. */
+#define TU_POISON ((size_t)UINT64_C(0xa5a5a5a5a5a5a5a5))
+
+struct cowmap_cell_stats tu_cell_stats(struct cowmap_cell *c)
+{
+	struct cowmap_cell_stats st;
+
+	memset(&st, 0xa5, sizeof(st));
+	ck_assert_int_eq(cowmap_cell_stats(c, &st), 0);
+	TU_REQUIRE(st.published != UINT64_C(0xa5a5a5a5a5a5a5a5) &&
+			   st.pending_bytes != TU_POISON &&
+			   st.pending_nodes != TU_POISON &&
+			   st.pending_versions != TU_POISON,
+		   "cowmap_cell_stats left a field unwritten");
+	return st;
+}
+
+int tu_run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -14,6 +14,7 @@
 #define COWMAP_TESTUTIL_H
 
 #include <check.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -125,6 +126,11 @@ void tu_value_free_heap(void *value, void *ctx);
 /* How many times @value was passed to tu_value_free_logged. */
 size_t tu_free_log_count(const struct tu_free_log *log, const void *value);
 
+/* tu_val(i) for every i in [@first, @end) was passed to
+ * tu_value_free_logged exactly @times times. */
+void check_values_freed(const struct tu_free_log *log, uint64_t first,
+			uint64_t end, size_t times);
+
 /* Options with the given seed, hash (may be NULL) and value_free logger
  * (may be NULL: no value_free). */
 struct cowmap_options tu_opts(uint64_t seed,
@@ -204,6 +210,17 @@ struct cowmap_stats tu_stats(const struct cowmap *m);
 /* Building maps                                                       */
 /* ------------------------------------------------------------------ */
 
+/* An empty map with tu_opts(@seed, @hash, @log); fails the test if it
+ * cannot be made. */
+struct cowmap *tu_map_new(uint64_t seed,
+			  uint64_t (*hash)(const void *, size_t, uint64_t,
+					   void *),
+			  struct tu_free_log *log);
+
+/* The same, holding at most @max_entries entries (0: no limit). */
+struct cowmap *tu_map_new_limited(uint64_t seed, struct tu_free_log *log,
+				  size_t max_entries);
+
 /* cowmap_set that must succeed: releases @m, returns the new version. */
 struct cowmap *tu_set_replace(struct cowmap *m, const void *key, size_t len,
 			      void *value);
@@ -229,6 +246,20 @@ struct tu_entry *tu_iter_collect(const struct cowmap *m, size_t *n);
 /* ------------------------------------------------------------------ */
 /* Misc                                                                */
 /* ------------------------------------------------------------------ */
+
+/* COWMAP_TEST_VERBOSE is set (and not 0): print what a test measured. */
+bool tu_verbose(void);
+
+/* CLOCK_MONOTONIC in seconds. */
+double tu_now(void);
+
+/* The stats of cell @c; fails the test if cowmap_cell_stats fails or
+ * leaves a field unwritten (the struct is poisoned before the call). */
+struct cowmap_cell_stats tu_cell_stats(struct cowmap_cell *c);
+
+/* Run every test of @s, as make check does (CK_FORK and the other CK_
+ * variables apply); the exit status for main(). */
+int tu_run_suite(Suite *s);
 
 /* getenv(@name) as a positive long, or @dflt when unset or invalid. */
 long tu_env_long(const char *name, long dflt);

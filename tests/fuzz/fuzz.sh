@@ -42,13 +42,13 @@ out=$top_builddir/tests/fuzz
 case $FUZZ_TARGET in
 fuzz_prefix)
 	work=$out/work-prefix
-	extra_src=$top_srcdir/tests/prefix_model.c
+	extra_src="$top_srcdir/tests/fuzz/harness.c $top_srcdir/tests/prefix_model.c"
 	dirs="prefix-corpus prefix-regressions"
 	replay=$out/replay-prefix
 	;;
 *)
 	work=$out/work
-	extra_src=
+	extra_src=$top_srcdir/tests/fuzz/harness.c
 	dirs="corpus regressions"
 	replay=$out/replay
 	;;

@@ -90,7 +90,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -102,6 +101,7 @@
 #include <cowmap.h>
 
 #include "alloc.h"
+#include "harness.h"
 #include "hash.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -177,13 +177,6 @@ struct txnst {
 };
 
 struct harness {
-	/* input */
-	const uint8_t *in;
-	size_t in_len, pos;
-	unsigned op_no;
-	const char *op_name;
-	bool trace;
-
 	/* hashing */
 	int hmode;
 	uint8_t hparam;
@@ -198,8 +191,7 @@ struct harness {
 	uint32_t ndirty;
 	bool defer_checks;	/* inside a cell operation */
 
-	/* fault injection */
-	long armed;		/* k for the next operation, or -1 */
+	/* fault injection (the armed k is fz.armed) */
 	bool fault;		/* the current operation runs armed */
 	unsigned cell_ops;
 };
@@ -219,58 +211,6 @@ static int ctx_a, ctx_b;	/* options.ctx of families 0/1 and 2 */
 static unsigned char key_bytes[NKEYS][KEY_MAX];
 static size_t key_len[NKEYS];
 static bool initialised;
-
-/* ------------------------------------------------------------------ */
-/* Failure reporting                                                   */
-/* ------------------------------------------------------------------ */
-
-__attribute__((noreturn, format(printf, 2, 3))) static void
-fail_at(int line, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "fuzz_ops: op #%u (%s), line %d: ", G.op_no,
-		G.op_name ? G.op_name : "setup", line);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	abort();
-}
-
-#define CHECK(cond, ...)                                                     \
-	do {                                                                 \
-		if (!(cond))                                                 \
-			fail_at(__LINE__, __VA_ARGS__);                      \
-	} while (0)
-
-static void trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void trace(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!G.trace)
-		return;
-	fprintf(stderr, "#%u %s: ", G.op_no, G.op_name);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-/* ------------------------------------------------------------------ */
-/* Input                                                               */
-/* ------------------------------------------------------------------ */
-
-static uint8_t rd(void)
-{
-	return G.pos < G.in_len ? G.in[G.pos++] : 0;
-}
-
-static bool input_left(void)
-{
-	return G.pos < G.in_len;
-}
 
 /* ------------------------------------------------------------------ */
 /* Keys and hashes                                                     */
@@ -524,7 +464,7 @@ static void check_frees(void)
 
 		if (tok_freed[tok] != tok_owed[tok]) {
 			pthread_mutex_unlock(&free_lock);
-			fail_at(__LINE__,
+			fz_fail(__LINE__,
 				"value_free called %u times for token %u, "
 				"expected %u",
 				tok_freed[tok], tok, tok_owed[tok]);
@@ -566,17 +506,6 @@ static uint32_t pick_value(uint8_t sel, const struct model *m, int kid,
 /* ------------------------------------------------------------------ */
 /* Fault injection                                                     */
 /* ------------------------------------------------------------------ */
-
-static void arm(void)
-{
-	if (G.armed >= 0)
-		cm_test_fail_after(G.armed);
-}
-
-static void disarm(void)
-{
-	cm_test_fail_after(-1);
-}
 
 /* A call failed with @err: acceptable only as ENOMEM under injection. */
 static void check_failure(int err, const char *call)
@@ -757,18 +686,18 @@ static void slot_clear(int s)
 
 static void op_new(void)
 {
-	int dst = slot_arg(rd());
-	uint8_t a = rd();
+	int dst = slot_arg(fz_rd());
+	uint8_t a = fz_rd();
 	int fam = a % NFAMS;
 	struct model empty = { { 0 }, 0 };
 	struct cowmap *v;
 
-	trace("slot %d = empty of family %d%s", dst, fam,
+	fz_trace("slot %d = empty of family %d%s", dst, fam,
 	      a & 0x80 ? " (cowmap_new)" : "");
 	if (a & 0x80) {
-		arm();
+		fz_arm();
 		v = cowmap_new(&G.fam[fam].opts);
-		disarm();
+		fz_disarm();
 		if (v == NULL) {
 			check_failure(errno, "cowmap_new");
 			return;
@@ -791,9 +720,9 @@ static bool over_limit(int fam, const struct model *m, int kid)
 
 static void op_set(void)
 {
-	int dst = slot_arg(rd()), src = slot_arg(rd());
-	struct keyarg k = key_arg(rd());
-	uint8_t vs = rd();
+	int dst = slot_arg(fz_rd()), src = slot_arg(fz_rd());
+	struct keyarg k = key_arg(fz_rd());
+	uint8_t vs = fz_rd();
 
 	if (!G.slot[src].live)
 		return;
@@ -805,15 +734,15 @@ static void op_set(void)
 	bool full = over_limit(fam, &s->m, k.kid);
 	unsigned long h0 = G.hash_calls;
 
-	trace("slot %d = set(slot %d, key %d%s, token %u)%s%s", dst, src,
+	fz_trace("slot %d = set(slot %d, key %d%s, token %u)%s%s", dst, src,
 	      k.kid, k.ptr ? "" : " NULL", tok, noop ? " no-op" : "",
 	      full ? " over the limit" : "");
-	arm();
+	fz_arm();
 	errno = 0;
 	struct cowmap *v = cowmap_set(s->v, k.ptr, k.len, tok_ptr(tok));
 	int err = errno;
 
-	disarm();
+	fz_disarm();
 	/* The new key once, and at most one key already there: entries keep
 	 * 28 bits of their hash, so a key that must be split from the new one
 	 * below depth 4 is hashed again. */
@@ -854,8 +783,8 @@ static void op_set(void)
 
 static void op_del(void)
 {
-	int dst = slot_arg(rd()), src = slot_arg(rd());
-	struct keyarg k = key_arg(rd());
+	int dst = slot_arg(fz_rd()), src = slot_arg(fz_rd());
+	struct keyarg k = key_arg(fz_rd());
 
 	if (!G.slot[src].live)
 		return;
@@ -863,14 +792,14 @@ static void op_del(void)
 	struct slot *s = &G.slot[src];
 	bool present = s->m.inst[k.kid] != 0;
 
-	trace("slot %d = del(slot %d, key %d%s)%s", dst, src, k.kid,
+	fz_trace("slot %d = del(slot %d, key %d%s)%s", dst, src, k.kid,
 	      k.ptr ? "" : " NULL", present ? "" : " absent");
-	arm();
+	fz_arm();
 	errno = 0;
 	struct cowmap *v = cowmap_del(s->v, k.ptr, k.len);
 	int err = errno;
 
-	disarm();
+	fz_disarm();
 	if (!present)
 		CHECK(v == s->v, "deleting an absent key returned %p, not %p",
 		      (void *)v, (void *)s->v);
@@ -896,15 +825,15 @@ static void op_del(void)
 /* Several sets on one slot in a row: grows maps quickly. */
 static void op_set_many(void)
 {
-	int s = slot_arg(rd());
-	unsigned n = rd() % 17;
+	int s = slot_arg(fz_rd());
+	unsigned n = fz_rd() % 17;
 
 	if (!G.slot[s].live)
 		return;
-	trace("%u sets on slot %d", n, s);
+	fz_trace("%u sets on slot %d", n, s);
 	for (unsigned i = 0; i < n && tokens_left(); i++) {
 		struct slot *sl = &G.slot[s];
-		struct keyarg k = key_arg(rd());
+		struct keyarg k = key_arg(fz_rd());
 
 		if (over_limit(sl->fam, &sl->m, k.kid))
 			continue;
@@ -926,11 +855,11 @@ static void op_set_many(void)
 
 static void op_retain(void)
 {
-	int dst = slot_arg(rd()), src = slot_arg(rd());
+	int dst = slot_arg(fz_rd()), src = slot_arg(fz_rd());
 
 	if (!G.slot[src].live)
 		return;
-	trace("slot %d = retain(slot %d)", dst, src);
+	fz_trace("slot %d = retain(slot %d)", dst, src);
 
 	struct cowmap *v = cowmap_retain(G.slot[src].v);
 
@@ -943,29 +872,29 @@ static void op_retain(void)
 
 static void op_release(void)
 {
-	int s = slot_arg(rd());
+	int s = slot_arg(fz_rd());
 
-	trace("release slot %d", s);
+	fz_trace("release slot %d", s);
 	slot_clear(s);
 }
 
 static void op_get(void)
 {
-	int s = slot_arg(rd());
-	struct keyarg k = key_arg(rd());
+	int s = slot_arg(fz_rd());
+	struct keyarg k = key_arg(fz_rd());
 
 	if (!G.slot[s].live)
 		return;
-	trace("get(slot %d, key %d)", s, k.kid);
-	arm();
+	fz_trace("get(slot %d, key %d)", s, k.kid);
+	fz_arm();
 	check_get(G.slot[s].v, &G.slot[s].m, k, "get");
-	disarm();
+	fz_disarm();
 }
 
 static void op_get_many(void)
 {
-	int s = slot_arg(rd());
-	size_t n = rd() % (GET_MANY_MAX + 1);
+	int s = slot_arg(fz_rd());
+	size_t n = fz_rd() % (GET_MANY_MAX + 1);
 	const void *keys[GET_MANY_MAX];
 	size_t lens[GET_MANY_MAX];
 	void *vals[GET_MANY_MAX];
@@ -973,7 +902,7 @@ static void op_get_many(void)
 	size_t expect = 0, valid = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		uint8_t b = rd();
+		uint8_t b = fz_rd();
 
 		if (b == 0xff) {	/* an invalid key: NULL with a length */
 			keys[i] = NULL;
@@ -998,14 +927,14 @@ static void op_get_many(void)
 		if (kids[i] >= 0 && m->inst[kids[i]])
 			expect++;
 	}
-	trace("get_many(slot %d, %zu keys)", s, n);
+	fz_trace("get_many(slot %d, %zu keys)", s, n);
 
 	unsigned long a0 = cm_test_alloc_count(), h0 = G.hash_calls;
 
-	arm();
+	fz_arm();
 	size_t found = cowmap_get_many(G.slot[s].v, n, keys, lens, vals);
 
-	disarm();
+	fz_disarm();
 	CHECK(cm_test_alloc_count() == a0, "cowmap_get_many allocated");
 	if (G.hmode != HM_BUILTIN)
 		CHECK(G.hash_calls - h0 == valid,
@@ -1025,15 +954,15 @@ static void op_get_many(void)
 
 static void op_iter(void)
 {
-	int s = slot_arg(rd());
-	uint8_t a = rd();
+	int s = slot_arg(fz_rd());
+	uint8_t a = fz_rd();
 
 	if (!G.slot[s].live)
 		return;
-	trace("iterate slot %d (copy at %u)", s, a % 48);
-	arm();
+	fz_trace("iterate slot %d (copy at %u)", s, a % 48);
+	fz_arm();
 	check_iter(G.slot[s].v, &G.slot[s].m, a % 48, a >= 0xf0);
-	disarm();
+	fz_disarm();
 }
 
 struct diff_rec {
@@ -1094,8 +1023,8 @@ static unsigned model_diff_count(const struct model *a, const struct model *b)
 
 static void op_diff(void)
 {
-	int x = slot_arg(rd()), y = slot_arg(rd());
-	unsigned stop_at = rd() % 8;
+	int x = slot_arg(fz_rd()), y = slot_arg(fz_rd());
+	unsigned stop_at = fz_rd() % 8;
 
 	if (!G.slot[x].live || !G.slot[y].live)
 		return;
@@ -1105,11 +1034,11 @@ static void op_diff(void)
 	unsigned total = model_diff_count(d.a, d.b);
 	unsigned long a0 = cm_test_alloc_count();
 
-	trace("diff(slot %d, slot %d), stop at %u of %u", x, y, stop_at, total);
-	arm();
+	fz_trace("diff(slot %d, slot %d), stop at %u of %u", x, y, stop_at, total);
+	fz_arm();
 	int rc = cowmap_diff(G.slot[x].v, G.slot[y].v, diff_cb, &d);
 
-	disarm();
+	fz_disarm();
 	CHECK(cm_test_alloc_count() == a0, "cowmap_diff allocated");
 	if (stop_at == 0 || stop_at > total) {
 		CHECK(rc == 0, "diff returned %d, expected 0", rc);
@@ -1136,8 +1065,8 @@ static int value_eq(const void *x, const void *y, void *ctx)
 
 static void op_equal(void)
 {
-	int x = slot_arg(rd()), y = slot_arg(rd());
-	bool custom = rd() & 1;
+	int x = slot_arg(fz_rd()), y = slot_arg(fz_rd());
+	bool custom = fz_rd() & 1;
 
 	if (!G.slot[x].live || !G.slot[y].live)
 		return;
@@ -1156,27 +1085,27 @@ static void op_equal(void)
 		else if (ia && !custom && inst_ptr(ia) != inst_ptr(ib))
 			expect = 0;
 	}
-	trace("equal(slot %d, slot %d, %s) expect %d", x, y,
+	fz_trace("equal(slot %d, slot %d, %s) expect %d", x, y,
 	      custom ? "value_eq" : "pointers", expect);
 
 	unsigned long a0 = cm_test_alloc_count();
 
-	arm();
+	fz_arm();
 	int rc = cowmap_equal(G.slot[x].v, G.slot[y].v,
 			      custom ? value_eq : NULL, custom ? &G : NULL);
 
-	disarm();
+	fz_disarm();
 	CHECK(cm_test_alloc_count() == a0, "cowmap_equal allocated");
 	CHECK(rc == expect, "equal returned %d, expected %d", rc, expect);
 }
 
 static void op_stats(void)
 {
-	int s = slot_arg(rd());
+	int s = slot_arg(fz_rd());
 
 	if (!G.slot[s].live)
 		return;
-	trace("stats(slot %d)", s);
+	fz_trace("stats(slot %d)", s);
 	check_stats(G.slot[s].v, &G.slot[s].m);
 }
 
@@ -1210,18 +1139,18 @@ static void probe_stale(struct cowmap_txn *t)
 
 static void op_txn_begin(void)
 {
-	struct txnst *x = txn_arg(rd());
-	int s = slot_arg(rd());
+	struct txnst *x = txn_arg(fz_rd());
+	int s = slot_arg(fz_rd());
 
 	if (x->live || !G.slot[s].live)
 		return;
-	trace("txn %d = begin(slot %d)", (int)(x - G.txn), s);
-	arm();
+	fz_trace("txn %d = begin(slot %d)", (int)(x - G.txn), s);
+	fz_arm();
 	errno = 0;
 	struct cowmap_txn *t = cowmap_txn_begin(G.slot[s].v);
 	int err = errno;
 
-	disarm();
+	fz_disarm();
 	if (t == NULL) {
 		check_failure(err, "cowmap_txn_begin");
 		return;
@@ -1236,9 +1165,9 @@ static void op_txn_begin(void)
 
 static void op_txn_set(void)
 {
-	struct txnst *x = txn_arg(rd());
-	struct keyarg k = key_arg(rd());
-	uint8_t vs = rd();
+	struct txnst *x = txn_arg(fz_rd());
+	struct keyarg k = key_arg(fz_rd());
+	uint8_t vs = fz_rd();
 
 	if (!x->live)
 		return;
@@ -1248,12 +1177,12 @@ static void op_txn_set(void)
 		    insts[x->draft.inst[k.kid]].tok == tok;
 	bool full = over_limit(x->fam, &x->draft, k.kid);
 
-	trace("txn %d: set(key %d, token %u)%s%s", (int)(x - G.txn), k.kid,
+	fz_trace("txn %d: set(key %d, token %u)%s%s", (int)(x - G.txn), k.kid,
 	      tok, noop ? " no-op" : "", full ? " over the limit" : "");
-	arm();
+	fz_arm();
 	int rc = cowmap_txn_set(x->t, k.ptr, k.len, tok_ptr(tok));
 
-	disarm();
+	fz_disarm();
 	if (full) {
 		CHECK(rc == -ENOSPC, "txn_set over max_entries returned %d", rc);
 	} else if (rc < 0) {
@@ -1280,8 +1209,8 @@ static void op_txn_set(void)
  */
 static void op_txn_set_many(void)
 {
-	struct txnst *x = txn_arg(rd());
-	unsigned n = rd() % (GET_MANY_MAX + 1);
+	struct txnst *x = txn_arg(fz_rd());
+	unsigned n = fz_rd() % (GET_MANY_MAX + 1);
 	const void *kp[GET_MANY_MAX];
 	size_t lens[GET_MANY_MAX];
 	void *values[GET_MANY_MAX];
@@ -1294,8 +1223,8 @@ static void op_txn_set_many(void)
 	struct model sim = x->draft;
 
 	for (unsigned i = 0; i < n; i++) {
-		struct keyarg k = key_arg(rd());
-		uint32_t tok = pick_value(rd(), &sim, k.kid, x->fam);
+		struct keyarg k = key_arg(fz_rd());
+		uint32_t tok = pick_value(fz_rd(), &sim, k.kid, x->fam);
 
 		kp[i] = k.ptr;
 		lens[i] = k.len;
@@ -1312,12 +1241,12 @@ static void op_txn_set_many(void)
 	size_t lim = G.fam[x->fam].opts.max_entries;
 	bool full = lim != 0 && sim.size > lim;
 
-	trace("txn %d: set_many(%u pairs)%s", (int)(x - G.txn), n,
+	fz_trace("txn %d: set_many(%u pairs)%s", (int)(x - G.txn), n,
 	      full ? " over the limit" : "");
-	arm();
+	fz_arm();
 	int rc = cowmap_txn_set_many(x->t, n, kp, lens, values);
 
-	disarm();
+	fz_disarm();
 	if (full && rc != -ENOMEM) {
 		/* The count is known only once the batch is merged, so a
 		 * failure to merge may come first. */
@@ -1373,20 +1302,20 @@ static void op_txn_set_many(void)
 
 static void op_txn_del(void)
 {
-	struct txnst *x = txn_arg(rd());
-	struct keyarg k = key_arg(rd());
+	struct txnst *x = txn_arg(fz_rd());
+	struct keyarg k = key_arg(fz_rd());
 
 	if (!x->live)
 		return;
 
 	bool present = x->draft.inst[k.kid] != 0;
 
-	trace("txn %d: del(key %d)%s", (int)(x - G.txn), k.kid,
+	fz_trace("txn %d: del(key %d)%s", (int)(x - G.txn), k.kid,
 	      present ? "" : " absent");
-	arm();
+	fz_arm();
 	int rc = cowmap_txn_del(x->t, k.ptr, k.len);
 
-	disarm();
+	fz_disarm();
 	if (!present) {
 		CHECK(rc == 0, "txn_del of an absent key returned %d", rc);
 	} else if (rc < 0) {
@@ -1401,12 +1330,12 @@ static void op_txn_del(void)
 
 static void op_txn_get(void)
 {
-	struct txnst *x = txn_arg(rd());
-	int kid = key_arg(rd()).kid;
+	struct txnst *x = txn_arg(fz_rd());
+	int kid = key_arg(fz_rd()).kid;
 
 	if (!x->live)
 		return;
-	trace("txn %d: get(key %d)", (int)(x - G.txn), kid);
+	fz_trace("txn %d: get(key %d)", (int)(x - G.txn), kid);
 
 	unsigned long a0 = cm_test_alloc_count();
 
@@ -1423,19 +1352,19 @@ static void txn_finish_model(struct txnst *x)
 
 static void op_txn_commit(void)
 {
-	struct txnst *x = txn_arg(rd());
-	int dst = slot_arg(rd());
+	struct txnst *x = txn_arg(fz_rd());
+	int dst = slot_arg(fz_rd());
 
 	if (!x->live)
 		return;
-	trace("slot %d = commit(txn %d)%s", dst, (int)(x - G.txn),
+	fz_trace("slot %d = commit(txn %d)%s", dst, (int)(x - G.txn),
 	      x->changed ? "" : " unchanged");
-	arm();
+	fz_arm();
 	errno = 0;
 	struct cowmap *v = cowmap_txn_commit(x->t);
 	int err = errno;
 
-	disarm();
+	fz_disarm();
 	CHECK(v != NULL, "txn_commit failed: %s%s", strerror(err),
 	      G.fault ? " (commit must not allocate)" : "");
 	if (!x->changed)
@@ -1448,11 +1377,11 @@ static void op_txn_commit(void)
 
 static void op_txn_abort(void)
 {
-	struct txnst *x = txn_arg(rd());
+	struct txnst *x = txn_arg(fz_rd());
 
 	if (!x->live)
 		return;
-	trace("abort(txn %d)", (int)(x - G.txn));
+	fz_trace("abort(txn %d)", (int)(x - G.txn));
 	cowmap_txn_abort(x->t);
 	probe_stale(x->t);
 	txn_finish_model(x);
@@ -1460,8 +1389,8 @@ static void op_txn_abort(void)
 
 static void op_fail(void)
 {
-	G.armed = rd() % 24;
-	trace("the next operation's allocation #%ld fails", G.armed + 1);
+	fz.armed = fz_rd() % 24;
+	fz_trace("the next operation's allocation #%ld fails", fz.armed + 1);
 }
 
 /* ---- canonical form ---- */
@@ -1474,8 +1403,8 @@ static void op_fail(void)
  */
 static void op_canon(void)
 {
-	int s = slot_arg(rd());
-	uint8_t a = rd(), b = rd();
+	int s = slot_arg(fz_rd());
+	uint8_t a = fz_rd(), b = fz_rd();
 
 	if (!G.slot[s].live || !tokens_left())
 		return;
@@ -1509,7 +1438,7 @@ static void op_canon(void)
 		nextra = 0;
 	bool use_txn = b & 0x80;
 
-	trace("rebuild slot %d (%d keys, %d extras, %s)", s, n, nextra,
+	fz_trace("rebuild slot %d (%d keys, %d extras, %s)", s, n, nextra,
 	      use_txn ? "txn" : "sets");
 
 	struct model m = { { 0 }, 0 };
@@ -1612,7 +1541,7 @@ static void op_canon(void)
 
 static void op_verify(void)
 {
-	trace("verify everything");
+	fz_trace("verify everything");
 	for (int s = 0; s < NSLOTS; s++)
 		if (G.slot[s].live) {
 			check_version(G.slot[s].v, &G.slot[s].m, "verify");
@@ -1737,8 +1666,8 @@ static void cell_check_current(struct cellst *cs, int kid)
 
 static void cell_sub_set(struct cellst *cs, bool in_reader)
 {
-	struct keyarg k = key_arg(rd());
-	uint8_t vs = rd();
+	struct keyarg k = key_arg(fz_rd());
+	uint8_t vs = fz_rd();
 	uint32_t tok = pick_value(vs, &cs->cur, k.kid, cs->fam);
 	bool noop = cs->cur.inst[k.kid] && insts[cs->cur.inst[k.kid]].tok == tok;
 	bool full = over_limit(cs->fam, &cs->cur, k.kid);
@@ -1746,7 +1675,7 @@ static void cell_sub_set(struct cellst *cs, bool in_reader)
 	uint32_t freed_before[NKEYS] = { 0 };
 	unsigned long a0, allocs;
 
-	trace("cell: set(key %d, token %u)%s%s%s", k.kid, tok,
+	fz_trace("cell: set(key %d, token %u)%s%s%s", k.kid, tok,
 	      noop ? " no-op" : "", full ? " over the limit" : "",
 	      in_reader ? " inside a read-side section" : "");
 	if (in_reader) {
@@ -1762,10 +1691,10 @@ static void cell_sub_set(struct cellst *cs, bool in_reader)
 		pthread_mutex_unlock(&free_lock);
 	}
 	a0 = cm_test_alloc_count();
-	arm();
+	fz_arm();
 	int rc = cowmap_cell_set(cs->c, k.ptr, k.len, tok_ptr(tok));
 
-	disarm();
+	fz_disarm();
 	allocs = cm_test_alloc_count() - a0;
 	if (in_reader) {
 		for (int i = 0; i < NKEYS; i++)
@@ -1778,7 +1707,7 @@ static void cell_sub_set(struct cellst *cs, bool in_reader)
 			    tok_freed[insts[cs->cur.inst[i]].tok] !=
 				    freed_before[i]) {
 				pthread_mutex_unlock(&free_lock);
-				fail_at(__LINE__, "value of key %d freed while "
+				fz_fail(__LINE__, "value of key %d freed while "
 						  "a reader can see it", i);
 			}
 		pthread_mutex_unlock(&free_lock);
@@ -1814,17 +1743,17 @@ static void cell_sub_set(struct cellst *cs, bool in_reader)
 
 static void cell_sub_del(struct cellst *cs)
 {
-	struct keyarg k = key_arg(rd());
+	struct keyarg k = key_arg(fz_rd());
 	bool present = cs->cur.inst[k.kid] != 0;
 
-	trace("cell: del(key %d)%s", k.kid, present ? "" : " absent");
+	fz_trace("cell: del(key %d)%s", k.kid, present ? "" : " absent");
 
 	unsigned long a0 = cm_test_alloc_count(), allocs;
 
-	arm();
+	fz_arm();
 	int rc = cowmap_cell_del(cs->c, k.ptr, k.len);
 
-	disarm();
+	fz_disarm();
 	allocs = cm_test_alloc_count() - a0;
 	if (!present) {
 		/* Answered by a lookup, also under injection: see
@@ -1852,9 +1781,9 @@ static void cell_sub_del(struct cellst *cs)
 
 static void cell_sub_snapshot(struct cellst *cs)
 {
-	int dst = slot_arg(rd());
+	int dst = slot_arg(fz_rd());
 
-	trace("cell: slot %d = snapshot", dst);
+	fz_trace("cell: slot %d = snapshot", dst);
 
 	struct cowmap *v = cowmap_cell_snapshot(cs->c);
 
@@ -1876,8 +1805,8 @@ static bool same_family(int a, int b)
 
 static void cell_sub_publish(struct cellst *cs, bool use_cas)
 {
-	int src = slot_arg(rd());
-	uint8_t how = rd();
+	int src = slot_arg(fz_rd());
+	uint8_t how = fz_rd();
 
 	if (!G.slot[src].live)
 		return;
@@ -1899,16 +1828,16 @@ static void cell_sub_publish(struct cellst *cs, bool use_cas)
 		}
 		expect_ok = expected == cell_peek(cs);
 	}
-	trace("cell: %s slot %d%s", use_cas ? "cas" : "publish", src,
+	fz_trace("cell: %s slot %d%s", use_cas ? "cas" : "publish", src,
 	      use_cas ? (expect_ok ? " (expected current)" : " (stale)") : "");
 
 	struct cowmap *next = cowmap_retain(G.slot[src].v);
 
-	arm();
+	fz_arm();
 	int rc = use_cas ? cowmap_cell_cas(cs->c, expected, next)
 			 : cowmap_cell_publish(cs->c, next);
 
-	disarm();
+	fz_disarm();
 	cowmap_release(snap);
 	if (rc == -ENOMEM) {
 		check_failure(ENOMEM, "cell publish");
@@ -1930,22 +1859,22 @@ static void cell_sub_publish(struct cellst *cs, bool use_cas)
 
 static void cell_sub_update(struct cellst *cs)
 {
-	struct update_plan p = { .mode = rd() % 3 };
+	struct update_plan p = { .mode = fz_rd() % 3 };
 
-	p.set_key = key_arg(rd());
-	p.del_key = key_arg(rd());
+	p.set_key = key_arg(fz_rd());
+	p.del_key = key_arg(fz_rd());
 	p.tok = new_token();
 	p.fam = cs->fam;
 
 	struct model m = cs->cur;
 	bool full = p.mode == 1 && over_limit(cs->fam, &m, p.set_key.kid);
 
-	trace("cell: update mode %d (set key %d, del key %d)%s", p.mode,
+	fz_trace("cell: update mode %d (set key %d, del key %d)%s", p.mode,
 	      p.set_key.kid, p.del_key.kid, full ? " over the limit" : "");
-	arm();
+	fz_arm();
 	int rc = cowmap_cell_update(cs->c, update_fn, &p);
 
-	disarm();
+	fz_disarm();
 	if (rc == -ENOMEM && G.fault && !p.ran)
 		goto out;	/* the retirement record failed first */
 	CHECK(p.ran, "update_fn did not run (rc %d)", rc);
@@ -2026,14 +1955,14 @@ static void *conc_main(void *arg)
 
 static void cell_sub_concurrent(struct cellst *cs)
 {
-	uint8_t a = rd(), b = rd(), dels = rd();
-	int nthreads = 2 + a % 3, per = 1 + b % 4, first = rd() % NKEYS;
+	uint8_t a = fz_rd(), b = fz_rd(), dels = fz_rd();
+	int nthreads = 2 + a % 3, per = 1 + b % 4, first = fz_rd() % NKEYS;
 	struct conc_thread th[4];
 	pthread_barrier_t start;
 	struct model m = cs->cur;
 	int changes = 0;
 
-	trace("cell: %d threads x %d requests", nthreads, per);
+	fz_trace("cell: %d threads x %d requests", nthreads, per);
 	pthread_barrier_init(&start, NULL, (unsigned)nthreads);
 	for (int t = 0; t < nthreads; t++) {
 		th[t] = (struct conc_thread){ .c = cs->c, .start = &start,
@@ -2113,37 +2042,37 @@ static void cell_sub_concurrent(struct cellst *cs)
 
 static void op_cell(void)
 {
-	int src = slot_arg(rd());
-	unsigned n = rd() % 16;
+	int src = slot_arg(fz_rd());
+	unsigned n = fz_rd() % 16;
 
 	if (!G.slot[src].live || G.cell_ops >= MAX_CELL_OPS)
 		return;
 	G.cell_ops++;
-	trace("cell from slot %d, %u steps", src, n);
+	fz_trace("cell from slot %d, %u steps", src, n);
 
 	struct cellst cs = { .fam = G.slot[src].fam };
 
 	G.defer_checks = true;
-	arm();
+	fz_arm();
 	errno = 0;
 	cs.c = cowmap_cell_new(cowmap_retain(G.slot[src].v), NULL);
 	int err = errno;
 
-	disarm();
+	fz_disarm();
 	if (cs.c == NULL) {	/* the initial version was stolen anyway */
 		check_failure(err, "cowmap_cell_new");
 		G.defer_checks = false;
 		return;
 	}
-	G.armed = -1;
+	fz.armed = -1;
 	G.fault = false;
 	cs.cur = G.slot[src].m;
 	model_hold(&cs.cur);
-	for (unsigned i = 0; i < n && input_left() && tokens_left(); i++) {
-		uint8_t sub = rd();
+	for (unsigned i = 0; i < n && fz_input_left() && tokens_left(); i++) {
+		uint8_t sub = fz_rd();
 
 		if (sub >= 0xf8) {	/* arm the next step */
-			G.armed = sub & 7;
+			fz.armed = sub & 7;
 			G.fault = true;
 			continue;
 		}
@@ -2171,10 +2100,10 @@ static void op_cell(void)
 			if (sub & 0x20)
 				cell_sub_concurrent(&cs);
 			else
-				cell_check_current(&cs, rd() % NKEYS);
+				cell_check_current(&cs, fz_rd() % NKEYS);
 			break;
 		}
-		G.armed = -1;
+		fz.armed = -1;
 		G.fault = false;
 	}
 
@@ -2234,18 +2163,15 @@ static void setup(const uint8_t *data, size_t size)
 		initialised = true;
 	}
 	memset(&G, 0, sizeof(G));
-	G.in = data;
-	G.in_len = size;
-	G.trace = getenv("FUZZ_OPS_TRACE") != NULL;
-	G.armed = -1;
+	fz_start("fuzz_ops", data, size);
 
-	uint8_t flags = rd();
+	uint8_t flags = fz_rd();
 
 	G.hmode = (flags >> 2) % HM_COUNT;
-	G.hparam = rd();
+	G.hparam = fz_rd();
 	if (G.hmode == HM_TABLE)
 		for (int i = 0; i < TABLE_KEYS; i++) {
-			G.htab[i] = (uint16_t)(rd() | rd() << 8);
+			G.htab[i] = (uint16_t)(fz_rd() | fz_rd() << 8);
 		}
 
 	size_t limit = limits[flags >> 5];
@@ -2263,7 +2189,7 @@ static void setup(const uint8_t *data, size_t size)
 		fm->empty = cowmap_new(&fm->opts);
 		CHECK(fm->empty != NULL, "cowmap_new failed");
 	}
-	if (G.trace)
+	if (fz.trace)
 		fprintf(stderr, "flags %#x: hash mode %d param %u, limit %zu, "
 				"owning %d/%d\n",
 			flags, G.hmode, G.hparam, limit, G.fam[0].owning,
@@ -2272,7 +2198,7 @@ static void setup(const uint8_t *data, size_t size)
 
 static void teardown(void)
 {
-	G.op_name = "teardown";
+	fz.op_name = "teardown";
 	for (int t = 0; t < NTXNS; t++)
 		if (G.txn[t].live) {
 			cowmap_txn_abort(G.txn[t].t);
@@ -2299,16 +2225,16 @@ static void teardown(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	setup(data, size);
-	while (input_left() && G.op_no < MAX_OPS && tokens_left()) {
-		const struct op *op = &ops[rd() % OP_COUNT];
+	while (fz_input_left() && fz.op_no < MAX_OPS && tokens_left()) {
+		const struct op *op = &ops[fz_rd() % OP_COUNT];
 
-		G.op_no++;
-		G.op_name = op->name;
-		G.fault = G.armed >= 0;
+		fz.op_no++;
+		fz.op_name = op->name;
+		G.fault = fz.armed >= 0;
 		op->run();
-		disarm();
+		fz_disarm();
 		if (op->run != op_fail)
-			G.armed = -1;
+			fz.armed = -1;
 		check_frees();
 	}
 	teardown();

@@ -28,7 +28,6 @@
  * model says, and freeing nothing.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,6 +39,7 @@
 #include <cowmap.h>
 
 #include "alloc.h"
+#include "harness.h"
 #include "prefix_model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -54,8 +54,6 @@ static const unsigned widths[8] = { 32, 128, 8, 7, 1, 64, 33, 126 };
 static const size_t limits[8] = { 0, 0, 0, 0, 1, 3, 8, 20 };
 
 static struct {
-	const uint8_t *in;
-	size_t len, pos;
 	unsigned width;
 	bool owning;
 	size_t limit;
@@ -66,40 +64,12 @@ static struct {
 	struct pm_model tmodel;
 	pm_addr base[4];
 	uint32_t ntok;
-	long armed;
-	int op_no, cells;
-	const char *op_name;
-	bool trace;
+	int cells;
 } G;
 
 static unsigned tok_freed[MAX_TOKENS + 1];
 static char tokens[MAX_TOKENS + 1];
 static bool stored[MAX_TOKENS + 1];	/* handed to the table by a success */
-
-#define CHECK(cond, ...)                                                     \
-	do {                                                                 \
-		if (!(cond))                                                 \
-			fail(__LINE__, __VA_ARGS__);                         \
-	} while (0)
-
-__attribute__((noreturn, format(printf, 2, 3))) static void
-fail(int line, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "fuzz_prefix: op %d (%s), line %d: ", G.op_no,
-		G.op_name ? G.op_name : "-", line);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	abort();
-}
-
-static uint8_t rd(void)
-{
-	return G.pos < G.len ? G.in[G.pos++] : 0;
-}
 
 static void *tok(uint32_t t)
 {
@@ -121,7 +91,7 @@ static void value_free(void *v, void *ctx)
 
 static void rd_prefix(pm_addr *a, unsigned *len)
 {
-	uint8_t b = rd(), l = rd();
+	uint8_t b = fz_rd(), l = fz_rd();
 	unsigned w = G.width;
 
 	*len = l % (w + 1);
@@ -140,7 +110,7 @@ static void rd_addr(pm_addr *a)
 	unsigned len;
 
 	rd_prefix(a, &len);
-	if (rd() & 1)	/* an end of the prefix's range, or one beyond */
+	if (fz_rd() & 1)	/* an end of the prefix's range, or one beyond */
 		*a = pm_mask(*a + ((pm_addr)1 << (128 - G.width)), G.width);
 }
 
@@ -217,29 +187,18 @@ static void check_frees(void)
 
 /* ---- fault injection ---- */
 
-static void arm(void)
-{
-	if (G.armed >= 0)
-		cm_test_fail_after(G.armed);
-}
-
-static void disarm(void)
-{
-	cm_test_fail_after(-1);
-}
-
 /* After a call that may have failed under injection: it failed with
  * ENOMEM only if a failure was armed. */
 static void check_failure(int err)
 {
-	CHECK(G.armed >= 0 && err == ENOMEM, "failed with %d", err);
+	CHECK(fz.armed >= 0 && err == ENOMEM, "failed with %d", err);
 }
 
 static void *fresh_value(const struct pm_model *m, pm_addr a, unsigned len)
 {
 	struct pm_entry *e = pm_find(m, a, len);
 
-	if (e != NULL && (rd() & 3) == 0)
+	if (e != NULL && (fz_rd() & 3) == 0)
 		return e->value;	/* the value it has: a no-op */
 	return tok(++G.ntok);
 }
@@ -256,7 +215,7 @@ static void slot_set(int s, struct cowmap *t, const struct pm_model *m)
 
 static void op_set(void)
 {
-	int dst = rd() % NSLOTS, src = rd() % NSLOTS;
+	int dst = fz_rd() % NSLOTS, src = fz_rd() % NSLOTS;
 	pm_addr a;
 	unsigned len;
 	unsigned char b[16];
@@ -268,11 +227,11 @@ static void op_set(void)
 	void *v = fresh_value(&G.model[src], a, len);
 	bool had = pm_find(&G.model[src], a, len) != NULL;
 
-	arm();
+	fz_arm();
 	struct cowmap *t = cowmap_prefix_set(G.slot[src], b, len, v);
 	int err = errno;
 
-	disarm();
+	fz_disarm();
 	if (t == NULL) {
 		if (!had && G.limit != 0 && G.model[src].n >= G.limit) {
 			CHECK(err == ENOSPC, "limit answered %d", err);
@@ -295,25 +254,25 @@ static void op_set(void)
 
 static void op_del(void)
 {
-	int dst = rd() % NSLOTS, src = rd() % NSLOTS;
+	int dst = fz_rd() % NSLOTS, src = fz_rd() % NSLOTS;
 	pm_addr a;
 	unsigned len;
 	unsigned char b[16];
 	struct pm_model m;
 
 	rd_prefix(&a, &len);
-	if ((rd() & 1) && G.model[src].n > 0) {	/* one that is there */
-		struct pm_entry *e = &G.model[src].e[rd() % G.model[src].n];
+	if ((fz_rd() & 1) && G.model[src].n > 0) {	/* one that is there */
+		struct pm_entry *e = &G.model[src].e[fz_rd() % G.model[src].n];
 
 		a = e->addr;
 		len = e->len;
 	}
 	pm_store(b, a, G.width);
-	arm();
+	fz_arm();
 	struct cowmap *t = cowmap_prefix_del(G.slot[src], b, len);
 	int err = errno;
 
-	disarm();
+	fz_disarm();
 	if (t == NULL) {
 		check_failure(err);
 		check_slot(G.slot[src], &G.model[src]);
@@ -329,7 +288,7 @@ static void op_del(void)
 
 static void op_get(void)
 {
-	int s = rd() % NSLOTS;
+	int s = fz_rd() % NSLOTS;
 	pm_addr a;
 	unsigned len;
 	unsigned char b[16];
@@ -346,7 +305,7 @@ static void op_get(void)
 
 static void op_lookup(void)
 {
-	int s = rd() % NSLOTS;
+	int s = fz_rd() % NSLOTS;
 	pm_addr a;
 
 	rd_addr(&a);
@@ -355,8 +314,8 @@ static void op_lookup(void)
 
 static void op_lookup_many(void)
 {
-	int s = rd() % NSLOTS;
-	size_t n = rd() % (MANY_MAX + 1), found = 0;
+	int s = fz_rd() % NSLOTS;
+	size_t n = fz_rd() % (MANY_MAX + 1), found = 0;
 	unsigned char b[MANY_MAX * 16] = { 0 };	/* n may be 0 */
 	pm_addr a[MANY_MAX];
 	void *v[MANY_MAX];
@@ -383,7 +342,7 @@ static void op_lookup_many(void)
 
 static void op_verify(void)
 {
-	int s = rd() % NSLOTS;
+	int s = fz_rd() % NSLOTS;
 
 	check_slot(G.slot[s], &G.model[s]);
 }
@@ -422,7 +381,7 @@ static int on_change(enum cowmap_change what, const void *addr, unsigned len,
 
 static void op_diff(void)
 {
-	int x = rd() % NSLOTS, y = rd() % NSLOTS;
+	int x = fz_rd() % NSLOTS, y = fz_rd() % NSLOTS;
 	struct seen sn = { &G.model[x], &G.model[y], 0 };
 	size_t want = 0;
 
@@ -444,15 +403,15 @@ static void op_diff(void)
 
 static void op_txn_begin(void)
 {
-	int s = rd() % NSLOTS;
+	int s = fz_rd() % NSLOTS;
 
 	if (G.txn != NULL)
 		return;
-	arm();
+	fz_arm();
 	G.txn = cowmap_txn_begin(G.slot[s]);
 	int err = errno;
 
-	disarm();
+	fz_disarm();
 	if (G.txn == NULL) {
 		check_failure(err);
 		return;
@@ -489,10 +448,10 @@ static void op_txn_set(void)
 	void *v = fresh_value(&G.tmodel, a, len);
 	bool had = pm_find(&G.tmodel, a, len) != NULL;
 
-	arm();
+	fz_arm();
 	int rc = cowmap_txn_prefix_set(G.txn, b, len, v);
 
-	disarm();
+	fz_disarm();
 	if (rc == -ENOSPC) {
 		CHECK(!had && G.limit != 0 && G.tmodel.n >= G.limit,
 		      "ENOSPC below the limit");
@@ -516,17 +475,17 @@ static void op_txn_del(void)
 	rd_prefix(&a, &len);
 	if (G.txn == NULL)
 		return;
-	if ((rd() & 1) && G.tmodel.n > 0) {
-		struct pm_entry *e = &G.tmodel.e[rd() % G.tmodel.n];
+	if ((fz_rd() & 1) && G.tmodel.n > 0) {
+		struct pm_entry *e = &G.tmodel.e[fz_rd() % G.tmodel.n];
 
 		a = e->addr;
 		len = e->len;
 	}
 	pm_store(b, a, G.width);
-	arm();
+	fz_arm();
 	int rc = cowmap_txn_prefix_del(G.txn, b, len);
 
-	disarm();
+	fz_disarm();
 	if (rc < 0)
 		check_failure(-rc);
 	else
@@ -537,7 +496,7 @@ static void op_txn_del(void)
 
 static void op_txn_set_many(void)
 {
-	size_t n = rd() % (MANY_MAX + 1);
+	size_t n = fz_rd() % (MANY_MAX + 1);
 	struct cowmap_route r[MANY_MAX];
 	unsigned char b[MANY_MAX][16];
 	struct pm_model m;
@@ -550,7 +509,7 @@ static void op_txn_set_many(void)
 		pm_addr a;
 		unsigned len;
 
-		if (i > 0 && (rd() & 7) == 0) {	/* the same prefix again */
+		if (i > 0 && (fz_rd() & 7) == 0) {	/* the same prefix again */
 			memcpy(b[i], b[i - 1], 16);
 			len = r[i - 1].len;
 			a = pm_load(b[i], G.width);
@@ -563,10 +522,10 @@ static void op_txn_set_many(void)
 		r[i].value = fresh_value(&m, a, len);
 		pm_set(&m, a, len, r[i].value, NULL);
 	}
-	arm();
+	fz_arm();
 	int rc = cowmap_txn_prefix_set_many(G.txn, n, r);
 
-	disarm();
+	fz_disarm();
 	if (rc == -ENOSPC) {
 		CHECK(G.limit != 0 && m.n > G.limit, "ENOSPC below the limit");
 	} else if (rc < 0) {
@@ -587,7 +546,7 @@ static void op_txn_set_many(void)
 
 static void op_txn_commit(void)
 {
-	int dst = rd() % NSLOTS;
+	int dst = fz_rd() % NSLOTS;
 
 	if (G.txn == NULL)
 		return;
@@ -612,14 +571,14 @@ static void op_txn_abort(void)
 
 static void op_fail(void)
 {
-	G.armed = rd() % 24;
+	fz.armed = fz_rd() % 24;
 }
 
 /* A cell over a slot: a few route changes published, then the result
  * snapshotted back into the slot and the cell freed. */
 static void op_cell(void)
 {
-	int s = rd() % NSLOTS, steps = rd() % 6;
+	int s = fz_rd() % NSLOTS, steps = fz_rd() % 6;
 
 	if (G.cells >= MAX_CELL_OPS)
 		return;
@@ -634,7 +593,7 @@ static void op_cell(void)
 		pm_addr a;
 		unsigned len;
 		unsigned char b[16];
-		bool del = rd() & 1;
+		bool del = fz_rd() & 1;
 
 		rd_prefix(&a, &len);
 		pm_store(b, a, G.width);
@@ -696,12 +655,9 @@ static void setup(const uint8_t *data, size_t size)
 	memset(&G, 0, sizeof(G));
 	memset(tok_freed, 0, sizeof(tok_freed));
 	memset(stored, 0, sizeof(stored));
-	G.in = data;
-	G.len = size;
-	G.armed = -1;
-	G.trace = getenv("FUZZ_OPS_TRACE") != NULL;
+	fz_start("fuzz_prefix", data, size);
 
-	uint8_t flags = rd();
+	uint8_t flags = fz_rd();
 
 	G.width = widths[flags & 7];
 	G.owning = flags & 8;
@@ -725,7 +681,7 @@ static void setup(const uint8_t *data, size_t size)
 
 static void teardown(void)
 {
-	G.op_name = "teardown";
+	fz.op_name = "teardown";
 	if (G.txn != NULL)
 		cowmap_txn_abort(G.txn);
 	for (int s = 0; s < NSLOTS; s++) {
@@ -746,16 +702,16 @@ static void teardown(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	setup(data, size);
-	while (G.pos < G.len && G.op_no < MAX_OPS && G.ntok < MAX_TOKENS - 64) {
-		const struct op *op = &ops[rd() % OP_COUNT];
+	while (fz_input_left() && fz.op_no < MAX_OPS &&
+	       G.ntok < MAX_TOKENS - 64) {
+		const struct op *op = &ops[fz_rd() % OP_COUNT];
 
-		G.op_no++;
-		G.op_name = op->name;
-		if (G.trace)
-			fprintf(stderr, "op %d: %s\n", G.op_no, op->name);
+		fz.op_no++;
+		fz.op_name = op->name;
+		fz_trace("start");
 		op->run();
 		if (op->run != op_fail)
-			G.armed = -1;
+			fz.armed = -1;
 		check_frees();
 	}
 	teardown();

@@ -39,6 +39,7 @@ tests_check_fork_LDADD = $(tests_ldadd)
 # library sources are compiled again, into this program only, with
 # COWMAP_DEBUG=1, so the test runs in every configuration.
 tests_check_debug_misuse_SOURCES = tests/check_debug_misuse.c \
+	tests/capture.c tests/capture.h \
 	$(lib_libcowmap_core_la_SOURCES)
 tests_check_debug_misuse_CPPFLAGS = $(tests_cppflags) -DCOWMAP_DEBUG=1
 tests_check_debug_misuse_CFLAGS = $(tests_cflags)
@@ -46,7 +47,8 @@ tests_check_debug_misuse_LDADD = $(URCU_LIBS) $(CHECK_LIBS)
 
 # The fuzz harness replayed on the seed corpus and every regression input,
 # with the ordinary compiler (no clang needed).
-tests_fuzz_replay_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_ops.c
+tests_fuzz_replay_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_ops.c \
+	tests/fuzz/harness.c tests/fuzz/harness.h
 tests_fuzz_replay_CPPFLAGS = $(tests_cppflags)
 tests_fuzz_replay_CFLAGS = $(tests_cflags)
 tests_fuzz_replay_LDADD = $(tests_ldadd)
