@@ -25,24 +25,33 @@
 #endif
 
 /*
- * The answer a node gives for @s, folded into the running best.  The
- * value of an answer is asked for at once: it sits after the node's
- * children, often on a line of its own, and would otherwise be the last
- * miss of the walk, paid after all the others (a quarter of a lookup's
- * time on the GeoIP IPv4 table, measured with perf).  A deeper answer
- * makes the request useless, never wrong.
+ * The answer a node gives for @s, folded into the running best
+ * (@bn, @bh, @bd: the answering node, the heap index of its prefix, the
+ * depth); with @ask_value, the value of the answer is asked for at once.
+ * @ask_value is a constant at every use, so each use compiles to one of
+ * the two steps below.
  */
-#define PFX_STEP(n, s, d, bn, bh, bd)                                        \
+#define PFX_ANSWER(n, s, d, bn, bh, bd, ask_value)                           \
 	do {                                                                 \
 		unsigned h_ = cm_pn_best(n, s);                              \
 		if (h_ != 0) {                                               \
 			bn = (n);                                            \
 			bh = h_;                                             \
 			bd = (d);                                            \
-			__builtin_prefetch(&cm_pn_values(n)[cm_pfx_index(    \
-				(n)->pfxmap, h_)]);                           \
+			if (ask_value)                                       \
+				__builtin_prefetch(&cm_pn_values(n)[         \
+					cm_pfx_index((n)->pfxmap, h_)]);     \
 		}                                                            \
 	} while (0)
+
+/*
+ * The step of narrow tables (IPv4) asks for the value at once: it sits
+ * after the node's children, often on a line of its own, and would
+ * otherwise be the last miss of the walk, paid after all the others (a
+ * quarter of a lookup's time on the GeoIP IPv4 table, measured with
+ * perf).  A deeper answer makes the request useless, never wrong.
+ */
+#define PFX_STEP(n, s, d, bn, bh, bd) PFX_ANSWER(n, s, d, bn, bh, bd, 1)
 
 /*
  * The same without asking for the value: for wide tables (IPv6).  Their
@@ -57,15 +66,7 @@
  * (0.15 levels after, answers mostly at depth 1 and 2 of 2.5), and
  * dropping the request there made batches slower (25.8 -> 28.2 ns).
  */
-#define PFX_NOTE(n, s, d, bn, bh, bd)                                        \
-	do {                                                                 \
-		unsigned h_ = cm_pn_best(n, s);                              \
-		if (h_ != 0) {                                               \
-			bn = (n);                                            \
-			bh = h_;                                             \
-			bd = (d);                                            \
-		}                                                            \
-	} while (0)
+#define PFX_NOTE(n, s, d, bn, bh, bd) PFX_ANSWER(n, s, d, bn, bh, bd, 0)
 
 /*
  * Going down to @n: its first three lines, where the maps, the runs and
