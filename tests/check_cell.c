@@ -1799,18 +1799,6 @@ START_TEST(barrier_beside_writers_frees_everything_retired_before_it)
 END_TEST
 
 /*
- * The pending limit's escape for a grace period that does not end
- * (lib/reclaim.c, "The bound"; cowmap.h, struct cowmap_cell_stats):
- * with the holding flavor no batch ends until the test says so, and a
- * limit of one byte puts every write over it.  The first write waits for
- * the batch in flight, gives up after a second, and from then on no
- * write waits until a batch ends; then one write waits once more.
- * Memory keeps growing meanwhile and shows in the stats, and drains once
- * the batches run.  A writer that waited a second per write would take
- * 60 s for the 60 writes that must not wait: the bound of 20 s below is
- * what tells the two apart, a margin no busy machine comes near.
- */
-/*
  * run_held() on a thread of its own: the library marks a thread that has
  * run one of its batch callbacks as a call_rcu thread, where a writer
  * never waits for the limit (lib/reclaim.c, on_callback_thread), so the
@@ -1843,14 +1831,53 @@ static void on_a_fresh_thread(void *(*body)(void *))
 	ck_assert_int_eq(pthread_join(th, NULL), 0);
 }
 
+/* A held cell of one key (its value in *@val) that every write puts over
+ * its pending limit of one byte.  @holding must outlive the cell. */
+static struct cowmap_cell *
+held_cell_over_its_limit(const struct rcu_flavor_struct *holding,
+			 struct tval **val)
+{
+	struct cowmap_cell *c = held_cell(holding, 1, val);
+
+	ck_assert_int_eq(cowmap_cell_set_pending_limit(c, 1), 0);
+	return c;
+}
+
+/* The end of a held cell's test, on the thread that made it: a barrier
+ * leaves nothing pending, and every value was freed exactly once. */
+static void end_held_cell(struct cowmap_cell *c)
+{
+	ck_assert_int_eq(cowmap_cell_barrier(c), 0);
+
+	struct cowmap_cell_stats st = cell_stats(c);
+
+	ck_assert_uint_eq(st.pending_versions, 0);
+	ck_assert_uint_eq(st.pending_bytes, 0);
+	cowmap_cell_free(c);
+	for (unsigned i = 0; i < tv_used; i++)
+		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
+	urcu_memb_unregister_thread();
+}
+
+/*
+ * The pending limit's escape for a grace period that does not end
+ * (lib/reclaim.c, "The bound"; cowmap.h, struct cowmap_cell_stats):
+ * with the holding flavor no batch ends until the test says so, and a
+ * limit of one byte puts every write over it.  The first write waits for
+ * the batch in flight, gives up after a second, and from then on no
+ * write waits until a batch ends; then one write waits once more.
+ * Memory keeps growing meanwhile and shows in the stats, and drains once
+ * the batches run.  A writer that waited a second per write would take
+ * 60 s for the 60 writes that must not wait: the bound of 20 s below is
+ * what tells the two apart, a margin no busy machine comes near.
+ */
 static void *stalls_once_per_batch(void *arg)
 {
 	struct rcu_flavor_struct holding = holding_flavor();
 	struct tval *vals[1];
-	struct cowmap_cell *c = held_cell(&holding, 1, vals);
+	struct cowmap_cell *c = held_cell_over_its_limit(&holding, vals);
 	struct timespec t0;
 
-	ck_assert_int_eq(cowmap_cell_set_pending_limit(c, 1), 0);
 	ck_assert_int_eq(cowmap_cell_set(c, "k0", 2, tv_new()), 0);
 	ck_assert_uint_eq(held_queued(), 1);	/* the batch that never ends */
 
@@ -1877,15 +1904,7 @@ static void *stalls_once_per_batch(void *arg)
 		      "writers kept waiting for a stuck grace period: %.1f s "
 		      "for 30 writes", secs_since_ts(&t0));
 	ck_assert_int_eq(tv_freed(vals[0]), 1);	/* the first batch's */
-
-	ck_assert_int_eq(cowmap_cell_barrier(c), 0);
-	st = cell_stats(c);
-	ck_assert_uint_eq(st.pending_versions, 0);
-	ck_assert_uint_eq(st.pending_bytes, 0);
-	cowmap_cell_free(c);
-	for (unsigned i = 0; i < tv_used; i++)
-		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
-	urcu_memb_unregister_thread();
+	end_held_cell(c);
 	return arg;
 }
 
@@ -1906,10 +1925,9 @@ static void *writes_inside_a_read_section(void *arg)
 {
 	struct rcu_flavor_struct holding = holding_flavor();
 	struct tval *vals[1];
-	struct cowmap_cell *c = held_cell(&holding, 1, vals);
+	struct cowmap_cell *c = held_cell_over_its_limit(&holding, vals);
 	struct timespec t0;
 
-	ck_assert_int_eq(cowmap_cell_set_pending_limit(c, 1), 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	urcu_memb_read_lock();
 	for (int i = 0; i < 30; i++) {
@@ -1921,12 +1939,7 @@ static void *writes_inside_a_read_section(void *arg)
 	ck_assert_msg(secs_since_ts(&t0) < 20,
 		      "a writer inside a read-side section waited: %.1f s "
 		      "for 30 writes", secs_since_ts(&t0));
-	ck_assert_int_eq(cowmap_cell_barrier(c), 0);
-	ck_assert_uint_eq(cell_stats(c).pending_versions, 0);
-	cowmap_cell_free(c);
-	for (unsigned i = 0; i < tv_used; i++)
-		ck_assert_int_eq(tv_freed(&tv_pool[i]), 1);
-	urcu_memb_unregister_thread();
+	end_held_cell(c);
 	return arg;
 }
 
