@@ -90,9 +90,13 @@ struct cowmap_cell;
  *               Storing the very pointer a key already maps to is a no-op
  *               and transfers nothing; storing one pointer under two keys
  *               is two sets, so it is freed twice (give each key its own).
+ *               Inside a transaction, repeated sets of one key follow
+ *               cowmap_txn_set_many()'s rule instead.
  *               It may run in any thread: the one that releases the
- *               last version holding the value, liburcu's call_rcu
- *               thread, a thread writing to a cell (cowmap_cell_set()
+ *               last version holding the value, one whose transaction
+ *               call replaces or drops a value only the draft holds
+ *               (merge, commit, abort), liburcu's call_rcu thread, a
+ *               thread writing to a cell (cowmap_cell_set()
  *               and the other publishing calls free what earlier
  *               publishes retired, after releasing the cell's writer
  *               lock), or one in cowmap_cell_barrier() or
