@@ -135,7 +135,8 @@ enum {
  * @endpoints:  comma-separated base URLs of the cluster's members, e.g.
  *              "http://10.0.0.1:2379,http://10.0.0.2:2379" ("http://" is
  *              added when no scheme is given).  Required.
- * @prefix:     the key prefix (a C string); "" mirrors every key.
+ * @prefix:     the key prefix (a C string); "" (or NULL) mirrors every
+ *              key.
  * @flavor:     the liburcu flavor the cell's readers use; NULL = urcu-memb.
  * @flags:      COWMAP_ETCD_START_EMPTY.
  * @start_timeout_ms:   how long cowmap_etcd_start() waits for the first
@@ -156,8 +157,12 @@ enum {
  *                      every page is read at the first page's revision).
  * @on_publish: called in the mirror thread after each publish, with the
  *              previous version and the new one, both alive during the
- *              call (borrowed: retain to keep one).  May be NULL.  Must
- *              not stop or free the mirror.
+ *              call (borrowed: retain to keep one).  The first call's
+ *              previous version is the empty placeholder (revision 0), so
+ *              cowmap_diff() reports every key as added.  The thread is
+ *              registered with the flavor (online under urcu-qsbr) while
+ *              it runs; the next revision waits for it.  May be NULL.
+ *              Must not stop or free the mirror.
  * @on_event:   called in the mirror thread for the events above with the
  *              revision concerned (0 when none) and a message.  NULL
  *              writes the message to stderr.
