@@ -159,7 +159,8 @@ enum {
  *              previous version and the new one, both alive during the
  *              call (borrowed: retain to keep one).  The first call's
  *              previous version is the empty placeholder (revision 0), so
- *              cowmap_diff() reports every key as added.  The thread is
+ *              cowmap_diff() reports every key as added (and the stamp,
+ *              under the empty key, as changed).  The thread is
  *              registered with the flavor (online under urcu-qsbr) while
  *              it runs; the next revision waits for it.  May be NULL.
  *              Must not stop or free the mirror.
