@@ -897,7 +897,9 @@ int cowmap_prefix_lookup(const struct cowmap *t, const void *addr,
  * @values: values[i] receives address i's value, or NULL when no prefix
  *          covers it.
  * @lens:   lens[i] receives the matched length, 0 when none matched; may
- *          be NULL.
+ *          be NULL.  A default route (/0) also gives 0, and a stored NULL
+ *          value looks like no match: to tell them apart, store non-NULL
+ *          values or use the return value of cowmap_prefix_lookup().
  *
  * The look-ups advance together, a node per round with prefetching, so a
  * batch pays memory latency about once per level rather than once per
