@@ -23,8 +23,9 @@
  *     etcd key (prefix included); the value is a struct cowmap_etcd_value.
  *   - one more entry under the empty key (length 0), which etcd cannot
  *     store: the version's stamp (its revision and flags).  Read it with
- *     cowmap_etcd_revision() or cowmap_etcd_version_info(); an iteration
- *     over a version skips the entry whose key length is 0.
+ *     cowmap_etcd_revision() or cowmap_etcd_version_info().  The cowmap
+ *     calls see it like any entry: cowmap_size() counts it, and an
+ *     iteration meets it, so skip the entry whose key length is 0.
  *   Values are owned by the versions and freed by the map once no version
  *   and no reader can reach them; never free or change one.
  *
@@ -134,7 +135,8 @@ enum {
  * @endpoints:  comma-separated base URLs of the cluster's members, e.g.
  *              "http://10.0.0.1:2379,http://10.0.0.2:2379" ("http://" is
  *              added when no scheme is given).  Required.
- * @prefix:     the key prefix (a C string); "" mirrors every key.
+ * @prefix:     the key prefix (a C string); "" (or NULL) mirrors every
+ *              key.
  * @flavor:     the liburcu flavor the cell's readers use; NULL = urcu-memb.
  * @flags:      COWMAP_ETCD_START_EMPTY.
  * @start_timeout_ms:   how long cowmap_etcd_start() waits for the first
@@ -155,8 +157,13 @@ enum {
  *                      every page is read at the first page's revision).
  * @on_publish: called in the mirror thread after each publish, with the
  *              previous version and the new one, both alive during the
- *              call (borrowed: retain to keep one).  May be NULL.  Must
- *              not stop or free the mirror.
+ *              call (borrowed: retain to keep one).  The first call's
+ *              previous version is the empty placeholder (revision 0), so
+ *              cowmap_diff() reports every key as added (and the stamp,
+ *              under the empty key, as changed).  The thread is
+ *              registered with the flavor (online under urcu-qsbr) while
+ *              it runs; the next revision waits for it.  May be NULL.
+ *              Must not stop or free the mirror.
  * @on_event:   called in the mirror thread for the events above with the
  *              revision concerned (0 when none) and a message.  NULL
  *              writes the message to stderr.
@@ -190,7 +197,8 @@ struct cowmap_etcd_options {
  *                    not only the prefix's, so @store_revision -
  *                    @applied_revision is an upper bound of the lag.
  * @ms_since_contact: milliseconds since etcd last answered (a watch
- *                    message or a probe); large = the mirror may be stale.
+ *                    message or a probe); large = the mirror may be stale;
+ *                    -1 while etcd has never answered.
  * @versions:         versions published (the start-up placeholder aside).
  * @revisions:        revisions applied one by one from the watch.
  * @events:           puts and deletes applied from the watch.
@@ -223,27 +231,34 @@ struct cowmap_etcd_stats {
  * holds an empty version marked COWMAP_ETCD_VERSION_UNREACHABLE until the
  * first read succeeds.
  *
- * Returns the mirror, or NULL with errno set: EINVAL (no endpoints, a bad
- * endpoint), ENOMEM, ETIMEDOUT or ECONNREFUSED (no endpoint answered; the
- * message names the last error), EPROTO (refused data).  Call it from a
- * thread registered with the flavor (online with urcu-qsbr), outside any
- * read-side critical section: a failed start frees the cell it made, as
- * cowmap_etcd_free() does.
+ * Returns the mirror (free it with cowmap_etcd_free()), or NULL with
+ * errno set: EINVAL (NULL @opts or endpoints, or a list that names no
+ * endpoint; a malformed URL is only found out when it fails to connect),
+ * ENOMEM (also when libcurl cannot be initialised), ETIMEDOUT or
+ * ECONNREFUSED (no endpoint answered; the message names the last error),
+ * EPROTO (the first read was refused: see max_value_bytes), or
+ * pthread_create()'s error (EAGAIN).  Call it from a thread registered
+ * with the flavor (online with urcu-qsbr), outside any read-side critical
+ * section: a failed start frees the cell it made, as cowmap_etcd_free()
+ * does.
  */
 COWMAP_API
 struct cowmap_etcd *cowmap_etcd_start(const struct cowmap_etcd_options *opts,
 				      char err[COWMAP_ETCD_ERROR_MAX]);
 
 /**
- * cowmap_etcd_cell - the cell the mirror publishes in (borrowed).
- * Read it with the flavor given in the options.  It lives until
- * cowmap_etcd_free(); only the mirror writes to it.
+ * cowmap_etcd_cell - the cell the mirror publishes in (borrowed); NULL
+ * for a NULL mirror.  Read it with the flavor given in the options.  It
+ * lives until cowmap_etcd_free(), also after cowmap_etcd_stop(); only the
+ * mirror writes to it: never publish in it or free it yourself.
  */
 COWMAP_API
 struct cowmap_cell *cowmap_etcd_cell(struct cowmap_etcd *m);
 
 /**
- * cowmap_etcd_stats - fill @out.  Returns 0 or -EINVAL.  Any thread.
+ * cowmap_etcd_stats - fill @out.  Returns 0, or -EINVAL for a NULL
+ * argument.  Any thread, also after cowmap_etcd_stop(); not while another
+ * thread frees @m.
  */
 COWMAP_API
 int cowmap_etcd_stats(struct cowmap_etcd *m, struct cowmap_etcd_stats *out);
@@ -253,8 +268,12 @@ int cowmap_etcd_stats(struct cowmap_etcd *m, struct cowmap_etcd_stats *out);
  * published, at most @timeout_ms.
  *
  * For read-your-writes: a writer that got revision N from etcd waits for
- * N before reading the cell.  Returns 0, -ETIMEDOUT, -ESHUTDOWN (the
- * mirror was stopped first) or -EINVAL.  Any thread.
+ * N before reading the cell.  Returns 0 (at once if that revision is
+ * already published, even after a stop), -ETIMEDOUT, -ESHUTDOWN (the
+ * mirror is or was stopped before publishing it) or -EINVAL (NULL @m).
+ * Any thread, registered or not, and several at once; a stop wakes them.
+ * Not while another thread frees @m, and not from a callback (the mirror
+ * thread cannot publish while it waits there).
  */
 COWMAP_API
 int cowmap_etcd_wait(struct cowmap_etcd *m, int64_t revision,
@@ -263,16 +282,24 @@ int cowmap_etcd_wait(struct cowmap_etcd *m, int64_t revision,
 /**
  * cowmap_etcd_stop - stop mirroring; the cell keeps its last version.
  * Returns when the mirror thread has exited (a request in flight is
- * abandoned).  Calling it twice is harmless.  Not from a callback.
+ * abandoned).  NULL is ignored.  Calling it again after it has returned
+ * is harmless, but two threads must not call it (nor it and
+ * cowmap_etcd_free()) at the same time: both would join the mirror
+ * thread.  Not from a callback (on_publish, on_event), which runs in the
+ * mirror thread and would wait for itself.
  */
 COWMAP_API
 void cowmap_etcd_stop(struct cowmap_etcd *m);
 
 /**
  * cowmap_etcd_free - stop the mirror and free it and its cell; NULL is
- * ignored.  No reader may use the cell any more.  Call from a thread
- * registered with the flavor (online with urcu-qsbr), outside any
- * read-side critical section, as cowmap_cell_free() requires.
+ * ignored.  @m may have been stopped already.  Call it once, from one
+ * thread, when no other thread is in (or will enter) any cowmap_etcd_*
+ * call on @m and no reader uses the cell any more; a version a reader
+ * took with cowmap_cell_snapshot() stays valid until released.  Call
+ * from a thread registered with the flavor (online with urcu-qsbr),
+ * outside any read-side critical section and outside the callbacks, as
+ * cowmap_cell_free() requires.
  */
 COWMAP_API
 void cowmap_etcd_free(struct cowmap_etcd *m);
@@ -284,7 +311,9 @@ void cowmap_etcd_free(struct cowmap_etcd *m);
 
 /**
  * cowmap_etcd_revision - the etcd revision @v equals; 0 for a placeholder
- * or a version the mirror did not make.  Allocates nothing, locks nothing.
+ * or NULL.  Allocates nothing, locks nothing.  The stamp is whatever @v
+ * holds under the empty key: pass only versions of a mirror's cell (a map
+ * of your own gives 0, or garbage if it has an entry under "").
  */
 COWMAP_API
 int64_t cowmap_etcd_revision(const struct cowmap *v);

@@ -22,8 +22,9 @@
  *
  * Conventions:
  *   - Functions returning a version return a NEW REFERENCE, or NULL with
- *     errno set (ENOMEM, EINVAL, ENOSPC).  On failure every existing version
- *     is unchanged and nothing is leaked.
+ *     errno set (ENOMEM, EINVAL, ENOSPC; cowmap_new() also the errors of
+ *     getrandom()).  On failure every existing version is unchanged and
+ *     nothing is leaked.
  *   - Functions returning int return 0 (or a count) on success and a
  *     negative errno value on failure.
  *   - Keys are copied into the map; values are opaque pointers.  When
@@ -89,9 +90,13 @@ struct cowmap_cell;
  *               Storing the very pointer a key already maps to is a no-op
  *               and transfers nothing; storing one pointer under two keys
  *               is two sets, so it is freed twice (give each key its own).
+ *               Inside a transaction, repeated sets of one key follow
+ *               cowmap_txn_set_many()'s rule instead.
  *               It may run in any thread: the one that releases the
- *               last version holding the value, liburcu's call_rcu
- *               thread, a thread writing to a cell (cowmap_cell_set()
+ *               last version holding the value, one whose transaction
+ *               call replaces or drops a value only the draft holds
+ *               (merge, commit, abort), liburcu's call_rcu thread, a
+ *               thread writing to a cell (cowmap_cell_set()
  *               and the other publishing calls free what earlier
  *               publishes retired, after releasing the cell's writer
  *               lock), or one in cowmap_cell_barrier() or
@@ -118,8 +123,9 @@ struct cowmap_options {
  * cowmap_new - create an empty map.
  * @opts: options, copied; NULL for the defaults.
  *
- * Returns a new reference, or NULL with errno ENOMEM (or EIO if the
- * random seed could not be read).
+ * Returns a new reference, or NULL with errno ENOMEM, or, when @opts
+ * leaves seed 0 and no random seed can be read, getrandom()'s errno
+ * (ENOSYS on a kernel without it) or EIO (a short read).  Any thread.
  */
 COWMAP_API
 struct cowmap *cowmap_new(const struct cowmap_options *opts);
@@ -133,6 +139,13 @@ struct cowmap *cowmap_new(const struct cowmap_options *opts);
  * (cowmap_cell_publish()), and compared with @m's versions by
  * cowmap_diff() node by node (a new cowmap_new() picks a new random
  * seed, and a diff across seeds looks every key up in the other).
+ * @m is borrowed; any thread holding a reference to it (or inside the
+ * read-side critical section that loaded it) may call this.
+ *
+ * For hash maps only.  A prefix table has no seed, so cowmap_prefix_new()
+ * with the same width and options is already of its family; do not pass
+ * one here (version 0.3.0 does not refuse it, and the version it returns
+ * is broken).
  * Returns a new reference, or NULL with errno EINVAL (NULL @m) or ENOMEM.
  */
 COWMAP_API
@@ -247,9 +260,20 @@ struct cowmap_txn *cowmap_txn_begin(const struct cowmap *base);
  * merged, by cowmap_txn_set_many()'s rule (each distinct value a key's
  * earlier sets stored, once, unless the key ends with it).
  *
- * Returns 0, or -ENOMEM, -ENOSPC (max_entries), -EINVAL (bad key, or a
- * transaction already committed or aborted).  On failure the draft is as
- * it was and @value still belongs to the caller.
+ * Gathering costs memory of its own: room in the gathered array (40
+ * bytes a set, grown by doubling) and, for a key too long to be stored
+ * inline, a copy of it.  So this call can fail with -ENOMEM even when the
+ * set would change nothing (the key already maps to @value); a set is
+ * compared with the draft only when it is merged.  Near max_entries, and
+ * after 2^32 - 1 gathered sets, the gathered sets are merged first, and
+ * that merge can fail with -ENOMEM too (they then stay gathered).
+ *
+ * Returns 0, or -ENOMEM, -ENOSPC (the draft already holds max_entries
+ * keys and @key is not one of them), -EINVAL (NULL or finished
+ * transaction, a prefix-table draft, a NULL key with non-zero @len or a
+ * key longer than UINT32_MAX bytes).  On failure the draft is as it was
+ * and @value still belongs to the caller; on success it belongs to the
+ * map (with value_free), even if a later merge or commit fails.
  */
 COWMAP_API
 int cowmap_txn_set(struct cowmap_txn *t, const void *key, size_t len,
@@ -318,9 +342,13 @@ size_t cowmap_txn_size(const struct cowmap_txn *t);
  * cowmap_cell_publish() to share it.  Returns NULL with errno EINVAL for
  * a NULL or finished transaction, and with ENOMEM when sets gathered
  * since the draft was last read cannot be merged: @t is then discarded
- * as by cowmap_txn_abort() and the base is untouched.  Commit allocates
- * only for that merge: with no sets gathered (none since a read, delete
- * or set_many merged them) it cannot run out of memory.
+ * as by cowmap_txn_abort() and the base is untouched.  The values of
+ * those sets became the map's when cowmap_txn_set() returned 0, so with
+ * value_free the failed commit passes them to it (each distinct value
+ * once, as abort does); they are not handed back.  Commit allocates only for
+ * that merge: with no sets gathered (none since a read, delete or
+ * set_many merged them, and never for a prefix-table draft) it cannot
+ * run out of memory.  Either way @t must not be used again.
  */
 COWMAP_API
 struct cowmap *cowmap_txn_commit(struct cowmap_txn *t);
@@ -444,9 +472,10 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
  *    (rcu_register_thread() of that flavor) before its first read-side
  *    critical section and unregisters before it exits.  urcu-bp needs no
  *    registration.
- *  - Threads that write a cell (publish, cas, update, set, del, free) must
- *    be registered too, and with urcu-qsbr online: liburcu's call_rcu()
- *    and rcu_barrier() require it.
+ *  - Threads that write a cell (publish, cas, update, set, del,
+ *    prefix_set, prefix_del, barrier, free) must be registered too, and
+ *    with urcu-qsbr online: liburcu's call_rcu() and rcu_barrier() require
+ *    it, and cowmap_cell_set/del read the cell in a read-side section.
  *  - call_rcu callbacks must not write cells (nor free them, nor call
  *    cowmap_cell_barrier()): they run on liburcu's call_rcu thread,
  *    which also runs the cells' own grace-period callbacks.
@@ -487,7 +516,10 @@ int cowmap_stats(const struct cowmap *m, struct cowmap_stats *out);
 
 /**
  * struct cowmap_cell_stats - what a cell has published and what waits.
- * @published:     versions published since the cell was created.
+ * @published:     versions published since the cell was created (the
+ *                 initial one aside; calls that changed nothing publish
+ *                 nothing, and cowmap_cell_set/del calls combined into
+ *                 one publish count once).
  * @pending_bytes: bytes that retired versions alone held, not freed yet
  *                 (estimated when retired).
  * @pending_nodes: nodes in the same state.
@@ -534,9 +566,10 @@ struct cowmap_cell_stats {
  *           the cell default options, without your value_free or limit.
  * @flavor:  the liburcu flavor its readers use, e.g. &urcu_qsbr_flavor;
  *           NULL means urcu-memb.
- * Returns NULL with errno ENOMEM.  Debug builds (configure --enable-debug)
- * also refuse an @initial that was already released: NULL with errno
- * EINVAL, and a report on stderr.
+ * Returns NULL with errno ENOMEM (or, for a NULL @initial, the errors of
+ * cowmap_new(NULL)).  Debug builds (configure --enable-debug) also refuse
+ * an @initial that was already released: NULL with errno EINVAL, and a
+ * report on stderr.  Any thread; it needs no registration.
  */
 COWMAP_API
 struct cowmap_cell *cowmap_cell_new(struct cowmap *initial,
@@ -628,8 +661,9 @@ struct cowmap *cowmap_cell_snapshot(struct cowmap_cell *c);
  * Returns 0, -EINVAL (NULL argument, or a version of another family: its
  * values would be freed by the wrong function, or never), or -ENOMEM
  * (the current version is kept).  The old version is released after a
- * grace period.  Like every writing call, it may first wait for a grace
- * period when the cell is over its pending limit (cowmap_cell_stats()).
+ * grace period.  Like every writing call, after publishing and before
+ * returning it may wait for a grace period when the cell is over its
+ * pending limit (struct cowmap_cell_stats): readers see @next already.
  */
 COWMAP_API
 int cowmap_cell_publish(struct cowmap_cell *c, struct cowmap *next);
@@ -640,7 +674,9 @@ int cowmap_cell_publish(struct cowmap_cell *c, struct cowmap *next);
  *            cannot be freed and reused meanwhile.  NULL never matches
  *            (-EAGAIN).
  * @next:     stolen in every case; of the cell's family, as for publish.
- * Returns 0, -EAGAIN if another version won, -EINVAL, or -ENOMEM.
+ * Returns 0, -EAGAIN if another version won, -EINVAL (NULL @c or @next,
+ * another family: checked before @expected), or -ENOMEM (nothing
+ * published).  Only a successful call may wait, as publish does.
  */
 COWMAP_API
 int cowmap_cell_cas(struct cowmap_cell *c, const struct cowmap *expected,
@@ -663,6 +699,12 @@ int cowmap_cell_cas(struct cowmap_cell *c, const struct cowmap *expected,
  * @fn must not write to the same cell, and should not write to others:
  * such a write may wait for a grace period (the pending limit) while
  * this cell's writers wait for @fn.
+ *
+ * Returns 0 (also when @fn returned cur: nothing is published), the
+ * -errno of @fn's NULL, -EINVAL (NULL @c or @fn, or a version of another
+ * family), or -ENOMEM (then @fn was not called).  Once @fn has run, the
+ * call may wait for a grace period as publish does, whatever @fn
+ * returned.
  */
 COWMAP_API
 int cowmap_cell_update(struct cowmap_cell *c,
@@ -679,9 +721,11 @@ int cowmap_cell_update(struct cowmap_cell *c,
  * for a while.  Each change succeeds or fails on its own.  A call that
  * changes nothing (same value) or that the limit refuses is answered
  * without allocating.  A call may also free versions that earlier
- * publishes retired (see value_free).
- * Returns 0, or -ENOMEM / -ENOSPC / -EINVAL, with @value still the
- * caller's on failure.
+ * publishes retired (see value_free), and wait for a grace period as
+ * publish does.
+ * Returns 0, or -ENOMEM, -ENOSPC (max_entries) or -EINVAL (NULL cell, a
+ * prefix table's cell, a key cowmap_get() would refuse), with @value
+ * still the caller's on failure.
  */
 COWMAP_API
 int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
@@ -689,8 +733,9 @@ int cowmap_cell_set(struct cowmap_cell *c, const void *key, size_t len,
 
 /**
  * cowmap_cell_del - remove one key from the current version and publish.
- * Returns 1 if removed, 0 if absent (nothing published), or a negative
- * errno.  Combined like cowmap_cell_set().
+ * Returns 1 if removed, 0 if absent (nothing published), or -ENOMEM or
+ * -EINVAL (as cowmap_cell_set()).  Combined like cowmap_cell_set(), with
+ * its thread rules.
  */
 COWMAP_API
 int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len);
@@ -702,7 +747,10 @@ int cowmap_cell_del(struct cowmap_cell *c, const void *key, size_t len);
  *         bounds); SIZE_MAX lets writers run ahead of reclamation as far
  *         as grace periods allow.  The default is COWMAP_CELL_PENDING_LIMIT.
  * A smaller limit keeps memory tighter and makes writers wait for grace
- * periods sooner.  Returns 0 or -EINVAL.  Safe from any thread.
+ * periods sooner; 0 makes nearly every writing call wait for one.  Writing
+ * calls read the limit as they finish, so a new one holds from the next
+ * such call on; nothing waiting is freed by lowering it.  Returns 0, or
+ * -EINVAL for a NULL cell.  Safe from any thread, registered or not.
  */
 COWMAP_API
 int cowmap_cell_set_pending_limit(struct cowmap_cell *c, size_t bytes);
@@ -849,7 +897,9 @@ int cowmap_prefix_lookup(const struct cowmap *t, const void *addr,
  * @values: values[i] receives address i's value, or NULL when no prefix
  *          covers it.
  * @lens:   lens[i] receives the matched length, 0 when none matched; may
- *          be NULL.
+ *          be NULL.  A default route (/0) also gives 0, and a stored NULL
+ *          value looks like no match: to tell them apart, store non-NULL
+ *          values or use the return value of cowmap_prefix_lookup().
  *
  * The look-ups advance together, a node per round with prefetching, so a
  * batch pays memory latency about once per level rather than once per
@@ -959,10 +1009,15 @@ int cowmap_txn_prefix_set_many(struct cowmap_txn *t, size_t n,
  *
  * A cowmap_cell_update() of cowmap_prefix_set(): writers are serialised by
  * the cell's writer lock and readers see the old version or the new one,
- * never a mix.  The same thread rules as cowmap_cell_update().  Returns 0
- * (also when the prefix already had @value: nothing is published), or
- * -EINVAL (the cell holds a hash map, bad arguments), -ENOSPC or -ENOMEM,
- * with @value still the caller's on failure.
+ * never a mix.  Unlike cowmap_cell_set(), concurrent calls are not
+ * combined: each copies the path and publishes in turn (for many routes,
+ * use a transaction and cowmap_cell_publish()).  The same thread rules as
+ * cowmap_cell_update(), so never from inside an @fn of the same cell.
+ * Returns 0 (also when the prefix already had @value: nothing is
+ * published), or -EINVAL (NULL cell, the cell holds a hash map, NULL
+ * @addr, @len beyond the width), -ENOSPC (max_entries, or the reference
+ * limit of cowmap_retain()) or -ENOMEM, with @value still the caller's on
+ * failure.
  */
 COWMAP_API
 int cowmap_cell_prefix_set(struct cowmap_cell *c, const void *addr,
@@ -970,8 +1025,10 @@ int cowmap_cell_prefix_set(struct cowmap_cell *c, const void *addr,
 
 /**
  * cowmap_cell_prefix_del - remove one prefix from the cell's current
- * version and publish.  Returns 1 if removed, 0 if absent (nothing
- * published), or a negative errno as cowmap_cell_prefix_set().
+ * version and publish.  Only that exact prefix goes, as with
+ * cowmap_prefix_del().  Returns 1 if removed, 0 if absent (nothing
+ * published), or -EINVAL, -ENOSPC (reference limit) or -ENOMEM as
+ * cowmap_cell_prefix_set(); the same thread rules.
  */
 COWMAP_API
 int cowmap_cell_prefix_del(struct cowmap_cell *c, const void *addr,

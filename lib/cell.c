@@ -26,9 +26,10 @@
  * publishes it saved), and publishes once.  The other writers meanwhile
  * return, or free what is ready, instead of sleeping on the mutex.
  *
- * A cell publishes only versions of the family of its first (same hash,
- * seed, value_free, context and limit): a version of another family
- * would have its values freed by the wrong function, or never.
+ * A cell publishes only versions of the family of its first (same kind
+ * and width, hash function, value_free, context and limit; the seed may
+ * differ, see cm_same_family()): a version of another family would have
+ * its values freed by the wrong function, or never.
  *
  * Misuse: debug builds check a magic number in every cowmap_cell_* call
  * and free cells through the allocator's quarantine, poisoned, so a cell

@@ -20,9 +20,10 @@
  * -------------------------
  * cowmap_cell_stats() costs a few atomic loads: poll it as often as you
  * like (here every half second).  After each publish, pending_bytes holds
- * what the replaced version alone kept alive, and falls back within a
- * grace period, once every reader that might use it has left its
- * read-side critical section.  If pending_bytes (and pending_versions)
+ * what the replaced version alone kept alive, and falls back within a few
+ * grace periods (replaced versions wait in batches, one grace period per
+ * batch), once every reader that might use them has left its read-side
+ * critical section.  If pending_bytes (and pending_versions)
  * keeps growing, grace periods are stalled: some thread is stuck inside a
  * read-side critical section (or, with urcu-qsbr, stopped announcing
  * quiescent states), and no replaced version can be freed until it moves.
