@@ -142,10 +142,9 @@ struct cowmap *cowmap_new(const struct cowmap_options *opts);
  * @m is borrowed; any thread holding a reference to it (or inside the
  * read-side critical section that loaded it) may call this.
  *
- * For hash maps only.  A prefix table has no seed, so cowmap_prefix_new()
- * with the same width and options is already of its family; do not pass
- * one here (version 0.3.0 does not refuse it, and the version it returns
- * is broken).
+ * For a prefix table it is an empty prefix table of the same width,
+ * value_free, context and max_entries (cowmap_prefix_new() with the same
+ * arguments makes the same family: prefix tables have no seed).
  * Returns a new reference, or NULL with errno EINVAL (NULL @m) or ENOMEM.
  */
 COWMAP_API

@@ -7,6 +7,7 @@
 #include "alloc.h"
 #include "edit.h"
 #include "prefix.h"
+#include "prefix_edit.h"
 
 #include <errno.h>
 
@@ -53,7 +54,8 @@ struct cowmap *cowmap_empty_like(const struct cowmap *m)
 		errno = EINVAL;
 		return NULL;
 	}
-	return empty_version(m);
+	return m->kind == CM_KIND_PREFIX ? cm_pfx_empty_like(m)
+					 : empty_version(m);
 }
 
 struct cowmap *cowmap_new(const struct cowmap_options *opts)

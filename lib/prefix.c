@@ -116,6 +116,11 @@ struct cowmap *cowmap_prefix_new(unsigned width,
 		proto.max_entries = opts->max_entries;
 	}
 
+	return cm_pfx_empty_like(&proto);
+}
+
+struct cowmap *cm_pfx_empty_like(const struct cowmap *like)
+{
 	struct cowmap *m = cm_malloc(sizeof(*m));
 	struct cm_pnode *root = cm_pn_empty();
 
@@ -126,7 +131,7 @@ struct cowmap *cowmap_prefix_new(unsigned width,
 		errno = ENOMEM;
 		return NULL;
 	}
-	cm_pfx_init(m, &proto, root, 0);
+	cm_pfx_init(m, like, root, 0);
 	return m;
 }
 

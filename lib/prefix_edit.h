@@ -77,6 +77,10 @@ int cm_pfx_edit(struct cm_pfx_edit *e, struct cm_pnode *root);
  * reference, the caller's.  -ENOMEM. */
 int cm_pfx_box(const struct cowmap *t, void *value, struct cm_pbox **box);
 
+/* A new, empty prefix table with @like's width and options; NULL with
+ * errno ENOMEM. */
+struct cowmap *cm_pfx_empty_like(const struct cowmap *like);
+
 /* Make @m a prefix version of @root (its reference taken over) with
  * @count prefixes and the options of @like; checks it in debug builds. */
 void cm_pfx_init(struct cowmap *m, const struct cowmap *like,

@@ -612,6 +612,55 @@ START_TEST(empty_like_keeps_the_family_and_the_seed)
 }
 END_TEST
 
+/* A prefix table's empty version is an empty prefix table of its width
+ * and options, which works as one (a hash root there once read out of
+ * bounds) and which its cell takes as of its family. */
+START_TEST(empty_like_of_a_prefix_table_is_an_empty_prefix_table)
+{
+	struct cowmap_options o = { .value_free = count_free, .ctx = vals,
+				    .max_entries = 3 };
+	unsigned char net[16] = { 0x20, 0x01, 0x0d, 0xb8 }, host[16];
+	struct cowmap *t, *p, *e, *f;
+	void *v = NULL;
+	unsigned len = 0;
+
+	reset_counts();
+	urcu_memb_register_thread();
+	t = cowmap_prefix_new(128, &o);
+	ck_assert_ptr_nonnull(t);
+	p = cowmap_prefix_set(t, net, 32, val(0));
+	ck_assert_ptr_nonnull(p);
+	cowmap_release(t);
+
+	e = cowmap_empty_like(p);
+	ck_assert_ptr_nonnull(e);
+	ck_assert_uint_eq(cowmap_prefix_width(e), 128);
+	ck_assert_uint_eq(cowmap_size(e), 0);
+	memcpy(host, net, sizeof(host));
+	host[15] = 1;
+	ck_assert_int_eq(cowmap_prefix_lookup(e, host, &v, &len), 0);
+	ck_assert_int_eq(cowmap_get(e, "a", 1, &v), -EINVAL);
+
+	f = cowmap_prefix_set(e, net, 48, val(1));
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(cowmap_prefix_lookup(f, host, &v, &len), 1);
+	ck_assert_ptr_eq(v, val(1));
+	ck_assert_uint_eq(len, 48);
+
+	/* The same family: the cell of p takes it, and it owns its values
+	 * with p's value_free. */
+	struct cowmap_cell *c = cowmap_cell_new(p, NULL);
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(cowmap_cell_publish(c, f), 0);
+	cowmap_release(e);
+	cowmap_cell_free(c);
+	ck_assert_uint_eq(freed_count(0), 1);
+	ck_assert_uint_eq(freed_count(1), 1);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
 static struct cowmap *return_cur(const struct cowmap *cur, void *arg)
 {
 	(void)arg;
@@ -733,6 +782,7 @@ Suite *misuse_suite(void)
 	tcase_add_test(tc, cell_calls_reject_null_arguments_and_publish_nothing);
 	tcase_add_test(tc, publishing_a_version_of_another_family_is_einval);
 	tcase_add_test(tc, empty_like_keeps_the_family_and_the_seed);
+	tcase_add_test(tc, empty_like_of_a_prefix_table_is_an_empty_prefix_table);
 	tcase_add_test(tc, update_returning_the_current_version_changes_nothing);
 	tcase_add_test(tc, cell_free_inside_a_read_section_fails_with_edeadlk);
 	tcase_add_test(tc, pending_limit_rejects_a_null_cell);
