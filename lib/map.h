@@ -211,10 +211,11 @@ void cm_lend_free_version(struct cowmap *m);
 
 /*
  * May @b be published where @a is: the same family (the same kind and
- * width, value_free, context, hash function and limit)?  Values would otherwise be freed by
- * the wrong function, or never, and the limit would change unseen.  The
- * seed is not part of it: another seed costs cowmap_diff() its shortcut
- * (cowmap_empty_like() keeps it), not correctness.
+ * width, value_free, context, hash function and limit)?  Values would
+ * otherwise be freed by the wrong function, or never, and the limit would
+ * change unseen.  The seed is not part of it: another seed costs
+ * cowmap_diff() its shortcut (cowmap_empty_like() keeps it), not
+ * correctness.
  */
 static inline bool cm_same_family(const struct cowmap *a,
 				  const struct cowmap *b)

@@ -131,9 +131,10 @@ int cowmap_txn_prefix_get(const struct cowmap_txn *t, const void *addr,
 
 /*
  * After a batch: each box the batch made and the trie does not hold was
- * stored and then replaced by a later route for its prefix.  Its value goes to value_free, unless the prefix ends
- * with that very pointer (see cowmap_txn_prefix_set_many()), or the
- * batch failed (@discard: every value is the caller's again).
+ * stored and then replaced by a later route for its prefix.  Its value
+ * goes to value_free, unless the prefix ends with that very pointer (see
+ * cowmap_txn_prefix_set_many()), or the batch failed (@discard: every
+ * value is the caller's again).
  */
 static void drop_boxes(const struct cowmap_txn *t, struct cm_pbox **boxes,
 		       const struct cm_pfx_key *keys, size_t n, bool discard)

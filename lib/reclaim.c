@@ -70,13 +70,14 @@
  *     retires in one call, whatever the number of writers and however the
  *     scheduler treats the call_rcu thread.
  *
- * Only a grace period that does not end within CM_STALL_NS (a reader
- * that stays in its critical section, a QSBR thread that stops announcing
+ * Only a grace period that does not end within CM_STALL_NS (a reader that
+ * stays in its critical section, a QSBR thread that stops announcing
  * quiescent states, a writer inside a read-side section) can hold memory
- * back past the bound; that is what pending_bytes shows.  Writers must not stop behind it: a wait that
- * sees no batch end within CM_STALL_NS gives up, and no writer waits
- * again until a batch ends, so writes go on at full speed and pending
- * grows while the grace period is stuck, and drains once it ends.
+ * back past the bound; that is what pending_bytes shows.  Writers must not
+ * stop behind it: a wait that sees no batch end within CM_STALL_NS gives
+ * up, and no writer waits again until a batch ends, so writes go on at
+ * full speed and pending grows while the grace period is stuck, and drains
+ * once it ends.
  *
  * Barriers.  cowmap_cell_barrier() sends a mark down the same line as the
  * retired versions (batches finish one at a time, in order) and waits for
